@@ -1,0 +1,1 @@
+"""The embedded lite backends and built-in extensions, each an ordinary plugin (see host.BUILTIN_PLUGINS)."""

@@ -1,0 +1,60 @@
+"""``metadata = { backend = "sqlite" }``: the metadata slot in one SQLite file (WAL, migrations)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import msgspec
+
+from matih_lite.contracts import BackendContext
+from matih_lite.hookspecs import hookimpl
+
+
+class SqliteSettings(msgspec.Struct, forbid_unknown_fields=True):
+    path: str | None = None
+    """Database file; default ``<home>/matih.db``. Relative paths resolve against matih.toml's folder."""
+    busy_timeout_ms: int = 30_000
+    """How long a writer waits for another process's lock before retrying."""
+
+
+def open_database(path: Path, busy_timeout_ms: int = 30_000):
+    """A :class:`~matih_lite.sqlstore.Database` over a SQLite file, migrated to the current schema."""
+    import sqlite_utils
+
+    from matih_lite.sqlstore.database import SQLITE, Database
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                               timeout=busy_timeout_ms / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes in WAL mode
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA case_sensitive_like = ON")  # LIKE as MLflow (and PostgreSQL) mean it
+        return conn
+
+    first = connect()
+    sqlite_utils.Database(first).enable_wal()
+    first.close()
+    db = Database(connect, SQLITE, driver_errors=(sqlite3.Error,))
+    return db
+
+
+def create_store(settings: SqliteSettings, context: BackendContext):
+    from matih_lite.sqlstore.schema import MIGRATIONS
+    from matih_lite.sqlstore.tracking import SqlTrackingStore
+
+    path = context.resolve(settings.path) if settings.path else context.home / "matih.db"
+    db = open_database(path, settings.busy_timeout_ms)
+    db.migrate(MIGRATIONS)
+    store = SqlTrackingStore(db)
+    store.location = str(path)  # type: ignore[attr-defined]
+    return store
+
+
+@hookimpl
+def register_backends(register):
+    register("metadata", "sqlite", create_store, settings=SqliteSettings,
+             summary="one SQLite file (WAL); the lite default")

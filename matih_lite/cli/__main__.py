@@ -1,0 +1,3 @@
+from matih_lite.cli import main
+
+main()

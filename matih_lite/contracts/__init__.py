@@ -1,0 +1,72 @@
+"""One typed interface per slot. Backends implement these; domain code calls only these.
+
+A backend may import this package (and :mod:`matih_lite.errors`), never domain code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SLOTS: tuple[str, ...] = ("metadata", "artifacts", "compute", "serving", "events", "drift", "features")
+"""Every slot a profile fills, in the order tables and ``plugins list`` show them."""
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What a backend factory is told besides its settings.
+
+    ``home`` is the state folder (``./.matih`` or ``MATIH_HOME``); ``base_dir`` is where
+    relative paths in settings are resolved (the folder of matih.toml, or the working
+    folder without one); ``profile`` names the active profile.
+    """
+
+    home: Path
+    base_dir: Path
+    profile: str
+
+    def resolve(self, path: str | Path) -> Path:
+        """A settings path made absolute against ``base_dir``."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+from matih_lite.contracts.artifacts import ArtifactInfo, ArtifactStore  # noqa: E402
+from matih_lite.contracts.metadata import MetadataStore  # noqa: E402
+from matih_lite.contracts.records import Experiment, Health, Metric, Page, Run  # noqa: E402
+from matih_lite.contracts.slots import (  # noqa: E402
+    ComputeBackend,
+    DriftRunner,
+    EventStore,
+    FeatureStore,
+    ServingBackend,
+)
+
+CONTRACTS: dict[str, type] = {
+    "metadata": MetadataStore,
+    "artifacts": ArtifactStore,
+    "compute": ComputeBackend,
+    "serving": ServingBackend,
+    "events": EventStore,
+    "drift": DriftRunner,
+    "features": FeatureStore,
+}
+
+__all__ = [
+    "SLOTS",
+    "CONTRACTS",
+    "ArtifactInfo",
+    "ArtifactStore",
+    "BackendContext",
+    "ComputeBackend",
+    "DriftRunner",
+    "EventStore",
+    "Experiment",
+    "FeatureStore",
+    "Health",
+    "MetadataStore",
+    "Metric",
+    "Page",
+    "Run",
+    "ServingBackend",
+]

@@ -1,0 +1,67 @@
+"""The records the metadata slot stores and returns. Plain data; no behaviour."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+LIFECYCLE_STAGES = ("active", "deleted")
+
+
+class Health(msgspec.Struct, frozen=True):
+    """What every backend's ``health()`` returns: ``ok`` and one line a person can act on."""
+
+    ok: bool
+    detail: str = ""
+
+
+class Metric(msgspec.Struct, frozen=True):
+    """One point of a metric. ``value`` may be NaN or +-inf; stores keep them exactly."""
+
+    key: str
+    value: float
+    timestamp: int  # milliseconds since the epoch
+    step: int = 0
+
+
+class Experiment(msgspec.Struct):
+    experiment_id: str
+    tenant: str
+    name: str
+    description: str = ""
+    artifact_location: str = ""
+    lifecycle_stage: str = "active"
+    creation_time: int = 0
+    last_update_time: int = 0
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Run(msgspec.Struct):
+    """A run with its params, tags and the latest value of each metric."""
+
+    run_id: str
+    experiment_id: str
+    tenant: str
+    name: str
+    status: str
+    start_time: int
+    end_time: int | None = None
+    lifecycle_stage: str = "active"
+    parent_run_id: str | None = None
+    artifact_uri: str = ""
+    user_id: str = ""
+    params: dict[str, str] = msgspec.field(default_factory=dict)
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    metrics: dict[str, Metric] = msgspec.field(default_factory=dict)
+
+
+class Page(msgspec.Struct, Generic[T]):
+    """One page of a listing; pass ``next_token`` back to get the next, ``None`` at the end."""
+
+    items: list[T]
+    next_token: str | None = None

@@ -1,0 +1,151 @@
+"""Connections, transactions and migrations, the same calls over sqlite3 and psycopg."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from matih_lite.errors import StoreError
+
+log = logging.getLogger("matih_lite.sqlstore")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between SQL engines, as far as our queries go."""
+
+    name: str
+    placeholder: str  # "?" (sqlite3) or "%s" (psycopg)
+    types: dict[str, str]  # names used in DDL templates -> the engine's types
+    is_locked: Callable[[BaseException], bool] = lambda exc: False
+
+    def sql(self, text: str) -> str:
+        """Our queries are written with ``?``; this swaps in the engine's placeholder."""
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+    def ddl(self, text: str) -> str:
+        return text.format(**self.types)
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    placeholder="?",
+    types={"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "bigint": "INTEGER", "double": "REAL", "text": "TEXT"},
+    is_locked=lambda exc: "locked" in str(exc) or "busy" in str(exc),
+)
+
+POSTGRES = Dialect(
+    name="postgres",
+    placeholder="%s",
+    types={"serial": "BIGSERIAL PRIMARY KEY", "bigint": "BIGINT", "double": "DOUBLE PRECISION", "text": "TEXT"},
+)
+
+
+class Database:
+    """Per-thread connections from ``connect()`` plus read and write transactions.
+
+    ``connect`` must return a DB-API connection in autocommit mode; writes run inside
+    ``BEGIN`` (``BEGIN IMMEDIATE`` on SQLite, so a writer waits for the lock up front
+    instead of failing on upgrade) and are retried when the engine reports a lock.
+    """
+
+    def __init__(self, connect: Callable[[], Any], dialect: Dialect, *, driver_errors: tuple[type, ...] = (),
+                 retry_seconds: float = 60.0) -> None:
+        self._connect = connect
+        self.dialect = dialect
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+        self._errors = driver_errors
+        self._retry_seconds = retry_seconds
+
+    def connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = self._connect()
+            except self._errors as exc:
+                raise StoreError(f"cannot connect to the {self.dialect.name} metadata store: {exc}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        """A cursor for queries; each statement sees committed data."""
+        cur = self.connection().cursor()
+        try:
+            yield cur
+        except self._errors as exc:
+            raise StoreError(f"{self.dialect.name} query failed: {exc}") from exc
+        finally:
+            cur.close()
+
+    def write(self, fn: Callable[[Any], Any]) -> Any:
+        """Run ``fn(cursor)`` in one transaction, retrying on lock contention; returns its result."""
+        begin = "BEGIN IMMEDIATE" if self.dialect.name == "sqlite" else "BEGIN"
+        deadline = time.monotonic() + self._retry_seconds
+        delay = 0.005
+        while True:
+            conn = self.connection()
+            cur = conn.cursor()
+            try:
+                cur.execute(begin)
+                result = fn(cur)
+                cur.execute("COMMIT")
+                return result
+            except BaseException as exc:
+                try:
+                    cur.execute("ROLLBACK")
+                except Exception:  # the transaction may never have begun
+                    pass
+                if isinstance(exc, self._errors) and self.dialect.is_locked(exc) and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.25)
+                    continue
+                if isinstance(exc, self._errors):
+                    raise StoreError(f"{self.dialect.name} write failed: {exc}") from exc
+                raise
+            finally:
+                cur.close()
+
+    def migrate(self, migrations: Sequence[tuple[int, str, Sequence[str]]]) -> list[int]:
+        """Apply the migrations not yet recorded in ``_migrations``; returns the versions applied."""
+        d = self.dialect
+
+        def run(cur: Any) -> list[int]:
+            cur.execute(d.ddl("CREATE TABLE IF NOT EXISTS _migrations (version {bigint} PRIMARY KEY, "
+                              "name {text} NOT NULL, applied_at {bigint} NOT NULL)"))
+            cur.execute("SELECT version FROM _migrations")
+            done = {row[0] for row in cur.fetchall()}
+            applied = []
+            for version, name, statements in migrations:
+                if version in done:
+                    continue
+                for statement in statements:
+                    cur.execute(d.ddl(statement))
+                cur.execute(d.sql("INSERT INTO _migrations (version, name, applied_at) VALUES (?, ?, ?)"),
+                            (version, name, int(time.time() * 1000)))
+                applied.append(version)
+            return applied
+
+        applied = self.write(run)
+        if applied:
+            log.info("metadata schema migrated to version %s", applied[-1])
+        return applied
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+            self._all.clear()
+        self._local = threading.local()

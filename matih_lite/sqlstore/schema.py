@@ -1,0 +1,61 @@
+"""The metadata schema as numbered migrations; later work appends, never edits, entries."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "tracking", [
+        """CREATE TABLE experiments (
+            experiment_id {serial},
+            tenant {text} NOT NULL,
+            name {text} NOT NULL,
+            description {text} NOT NULL DEFAULT '',
+            artifact_location {text} NOT NULL DEFAULT '',
+            lifecycle_stage {text} NOT NULL DEFAULT 'active',
+            creation_time {bigint} NOT NULL,
+            last_update_time {bigint} NOT NULL,
+            UNIQUE (tenant, name))""",
+        """CREATE TABLE experiment_tags (
+            experiment_id {bigint} NOT NULL REFERENCES experiments (experiment_id) ON DELETE CASCADE,
+            key {text} NOT NULL, value {text} NOT NULL,
+            PRIMARY KEY (experiment_id, key))""",
+        """CREATE TABLE runs (
+            run_id {text} PRIMARY KEY,
+            experiment_id {bigint} NOT NULL REFERENCES experiments (experiment_id) ON DELETE CASCADE,
+            tenant {text} NOT NULL,
+            name {text} NOT NULL DEFAULT '',
+            status {text} NOT NULL,
+            start_time {bigint} NOT NULL,
+            end_time {bigint},
+            lifecycle_stage {text} NOT NULL DEFAULT 'active',
+            parent_run_id {text},
+            artifact_uri {text} NOT NULL DEFAULT '',
+            user_id {text} NOT NULL DEFAULT '')""",
+        "CREATE INDEX runs_by_experiment ON runs (tenant, experiment_id, lifecycle_stage, start_time)",
+        "CREATE INDEX runs_by_parent ON runs (parent_run_id)",
+        """CREATE TABLE params (
+            run_id {text} NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            key {text} NOT NULL, value {text} NOT NULL,
+            PRIMARY KEY (run_id, key))""",
+        """CREATE TABLE tags (
+            run_id {text} NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            key {text} NOT NULL, value {text} NOT NULL,
+            PRIMARY KEY (run_id, key))""",
+        """CREATE TABLE metrics (
+            run_id {text} NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            key {text} NOT NULL,
+            value {double} NOT NULL,
+            is_nan {bigint} NOT NULL DEFAULT 0,
+            timestamp {bigint} NOT NULL,
+            step {bigint} NOT NULL DEFAULT 0)""",
+        "CREATE INDEX metrics_by_key ON metrics (run_id, key, step, timestamp)",
+        """CREATE TABLE latest_metrics (
+            run_id {text} NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            key {text} NOT NULL,
+            value {double} NOT NULL,
+            is_nan {bigint} NOT NULL DEFAULT 0,
+            timestamp {bigint} NOT NULL,
+            step {bigint} NOT NULL,
+            PRIMARY KEY (run_id, key))""",
+        "CREATE INDEX latest_metrics_by_key ON latest_metrics (key, value)",
+    ]),
+]

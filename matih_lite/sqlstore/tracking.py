@@ -1,0 +1,492 @@
+"""Experiments, runs, params, metrics and tags over SQL (the tracking part of the metadata slot)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from matih_lite.contracts.records import TERMINAL_STATUSES, Experiment, Health, Metric, Page, Run
+from matih_lite.contracts.search import Comparison, OrderBy, RunFilter
+from matih_lite.errors import Conflict, InvalidInput, NotFound
+from matih_lite.sqlstore.database import Database
+
+_RUN_COLUMNS = ("run_id, experiment_id, tenant, name, status, start_time, end_time, lifecycle_stage, "
+                "parent_run_id, artifact_uri, user_id")
+_EXPERIMENT_COLUMNS = ("experiment_id, tenant, name, description, artifact_location, lifecycle_stage, "
+                       "creation_time, last_update_time")
+_ATTRIBUTE_COLUMNS = {
+    "run_id": "r.run_id", "run_name": "r.name", "status": "r.status", "user_id": "r.user_id",
+    "artifact_uri": "r.artifact_uri", "lifecycle_stage": "r.lifecycle_stage", "start_time": "r.start_time",
+    "end_time": "r.end_time",
+}
+_NUMERIC_OPS = {"=", "!=", ">", ">=", "<", "<="}
+_CHUNK = 500  # ids per IN (...) list, under every engine's parameter limit
+
+
+def encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def decode_token(token: str | None) -> int:
+    """The offset a page token stands for. Raises InvalidInput for a token we did not issue."""
+    if not token:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode() + b"==="))["offset"]
+        if isinstance(offset, int) and offset >= 0:
+            return offset
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise InvalidInput(f"invalid page token {token[:40]!r}; pass back the next_token of a previous page")
+
+
+def _id(experiment_id: str | int) -> int:
+    try:
+        value = int(experiment_id)
+    except (TypeError, ValueError):
+        raise NotFound(f"experiment {experiment_id!r} does not exist") from None
+    if value < 0 or value > 2**62:
+        raise NotFound(f"experiment {experiment_id!r} does not exist")
+    return value
+
+
+def _metric_row(run_id: str, m: Metric) -> tuple:
+    nan = m.value != m.value
+    return (run_id, m.key, 0.0 if nan else float(m.value), 1 if nan else 0, int(m.timestamp), int(m.step))
+
+
+def _metric_from(key: str, value: float, is_nan: int, timestamp: int, step: int) -> Metric:
+    return Metric(key=key, value=math.nan if is_nan else float(value), timestamp=int(timestamp), step=int(step))
+
+
+def _latest_sort_key(m: Metric) -> tuple:
+    return (m.step, m.timestamp, -math.inf if m.value != m.value else m.value)
+
+
+class SqlTrackingStore:
+    """The :class:`~matih_lite.contracts.metadata.TrackingStore` contract over a :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._q = db.dialect.sql
+
+    # ---- health -----------------------------------------------------------------------------
+    def health(self) -> Health:
+        with self.db.read() as cur:
+            cur.execute("SELECT COUNT(*) FROM _migrations")
+            n = cur.fetchone()[0]
+        return Health(True, f"{self.db.dialect.name}, schema version {n}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- experiments --------------------------------------------------------------------------
+    def create_experiment(self, tenant: str, name: str, *, description: str = "", artifact_location: str = "",
+                          tags: Mapping[str, str] | None = None, creation_time: int | None = None) -> Experiment:
+        import time
+
+        now = creation_time or int(time.time() * 1000)
+
+        def run(cur: Any) -> int:
+            cur.execute(self._q("SELECT experiment_id FROM experiments WHERE tenant = ? AND name = ?"), (tenant, name))
+            if cur.fetchone():
+                raise Conflict(f"experiment {name!r} already exists (deleted experiments keep their name; "
+                               "restore it or pick another name)")
+            cur.execute(self._q(
+                "INSERT INTO experiments (tenant, name, description, artifact_location, lifecycle_stage, "
+                "creation_time, last_update_time) VALUES (?, ?, ?, ?, 'active', ?, ?) RETURNING experiment_id"),
+                (tenant, name, description, artifact_location, now, now))
+            eid = cur.fetchone()[0]
+            if tags:
+                cur.executemany(self._q("INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?, ?, ?)"),
+                                [(eid, k, v) for k, v in tags.items()])
+            return eid
+
+        return self.get_experiment(tenant, str(self.db.write(run)))
+
+    def _experiments(self, cur: Any, where: str, params: Sequence[Any], suffix: str = "") -> list[Experiment]:
+        cur.execute(self._q(f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE {where} {suffix}"), tuple(params))
+        rows = cur.fetchall()
+        exps = [Experiment(str(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        if exps:
+            by_id = {e.experiment_id: e for e in exps}
+            ids = [int(i) for i in by_id]
+            for chunk in _chunks(ids):
+                cur.execute(self._q(f"SELECT experiment_id, key, value FROM experiment_tags "
+                                    f"WHERE experiment_id IN ({_marks(chunk)})"), tuple(chunk))
+                for eid, key, value in cur.fetchall():
+                    by_id[str(eid)].tags[key] = value
+        return exps
+
+    def get_experiment(self, tenant: str, experiment_id: str) -> Experiment:
+        with self.db.read() as cur:
+            found = self._experiments(cur, "tenant = ? AND experiment_id = ?", (tenant, _id(experiment_id)))
+        if not found:
+            raise NotFound(f"experiment {experiment_id!r} does not exist")
+        return found[0]
+
+    def get_experiment_by_name(self, tenant: str, name: str) -> Experiment:
+        with self.db.read() as cur:
+            found = self._experiments(cur, "tenant = ? AND name = ?", (tenant, name))
+        if not found:
+            raise NotFound(f"experiment {name!r} does not exist")
+        return found[0]
+
+    def search_experiments(self, tenant: str, *, lifecycle: str = "active", name_like: str | None = None,
+                           max_results: int = 1000, page_token: str | None = None) -> Page[Experiment]:
+        offset = decode_token(page_token)
+        where, params = ["tenant = ?"], [tenant]
+        if lifecycle != "all":
+            where.append("lifecycle_stage = ?")
+            params.append(lifecycle)
+        if name_like:
+            where.append("name LIKE ?")
+            params.append(name_like)
+        with self.db.read() as cur:
+            items = self._experiments(cur, " AND ".join(where), [*params, max_results + 1, offset],
+                                      "ORDER BY creation_time DESC, experiment_id DESC LIMIT ? OFFSET ?")
+        more = len(items) > max_results
+        return Page(items[:max_results], encode_token(offset + max_results) if more else None)
+
+    def update_experiment(self, tenant: str, experiment_id: str, *, name: str | None = None,
+                          description: str | None = None, lifecycle_stage: str | None = None) -> Experiment:
+        import time
+
+        eid = _id(experiment_id)
+
+        def run(cur: Any) -> None:
+            cur.execute(self._q("SELECT name FROM experiments WHERE tenant = ? AND experiment_id = ?"), (tenant, eid))
+            if not cur.fetchone():
+                raise NotFound(f"experiment {experiment_id!r} does not exist")
+            if name is not None:
+                cur.execute(self._q("SELECT experiment_id FROM experiments WHERE tenant = ? AND name = ? "
+                                    "AND experiment_id != ?"), (tenant, name, eid))
+                if cur.fetchone():
+                    raise Conflict(f"experiment {name!r} already exists")
+            sets, params = ["last_update_time = ?"], [int(time.time() * 1000)]
+            for column, value in (("name", name), ("description", description), ("lifecycle_stage", lifecycle_stage)):
+                if value is not None:
+                    sets.append(f"{column} = ?")
+                    params.append(value)
+            cur.execute(self._q(f"UPDATE experiments SET {', '.join(sets)} WHERE experiment_id = ?"), (*params, eid))
+            if lifecycle_stage is not None:
+                cur.execute(self._q("UPDATE runs SET lifecycle_stage = ? WHERE experiment_id = ?"),
+                            (lifecycle_stage, eid))
+
+        self.db.write(run)
+        return self.get_experiment(tenant, experiment_id)
+
+    def set_experiment_tags(self, tenant: str, experiment_id: str, tags: Mapping[str, str]) -> None:
+        eid = _id(experiment_id)
+
+        def run(cur: Any) -> None:
+            cur.execute(self._q("SELECT 1 FROM experiments WHERE tenant = ? AND experiment_id = ?"), (tenant, eid))
+            if not cur.fetchone():
+                raise NotFound(f"experiment {experiment_id!r} does not exist")
+            cur.executemany(self._q("INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?, ?, ?) "
+                                    "ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value"),
+                            [(eid, k, v) for k, v in tags.items()])
+
+        self.db.write(run)
+
+    # ---- runs -----------------------------------------------------------------------------------
+    def create_run(self, tenant: str, experiment_id: str, *, run_id: str, name: str, start_time: int,
+                   user_id: str = "", parent_run_id: str | None = None, artifact_uri: str = "",
+                   tags: Mapping[str, str] | None = None, status: str = "RUNNING") -> Run:
+        eid = _id(experiment_id)
+
+        def run(cur: Any) -> None:
+            cur.execute(self._q("SELECT lifecycle_stage FROM experiments WHERE tenant = ? AND experiment_id = ?"),
+                        (tenant, eid))
+            row = cur.fetchone()
+            if not row:
+                raise NotFound(f"experiment {experiment_id!r} does not exist")
+            if row[0] != "active":
+                raise Conflict(f"experiment {experiment_id!r} is deleted; restore it before adding runs")
+            if parent_run_id:
+                cur.execute(self._q("SELECT 1 FROM runs WHERE tenant = ? AND run_id = ?"), (tenant, parent_run_id))
+                if not cur.fetchone():
+                    raise NotFound(f"parent run {parent_run_id!r} does not exist")
+            cur.execute(self._q(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, 'active', ?, ?, ?)"),
+                        (run_id, eid, tenant, name, status, start_time, parent_run_id, artifact_uri, user_id))
+            if tags:
+                cur.executemany(self._q("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?)"),
+                                [(run_id, k, v) for k, v in tags.items()])
+
+        self.db.write(run)
+        return Run(run_id=run_id, experiment_id=str(eid), tenant=tenant, name=name, status=status,
+                   start_time=start_time, parent_run_id=parent_run_id, artifact_uri=artifact_uri,
+                   user_id=user_id, tags=dict(tags or {}))
+
+    def get_run(self, tenant: str, run_id: str) -> Run:
+        with self.db.read() as cur:
+            cur.execute(self._q(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE tenant = ? AND run_id = ?"),
+                        (tenant, run_id))
+            rows = cur.fetchall()
+            if not rows:
+                raise NotFound(f"run {run_id!r} does not exist")
+            return self._hydrate(cur, rows, None)[0]
+
+    def _hydrate(self, cur: Any, rows: list[tuple], columns: Sequence[str] | None) -> list[Run]:
+        runs = [Run(run_id=r[0], experiment_id=str(r[1]), tenant=r[2], name=r[3], status=r[4], start_time=r[5],
+                    end_time=r[6], lifecycle_stage=r[7], parent_run_id=r[8], artifact_uri=r[9], user_id=r[10])
+                for r in rows]
+        if not runs:
+            return runs
+        by_id = {r.run_id: r for r in runs}
+        wanted = _columns(columns)
+        for table, kind in (("params", "param"), ("tags", "tag"), ("latest_metrics", "metric")):
+            keys = wanted.get(kind)
+            if keys == set():
+                continue
+            value_cols = "key, value, is_nan, timestamp, step" if kind == "metric" else "key, value"
+            for chunk in _chunks(list(by_id)):
+                sql = f"SELECT run_id, {value_cols} FROM {table} WHERE run_id IN ({_marks(chunk)})"
+                params: list[Any] = list(chunk)
+                if keys is not None:
+                    sql += f" AND key IN ({_marks(keys)})"
+                    params.extend(sorted(keys))
+                cur.execute(self._q(sql), tuple(params))
+                for row in cur.fetchall():
+                    run = by_id[row[0]]
+                    if kind == "param":
+                        run.params[row[1]] = row[2]
+                    elif kind == "tag":
+                        run.tags[row[1]] = row[2]
+                    else:
+                        run.metrics[row[1]] = _metric_from(*row[1:])
+        return runs
+
+    def update_run(self, tenant: str, run_id: str, *, status: str | None = None, end_time: int | None = None,
+                   name: str | None = None, lifecycle_stage: str | None = None) -> Run:
+        def run(cur: Any) -> None:
+            sets, params = [], []
+            for column, value in (("status", status), ("end_time", end_time), ("name", name),
+                                  ("lifecycle_stage", lifecycle_stage)):
+                if value is not None:
+                    sets.append(f"{column} = ?")
+                    params.append(value)
+            if status is not None and status not in TERMINAL_STATUSES and end_time is None:
+                sets.append("end_time = NULL")
+            if not sets:
+                sets.append("run_id = run_id")
+            cur.execute(self._q(f"UPDATE runs SET {', '.join(sets)} WHERE tenant = ? AND run_id = ?"),
+                        (*params, tenant, run_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"run {run_id!r} does not exist")
+
+        self.db.write(run)
+        return self.get_run(tenant, run_id)
+
+    def log_batch(self, tenant: str, run_id: str, *, metrics: Sequence[Metric] = (),
+                  params: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None) -> None:
+        params = params or {}
+        tags = tags or {}
+        latest: dict[str, Metric] = {}
+        for m in metrics:
+            cur_best = latest.get(m.key)
+            if cur_best is None or _latest_sort_key(m) > _latest_sort_key(cur_best):
+                latest[m.key] = m
+        q = self._q
+
+        def run(cur: Any) -> None:
+            cur.execute(q("SELECT status, lifecycle_stage FROM runs WHERE tenant = ? AND run_id = ?"), (tenant, run_id))
+            row = cur.fetchone()
+            if not row:
+                raise NotFound(f"run {run_id!r} does not exist")
+            status, stage = row
+            if stage != "active":
+                raise Conflict(f"run {run_id!r} is deleted; restore it before writing to it")
+            if (metrics or params) and status in TERMINAL_STATUSES:
+                raise Conflict(f"run {run_id!r} has ended ({status}); metrics and params can only be logged "
+                               "to a running run (resume it first)")
+            if params:
+                keys = list(params)
+                existing: dict[str, str] = {}
+                for chunk in _chunks(keys):
+                    cur.execute(q(f"SELECT key, value FROM params WHERE run_id = ? AND key IN ({_marks(chunk)})"),
+                                (run_id, *chunk))
+                    existing.update(dict(cur.fetchall()))
+                changed = {k: (existing[k], params[k]) for k in keys if k in existing and existing[k] != params[k]}
+                if changed:
+                    k, (old, new) = next(iter(changed.items()))
+                    raise Conflict(f"param {k!r} of run {run_id} is already {old!r}; params are write-once and "
+                                   f"cannot change to {new!r}", detail={"params": sorted(changed)})
+                fresh = [(run_id, k, v) for k, v in params.items() if k not in existing]
+                if fresh:
+                    cur.executemany(q("INSERT INTO params (run_id, key, value) VALUES (?, ?, ?)"), fresh)
+            if tags:
+                cur.executemany(q("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?) "
+                                  "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"),
+                                [(run_id, k, v) for k, v in tags.items()])
+            if metrics:
+                cur.executemany(q("INSERT INTO metrics (run_id, key, value, is_nan, timestamp, step) "
+                                  "VALUES (?, ?, ?, ?, ?, ?)"), [_metric_row(run_id, m) for m in metrics])
+                cur.executemany(q(
+                    "INSERT INTO latest_metrics (run_id, key, value, is_nan, timestamp, step) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, "
+                    "timestamp = excluded.timestamp, step = excluded.step "
+                    "WHERE excluded.step > latest_metrics.step OR (excluded.step = latest_metrics.step AND "
+                    "(excluded.timestamp > latest_metrics.timestamp OR (excluded.timestamp = latest_metrics.timestamp "
+                    "AND excluded.is_nan = 0 AND (latest_metrics.is_nan = 1 OR excluded.value > latest_metrics.value))))"),
+                    [_metric_row(run_id, m) for m in latest.values()])
+
+        self.db.write(run)
+
+    def delete_tag(self, tenant: str, run_id: str, key: str) -> None:
+        def run(cur: Any) -> None:
+            cur.execute(self._q("SELECT 1 FROM runs WHERE tenant = ? AND run_id = ?"), (tenant, run_id))
+            if not cur.fetchone():
+                raise NotFound(f"run {run_id!r} does not exist")
+            cur.execute(self._q("DELETE FROM tags WHERE run_id = ? AND key = ?"), (run_id, key))
+            if cur.rowcount == 0:
+                raise NotFound(f"run {run_id!r} has no tag {key!r}")
+
+        self.db.write(run)
+
+    def get_metric_history(self, tenant: str, run_id: str, key: str, *, max_results: int | None = None,
+                           page_token: str | None = None) -> Page[Metric]:
+        offset = decode_token(page_token)
+        with self.db.read() as cur:
+            cur.execute(self._q("SELECT 1 FROM runs WHERE tenant = ? AND run_id = ?"), (tenant, run_id))
+            if not cur.fetchone():
+                raise NotFound(f"run {run_id!r} does not exist")
+            sql = "SELECT value, is_nan, timestamp, step FROM metrics WHERE run_id = ? AND key = ? " \
+                  "ORDER BY step, timestamp"
+            params: list[Any] = [run_id, key]
+            if max_results is not None:
+                sql += " LIMIT ? OFFSET ?"
+                params += [max_results + 1, offset]
+            elif offset:
+                sql += " LIMIT -1 OFFSET ?" if self.db.dialect.name == "sqlite" else " OFFSET ?"
+                params.append(offset)
+            cur.execute(self._q(sql), tuple(params))
+            rows = cur.fetchall()
+        nan = math.nan
+        items = [Metric(key, nan if is_nan else value, ts, step) for value, is_nan, ts, step in rows]
+        if max_results is not None and len(items) > max_results:
+            return Page(items[:max_results], encode_token(offset + max_results))
+        return Page(items, None)
+
+    def search_runs(self, tenant: str, experiment_ids: Sequence[str], *, filter: RunFilter | None = None,
+                    order_by: Sequence[OrderBy] = (), lifecycle: str = "active", max_results: int = 1000,
+                    page_token: str | None = None, columns: Sequence[str] | None = None) -> Page[Run]:
+        offset = decode_token(page_token)
+        ids = []
+        for e in experiment_ids:
+            try:
+                ids.append(_id(e))
+            except NotFound:
+                continue  # an id that cannot exist matches nothing
+        if not ids:
+            return Page([], None)
+        joins: list[str] = []
+        join_params: list[Any] = []
+        where = [f"r.tenant = ? AND r.experiment_id IN ({_marks(ids)})"]
+        params: list[Any] = [tenant, *ids]
+        if lifecycle != "all":
+            where.append("r.lifecycle_stage = ?")
+            params.append(lifecycle)
+        for clause in (filter.clauses if filter else ()):
+            sql, values = self._clause(clause)
+            where.append(sql)
+            params.extend(values)
+        order: list[str] = []
+        for i, ob in enumerate(order_by):
+            direction = "ASC" if ob.ascending else "DESC"
+            if ob.kind == "attribute":
+                column = _ATTRIBUTE_COLUMNS.get(ob.key)
+                if column is None:
+                    raise InvalidInput(f"cannot order by attribute {ob.key!r}")
+                order.append(f"({column} IS NULL), {column} {direction}")
+                continue
+            table = {"metric": "latest_metrics", "param": "params", "tag": "tags"}.get(ob.kind)
+            if table is None:
+                raise InvalidInput(f"cannot order by {ob.kind}s")
+            alias = f"o{i}"
+            joins.append(f"LEFT JOIN {table} {alias} ON {alias}.run_id = r.run_id AND {alias}.key = ?")
+            join_params.append(ob.key)
+            if ob.kind == "metric":
+                order.append(f"({alias}.run_id IS NULL), {alias}.is_nan, {alias}.value {direction}")
+            else:
+                order.append(f"({alias}.value IS NULL), {alias}.value {direction}")
+        order.append("r.start_time DESC, r.run_id ASC")
+        sql = (f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLUMNS.split(','))} FROM runs r "
+               f"{' '.join(joins)} WHERE {' AND '.join(where)} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?")
+        with self.db.read() as cur:
+            cur.execute(self._q(sql), (*join_params, *params, max_results + 1, offset))
+            rows = cur.fetchall()
+            more = len(rows) > max_results
+            runs = self._hydrate(cur, rows[:max_results], columns)
+        return Page(runs, encode_token(offset + max_results) if more else None)
+
+    def _clause(self, c: Comparison) -> tuple[str, list[Any]]:
+        """SQL for one filter clause, with its values as parameters."""
+        if c.kind == "attribute":
+            column = _ATTRIBUTE_COLUMNS.get(c.key)
+            if column is None:
+                raise InvalidInput(f"cannot filter on attribute {c.key!r}")
+            return self._compare(column, c.op, c.value)
+        if c.kind == "metric":
+            if c.op not in _NUMERIC_OPS:
+                raise InvalidInput(f"metrics compare with {', '.join(sorted(_NUMERIC_OPS))}, not {c.op}")
+            if c.op == "!=":
+                cond = "(m.is_nan = 1 OR m.value != ?)"
+            else:
+                cond = f"m.is_nan = 0 AND m.value {c.op} ?"
+            return (f"EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_id = r.run_id AND m.key = ? AND {cond})",
+                    [c.key, float(c.value)])  # type: ignore[arg-type]
+        if c.kind in ("param", "tag"):
+            table = "params" if c.kind == "param" else "tags"
+            if c.op == "IS NULL":
+                return f"NOT EXISTS (SELECT 1 FROM {table} p WHERE p.run_id = r.run_id AND p.key = ?)", [c.key]
+            if c.op == "IS NOT NULL":
+                return f"EXISTS (SELECT 1 FROM {table} p WHERE p.run_id = r.run_id AND p.key = ?)", [c.key]
+            cond, values = self._compare("p.value", c.op, c.value)
+            return (f"EXISTS (SELECT 1 FROM {table} p WHERE p.run_id = r.run_id AND p.key = ? AND {cond})",
+                    [c.key, *values])
+        raise InvalidInput(f"filtering on {c.kind}s is not supported by this store")
+
+    def _compare(self, column: str, op: str, value: Any) -> tuple[str, list[Any]]:
+        if op in ("IN", "NOT IN"):
+            values = list(value)
+            return f"{column} {op} ({_marks(values)})", values
+        if op == "ILIKE":
+            if self.db.dialect.name == "postgres":
+                return f"{column} ILIKE ?", [value]
+            return f"lower({column}) LIKE lower(?)", [value]
+        if op == "IS NULL":
+            return f"{column} IS NULL", []
+        if op == "IS NOT NULL":
+            return f"{column} IS NOT NULL", []
+        return f"{column} {op} ?", [value]
+
+
+def _marks(values: Any) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _chunks(values: list[Any]) -> list[list[Any]]:
+    return [values[i:i + _CHUNK] for i in range(0, len(values), _CHUNK)] or [[]]
+
+
+def _columns(columns: Sequence[str] | None) -> dict[str, set[str] | None]:
+    """``["metrics.auc", "params.*"]`` -> {"metric": {"auc"}, "param": None, "tag": set()}; None -> all."""
+    if columns is None:
+        return {"metric": None, "param": None, "tag": None}
+    wanted: dict[str, set[str] | None] = {"metric": set(), "param": set(), "tag": set()}
+    kinds = {"metrics": "metric", "params": "param", "tags": "tag", "metric": "metric", "param": "param",
+             "tag": "tag"}
+    for col in columns:
+        prefix, _, key = col.partition(".")
+        kind = kinds.get(prefix)
+        if kind is None:
+            raise InvalidInput(f"unknown column {col!r}; use metrics.KEY, params.KEY, tags.KEY or PREFIX.*")
+        if key in ("", "*"):
+            wanted[kind] = None
+        elif wanted[kind] is not None:
+            wanted[kind].add(key)  # type: ignore[union-attr]
+    return wanted

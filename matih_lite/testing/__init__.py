@@ -1,0 +1,18 @@
+"""The contract test kit: the suites every backend of a slot must pass, ours and third parties'.
+
+Subclass a suite in your backend's tests and override its fixture (the fsspec pattern)::
+
+    from matih_lite.testing import ArtifactStoreContract
+
+    class TestMyStore(ArtifactStoreContract):
+        @pytest.fixture
+        def store(self, tmp_path):
+            return MyStore(tmp_path)
+
+Importing this package needs pytest; the core never imports it.
+"""
+
+from matih_lite.testing.artifacts import ArtifactStoreContract
+from matih_lite.testing.metadata import MetadataStoreContract
+
+__all__ = ["ArtifactStoreContract", "MetadataStoreContract"]

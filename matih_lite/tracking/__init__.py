@@ -1,0 +1,5 @@
+"""Experiment tracking: the rules above the metadata and artifacts slots."""
+
+from matih_lite.tracking.service import Tracking
+
+__all__ = ["Tracking"]

@@ -1,0 +1,1 @@
+"""A content-addressed artifacts backend for matih-lite (and a template for plugin authors)."""

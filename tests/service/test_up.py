@@ -1,0 +1,98 @@
+"""``matih-lite up`` as a newcomer runs it: ready quickly, refuses unsafe binds, stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args, cwd, timeout=60):
+    return subprocess.run([sys.executable, "-m", "matih_lite", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_up_is_ready_within_3_seconds_and_stops_on_sigterm(tmp_path):
+    port = free_port()
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "matih_lite", "up", "--port", str(port)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready_after = None
+        while time.monotonic() - start < 15:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=0.5).status_code == 200:
+                    ready_after = time.monotonic() - start
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert ready_after is not None, proc.stderr.read() if proc.poll() is not None else "never ready"
+        assert ready_after < 3.0, f"/ready took {ready_after:.2f}s"
+        assert (tmp_path / ".matih" / "matih.db").exists()
+        # Nothing heavy was started: no Ray, no MLflow, no sklearn in the server process.
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+        assert f"http://127.0.0.1:{port}" in out
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_up_refuses_non_loopback_without_auth(tmp_path):
+    r = cli("up", "--host", "0.0.0.0", "--port", str(free_port()), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_up_reports_a_busy_port_in_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = cli("up", "--port", str(s.getsockname()[1]), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "cannot listen on 127.0.0.1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_import_and_up_stay_light(tmp_path):
+    code = ("import sys, matih_lite, matih_lite.service, matih_lite.host; "
+            "heavy = [m for m in ('ray', 'mlflow', 'sklearn', 'torch', 'pandas', 'feast') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_config_validate_and_doctor_exit_codes(tmp_path):
+    assert cli("config", "validate", cwd=tmp_path).returncode == 0
+    assert cli("doctor", cwd=tmp_path).returncode == 0
+    (tmp_path / "matih.toml").write_text('[profiles.lite]\nmetadata = { backend = "postgress" }\ncompute = 3\n')
+    r = cli("config", "validate", cwd=tmp_path)
+    assert r.returncode == 2
+    assert re.search(r"profiles.lite.metadata: unknown backend 'postgress'; installed: .*sqlite", r.stderr)
+    assert "profiles.lite.compute: expected a table" in r.stderr
+    assert cli("doctor", cwd=tmp_path).returncode == 2
+    (tmp_path / "matih.toml").write_text("[profiles.lite\n")
+    r = cli("up", cwd=tmp_path)
+    assert r.returncode == 2 and "line 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_config_show_masks_secrets(tmp_path):
+    (tmp_path / "matih.toml").write_text('[profiles.cluster]\nmetadata = { backend = "postgres", dsn = "${DSN}" }\n')
+    env = {**os.environ, "DSN": "postgresql://ml:hunter2@db/ml"}
+    r = subprocess.run([sys.executable, "-m", "matih_lite", "config", "show", "--profile", "cluster", "--json"],
+                       cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "hunter2" not in r.stdout and "ml:****@db" in r.stdout
