@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from matih_lite.contracts.auth import AuthStore
+from matih_lite.contracts.lineage import LineageStore
 from matih_lite.contracts.records import Experiment, Health, Metric, Page, Run
+from matih_lite.contracts.registry import RegistryStore
 from matih_lite.contracts.search import OrderBy, RunFilter
 
 
@@ -100,5 +103,6 @@ class TrackingStore(Protocol):
         """
 
 
-class MetadataStore(TrackingStore, Protocol):
-    """Everything the metadata slot keeps. Grows as the domains arrive."""
+@runtime_checkable
+class MetadataStore(TrackingStore, RegistryStore, AuthStore, LineageStore, Protocol):
+    """Everything the metadata slot keeps: tracking, registry, tenants and tokens, lineage."""

@@ -1,24 +1,16 @@
 """Who is asking: the principal every controller scopes its work by.
 
-Until tokens arrive (the registry and tenants work), the service runs as one local admin in
-the ``default`` tenant, which is only allowed on a loopback bind.
+Without auth (lite on loopback) the service runs as one local admin in the ``default``
+tenant; with auth, the bearer token names the principal.
 """
 
 from __future__ import annotations
 
-import msgspec
 from litestar import Request
 
-DEFAULT_TENANT = "default"
+from matih_lite.identity import DEFAULT_TENANT, LOCAL_ADMIN, Principal
 
-
-class Principal(msgspec.Struct, frozen=True):
-    tenant: str
-    user: str
-    roles: tuple[str, ...] = ()
-
-
-LOCAL_ADMIN = Principal(DEFAULT_TENANT, "local", ("admin",))
+__all__ = ["DEFAULT_TENANT", "LOCAL_ADMIN", "Principal", "principal"]
 
 
 def principal(request: Request) -> Principal:

@@ -6,6 +6,7 @@ is bound as a parameter: no user text is ever pasted into SQL.
 """
 
 from matih_lite.sqlstore.database import Database, Dialect
+from matih_lite.sqlstore.metadata import SqlMetadataStore
 from matih_lite.sqlstore.tracking import SqlTrackingStore
 
-__all__ = ["Database", "Dialect", "SqlTrackingStore"]
+__all__ = ["Database", "Dialect", "SqlMetadataStore", "SqlTrackingStore"]

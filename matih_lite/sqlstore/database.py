@@ -42,7 +42,12 @@ SQLITE = Dialect(
 POSTGRES = Dialect(
     name="postgres",
     placeholder="%s",
-    types={"serial": "BIGSERIAL PRIMARY KEY", "bigint": "BIGINT", "double": "DOUBLE PRECISION", "text": "TEXT"},
+    # COLLATE "C": text sorts by code point and ILIKE folds ASCII only, as on SQLite, whatever
+    # the database's default collation is.
+    types={"serial": "BIGSERIAL PRIMARY KEY", "bigint": "BIGINT", "double": "DOUBLE PRECISION",
+           "text": 'TEXT COLLATE "C"'},
+    # serialization_failure, deadlock_detected, lock_not_available: run the transaction again.
+    is_locked=lambda exc: getattr(exc, "sqlstate", None) in ("40001", "40P01", "55P03"),
 )
 
 
@@ -66,6 +71,12 @@ class Database:
 
     def connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and (getattr(conn, "closed", False) or getattr(conn, "broken", False)):
+            # The server dropped it (restart, failover): forget it and connect again.
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            conn = self._local.conn = None
         if conn is None:
             try:
                 conn = self._connect()
@@ -92,6 +103,7 @@ class Database:
         begin = "BEGIN IMMEDIATE" if self.dialect.name == "sqlite" else "BEGIN"
         deadline = time.monotonic() + self._retry_seconds
         delay = 0.005
+        races = 0
         while True:
             conn = self.connection()
             cur = conn.cursor()
@@ -109,6 +121,11 @@ class Database:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.25)
                     continue
+                if isinstance(exc, self._errors) and getattr(exc, "sqlstate", None) == "23505" and races < 2:
+                    # Lost a check-then-insert race (PostgreSQL does not serialize writers as
+                    # BEGIN IMMEDIATE does): run again, and the check now sees the winner's row.
+                    races += 1
+                    continue
                 if isinstance(exc, self._errors):
                     raise StoreError(f"{self.dialect.name} write failed: {exc}") from exc
                 raise
@@ -120,6 +137,9 @@ class Database:
         d = self.dialect
 
         def run(cur: Any) -> list[int]:
+            if d.name == "postgres":
+                # One migrator at a time: concurrent CREATE TABLEs collide in the catalog.
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('matih_lite.migrate'))")
             cur.execute(d.ddl("CREATE TABLE IF NOT EXISTS _migrations (version {bigint} PRIMARY KEY, "
                               "name {text} NOT NULL, applied_at {bigint} NOT NULL)"))
             cur.execute("SELECT version FROM _migrations")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+TRACKING: list[tuple[int, str, list[str]]] = [
     (1, "tracking", [
         """CREATE TABLE experiments (
             experiment_id {serial},
@@ -59,3 +59,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX latest_metrics_by_key ON latest_metrics (key, value)",
     ]),
 ]
+
+
+def _all() -> list[tuple[int, str, list[str]]]:
+    from matih_lite.sqlstore import auth, lineage, registry
+
+    return sorted(TRACKING + registry.MIGRATIONS + auth.MIGRATIONS + lineage.MIGRATIONS, key=lambda m: m[0])
+
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = _all()
+"""Every migration, in version order; each domain's live beside its queries."""

@@ -143,7 +143,7 @@ class SqlTrackingStore:
             where.append("lifecycle_stage = ?")
             params.append(lifecycle)
         if name_like:
-            where.append("name LIKE ?")
+            where.append("name LIKE ?" + _no_escape(self.db.dialect.name))
             params.append(name_like)
         with self.db.read() as cur:
             items = self._experiments(cur, " AND ".join(where), [*params, max_results + 1, offset],
@@ -188,7 +188,7 @@ class SqlTrackingStore:
                 raise NotFound(f"experiment {experiment_id!r} does not exist")
             cur.executemany(self._q("INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?, ?, ?) "
                                     "ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value"),
-                            [(eid, k, v) for k, v in tags.items()])
+                            [(eid, k, v) for k, v in sorted(tags.items())])
 
         self.db.write(run)
 
@@ -315,13 +315,13 @@ class SqlTrackingStore:
                     k, (old, new) = next(iter(changed.items()))
                     raise Conflict(f"param {k!r} of run {run_id} is already {old!r}; params are write-once and "
                                    f"cannot change to {new!r}", detail={"params": sorted(changed)})
-                fresh = [(run_id, k, v) for k, v in params.items() if k not in existing]
+                fresh = [(run_id, k, v) for k, v in sorted(params.items()) if k not in existing]
                 if fresh:
                     cur.executemany(q("INSERT INTO params (run_id, key, value) VALUES (?, ?, ?)"), fresh)
             if tags:
                 cur.executemany(q("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?) "
                                   "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"),
-                                [(run_id, k, v) for k, v in tags.items()])
+                                [(run_id, k, v) for k, v in sorted(tags.items())])
             if metrics:
                 cur.executemany(q("INSERT INTO metrics (run_id, key, value, is_nan, timestamp, step) "
                                   "VALUES (?, ?, ?, ?, ?, ?)"), [_metric_row(run_id, m) for m in metrics])
@@ -332,7 +332,7 @@ class SqlTrackingStore:
                     "WHERE excluded.step > latest_metrics.step OR (excluded.step = latest_metrics.step AND "
                     "(excluded.timestamp > latest_metrics.timestamp OR (excluded.timestamp = latest_metrics.timestamp "
                     "AND excluded.is_nan = 0 AND (latest_metrics.is_nan = 1 OR excluded.value > latest_metrics.value))))"),
-                    [_metric_row(run_id, m) for m in latest.values()])
+                    [_metric_row(run_id, latest[k]) for k in sorted(latest)])
 
         self.db.write(run)
 
@@ -456,13 +456,20 @@ class SqlTrackingStore:
             return f"{column} {op} ({_marks(values)})", values
         if op == "ILIKE":
             if self.db.dialect.name == "postgres":
-                return f"{column} ILIKE ?", [value]
+                return f"{column} ILIKE ?{_no_escape('postgres')}", [value]
             return f"lower({column}) LIKE lower(?)", [value]
+        if op == "LIKE":
+            return f"{column} LIKE ?{_no_escape(self.db.dialect.name)}", [value]
         if op == "IS NULL":
             return f"{column} IS NULL", []
         if op == "IS NOT NULL":
             return f"{column} IS NOT NULL", []
         return f"{column} {op} ?", [value]
+
+
+def _no_escape(dialect: str) -> str:
+    """PostgreSQL's LIKE treats backslash as an escape; SQLite's (and MLflow's) has none."""
+    return " ESCAPE ''" if dialect == "postgres" else ""
 
 
 def _marks(values: Any) -> str:

@@ -20,7 +20,7 @@ def now() -> int:
     return int(time.time() * 1000)
 
 
-class MetadataStoreContract:
+class TrackingStoreContract:
     """Override the ``store`` fixture to return a fresh, empty backend."""
 
     @pytest.fixture
@@ -280,3 +280,12 @@ def _accepts_time(store) -> bool:
     import inspect
 
     return "creation_time" in inspect.signature(store.create_experiment).parameters
+
+
+from matih_lite.testing.auth import AuthStoreContract  # noqa: E402
+from matih_lite.testing.lineage import LineageStoreContract  # noqa: E402
+from matih_lite.testing.registry import RegistryStoreContract  # noqa: E402
+
+
+class MetadataStoreContract(TrackingStoreContract, RegistryStoreContract, AuthStoreContract, LineageStoreContract):
+    """The whole metadata-slot contract: every metadata backend subclasses this one."""
