@@ -29,6 +29,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "matih_lite.builtin.sqlite_store",
     "matih_lite.builtin.local_artifacts",
     "matih_lite.builtin.notifiers",
+    "matih_lite.builtin.autologgers",
 )
 """The built-in plugins, registered like any other: a plugin may replace any of them."""
 

@@ -18,7 +18,7 @@ from matih_lite.service.problems import EXCEPTION_HANDLERS
 
 log = logging.getLogger("matih_lite.service")
 
-DOMAIN_CONTROLLERS: tuple[str, ...] = ("tracking",)
+DOMAIN_CONTROLLERS: tuple[str, ...] = ("tracking", "mlflow_compat")
 """Modules under matih_lite.service exposing ``CONTROLLERS``, added as the domains arrive."""
 
 

@@ -307,9 +307,10 @@ class RunController(Controller):
     def delete_tag(self, run_id: str, key: str, tracking: TrackingDep, principal: PrincipalDep) -> None:
         tracking.delete_tag(principal.tenant, run_id, key)
 
-    @get("/{run_id:str}/metrics/{key:str}/history", sync_to_thread=True,
-         summary="Every point of a metric, by step")
-    def history(self, run_id: str, key: str, tracking: TrackingDep, principal: PrincipalDep,
+    @get("/{run_id:str}/metrics/history", sync_to_thread=True,
+         summary="Every point of a metric, by step (the key is a query parameter, so it may hold '/')")
+    def history(self, run_id: str, tracking: TrackingDep, principal: PrincipalDep,
+                key: Annotated[str, Parameter(query="key", min_length=1)],
                 max_results: Annotated[int | None, Parameter(ge=1, le=1_000_000)] = None,
                 page_token: str | None = None) -> MetricPage:
         page = tracking.metric_history(principal.tenant, run_id, key, max_results=max_results,

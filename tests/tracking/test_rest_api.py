@@ -51,9 +51,9 @@ def test_run_lifecycle_and_history(client, run):
                  params={"lr": 0.1, "deep": True}, tags={"team": "growth"}).status_code == 200
     got = client.get(f"/api/v1/runs/{rid}").json()
     assert got["params"] == {"lr": "0.1", "deep": "True"} and got["metrics"]["loss"]["step"] == 99
-    hist = client.get(f"/api/v1/runs/{rid}/metrics/loss/history", params={"max_results": 60}).json()
-    rest = client.get(f"/api/v1/runs/{rid}/metrics/loss/history",
-                      params={"page_token": hist["next_page_token"]}).json()
+    hist = client.get(f"/api/v1/runs/{rid}/metrics/history", params={"key": "loss", "max_results": 60}).json()
+    rest = client.get(f"/api/v1/runs/{rid}/metrics/history",
+                      params={"key": "loss", "page_token": hist["next_page_token"]}).json()
     assert [m["step"] for m in hist["metrics"] + rest["metrics"]] == list(range(100))
     assert client.patch(f"/api/v1/runs/{rid}", json={"status": "FINISHED"}).json()["end_time"] is not None
     assert client.delete(f"/api/v1/runs/{rid}/tags/team").status_code == 204
