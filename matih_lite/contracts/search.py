@@ -251,6 +251,9 @@ class _Scanner:
                 self.fail(start, "parentheses are not supported; join clauses with AND")
             self.fail(start, f"expected {what} like metrics.auc; {_PREFIX_HINT}")
         kind = _PREFIXES.get(m.group())
+        bare = ATTRIBUTE_ALIASES.get(m.group(), m.group())
+        if kind is None and bare in ATTRIBUTES and not self.text.startswith(".", self.pos):
+            return "attribute", bare  # MLflow reads a bare attribute name (``start_time DESC``) as attributes.*
         if kind is None:
             hint = f" (did you mean attributes.{m.group()}?)" if m.group() in ATTRIBUTES else ""
             self.fail(start, f"unknown entity {m.group()!r}{hint}; {_PREFIX_HINT}", token=m.group())

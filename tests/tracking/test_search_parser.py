@@ -264,7 +264,7 @@ def test_unknown_attribute_or_dataset_field(text: str) -> None:
         ('params.a = "abc\\"', 11, '"abc\\"', "unterminated"),
         ("metrics.`abc > 1", 8, "`abc > 1", "unterminated"),
         ("foo.bar = 1", 0, "foo", "unknown entity"),
-        ("status = 'RUNNING'", 0, "status", "did you mean attributes.status"),
+        ("statuz = 'RUNNING'", 0, "statuz", "unknown entity 'statuz'"),
         ("metrics auc > 1", 7, "", "expected '.'"),
         ("metrics. > 1", 8, "", "expected a key"),
         ("metrics.`` > 1", 8, "``", "empty key"),
@@ -494,3 +494,9 @@ def test_order_by_errors(items: object, position: int, token: str) -> None:
         parse_order_by(items)  # type: ignore[arg-type]
     assert info.value.detail["position"] == position, info.value.message
     assert info.value.detail["token"] == token, info.value.message
+
+
+def test_bare_attribute_names_read_as_attributes_like_mlflow():
+    assert parse_filter("status = 'FINISHED'").clauses[0] == Comparison("attribute", "status", "=", "FINISHED")
+    assert parse_filter("run_name LIKE 'a%'").clauses[0].kind == "attribute"
+    assert parse_order_by("start_time DESC") == (OrderBy("attribute", "start_time", ascending=False),)
