@@ -238,7 +238,8 @@ def start_run(experiment: str | None = None, run_name: str | None = None, nested
     of :func:`set_experiment`, the parent's (nested runs), or ``Default``. ``nested=True``
     starts a child of the active run; without it, starting a run while one is active raises
     InvalidInput. ``capture`` records Python, OS, CPUs, GPUs, git state, seeds (tags
-    ``matih.*``) and the installed packages (artifact ``environment/packages.txt``).
+    ``matih.*``) and the installed packages (stored once per distinct environment; the run's
+    ``matih.environment`` tag names it: ``ml.get_client().read_environment(sha)``).
 
     Use it as a context manager: ``with ml.start_run(experiment="churn") as run: ...``.
     """
@@ -261,6 +262,11 @@ def start_run(experiment: str | None = None, run_name: str | None = None, nested
                 found = capture_environment(seeds=_state.seeds, artifacts=parent is None)
                 run_tags.update(found.tags)
                 artifacts = found.artifacts
+                if found.environment is not None:
+                    try:
+                        run_tags[ENVIRONMENT_TAG] = client.store_environment(found.environment)
+                    except MatihError as exc:  # capture never fails a run
+                        run_tags["matih.capture_error"] = f"environment: {exc.message}"[:8000]
             else:
                 run_tags.update(_state.seeds)
             if description:
@@ -272,6 +278,10 @@ def start_run(experiment: str | None = None, run_name: str | None = None, nested
         active = ActiveRun(session, run, parent if nested else None)
         _state.stack.append(active)
         return active
+
+
+ENVIRONMENT_TAG = "matih.environment"
+"""Tag naming the sha256 of the run's package list; read it with ``get_client().read_environment(sha)``."""
 
 
 def _experiment_for(client: Client, name: str | None, experiment_id: str | None, parent: ActiveRun | None) -> str:

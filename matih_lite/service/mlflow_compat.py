@@ -76,7 +76,9 @@ _DOCS_LOCK = threading.Lock()
 
 
 def _paths(suffix: str, prefixes: tuple[str, ...] = API) -> list[str]:
-    return [f"{p}/{suffix}" for p in prefixes]
+    # Only the /api/ spelling: the service rewrites /ajax-api/ to /api/ before routing
+    # (service/observability.py), because a handler on two paths runs through the thread pool twice.
+    return [f"{prefixes[0]}/{suffix}"]
 
 
 # ---- errors ----------------------------------------------------------------------------------------

@@ -41,6 +41,11 @@ class ObservedApp:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        if path.startswith("/ajax-api/"):
+            # MLflow's web UI calls /ajax-api/...; the same handlers serve it as /api/...
+            new_path = "/api/" + path[len("/ajax-api/"):]
+            scope = {**scope, "path": new_path, "raw_path": new_path.encode()}
         start = time.perf_counter()
         status = 500
 

@@ -357,4 +357,25 @@ class RunController(Controller):
         return Stream(chunks(), media_type="application/octet-stream", headers=headers)
 
 
-CONTROLLERS = [ExperimentController, RunController]
+class EnvironmentController(Controller):
+    path = "/api/v1/environments"
+    tags = ["runs"]
+    dependencies = DEPENDENCIES
+
+    @put("/", summary="Store a package list once per distinct content; runs tag its sha256",
+         request_max_body_size=8 << 20)
+    async def store(self, request: Request, tracking: TrackingDep, principal: PrincipalDep) -> dict[str, str]:
+        body = await request.body()
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("the environment must be UTF-8 text") from None
+        sha = await anyio.to_thread.run_sync(lambda: tracking.store_environment(principal.tenant, text))
+        return {"sha256": sha}
+
+    @get("/{sha:str}", sync_to_thread=True, media_type="text/plain", summary="A stored package list")
+    def read(self, sha: str, tracking: TrackingDep, principal: PrincipalDep) -> str:
+        return tracking.read_environment(principal.tenant, sha)
+
+
+CONTROLLERS = [ExperimentController, RunController, EnvironmentController]

@@ -58,6 +58,13 @@ TRACKING: list[tuple[int, str, list[str]]] = [
             PRIMARY KEY (run_id, key))""",
         "CREATE INDEX latest_metrics_by_key ON latest_metrics (key, value)",
     ]),
+    (101, "tracking search indexes", [
+        # Covering indexes for filters: key and value first, run id last, so a clause is one index range.
+        "DROP INDEX latest_metrics_by_key",
+        "CREATE INDEX latest_metrics_search ON latest_metrics (key, is_nan, value, run_id)",
+        "CREATE INDEX params_search ON params (key, value, run_id)",
+        "CREATE INDEX tags_search ON tags (key, value, run_id)",
+    ]),
 ]
 
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PACKAGES_ARTIFACT = "environment/packages.txt"
 GIT_DIFF_ARTIFACT = "environment/git.diff"
 MAX_DIFF_BYTES = 1 << 20
 """The diff from HEAD is cut at 1 MiB (and the run tagged ``matih.git.diff_truncated``)."""
@@ -42,6 +41,9 @@ class Capture:
     tags: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, bytes] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    environment: str | None = None
+    """The installed packages (``name==version`` lines): stored once per distinct content, not per run,
+    and named by the run's ``matih.environment`` tag (its sha256)."""
 
 
 def capture_environment(*, seeds: Mapping[str, Any] | None = None, artifacts: bool = True,
@@ -143,7 +145,7 @@ def _source(out: Capture) -> None:
 
 def _packages(out: Capture) -> None:
     text = packages_text()
-    out.artifacts[PACKAGES_ARTIFACT] = text.encode("utf-8")
+    out.environment = text
     out.tags["matih.packages"] = str(text.count("\n"))
 
 
@@ -195,6 +197,8 @@ def _git(out: Capture, cwd: Path | None, with_diff: bool) -> None:
     if shutil.which("git") is None:
         return
     where = str(cwd or Path.cwd())
+    if not _inside_repository(Path(where)):
+        return  # no .git above us: skip the subprocess (5 ms a run)
     head = _run_git(where, "rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD")
     if head.returncode != 0:
         return  # not a repository, or one without commits yet
@@ -214,6 +218,16 @@ def _git(out: Capture, cwd: Path | None, with_diff: bool) -> None:
         out.artifacts[GIT_DIFF_ARTIFACT] = diff
         if truncated:
             out.tags["matih.git.diff_truncated"] = "true"
+
+
+def _inside_repository(folder: Path) -> bool:
+    """Whether ``folder`` or a parent holds ``.git`` (a folder, or a file for worktrees and submodules)."""
+    if os.environ.get("GIT_DIR"):
+        return True
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return True
+    return False
 
 
 def _git_env() -> dict[str, str]:

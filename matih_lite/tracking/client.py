@@ -82,6 +82,8 @@ class Transport(Protocol):
     def put_artifact(self, run_id: str, path: str, data: bytes | BinaryIO, size: int | None) -> ArtifactInfo: ...
     def list_artifacts(self, run_id: str, path: str, recursive: bool) -> list[ArtifactInfo]: ...
     def copy_artifact(self, run_id: str, path: str, out: BinaryIO) -> int: ...
+    def store_environment(self, text: str) -> str: ...
+    def read_environment(self, sha: str) -> str: ...
     def close(self) -> None: ...
 
 
@@ -175,6 +177,12 @@ class EmbeddedTransport:
 
     def put_artifact(self, run_id, path, data, size):
         return self.tracking.log_artifact(self.tenant, run_id, path, data)
+
+    def store_environment(self, text):
+        return self.tracking.store_environment(self.tenant, text)
+
+    def read_environment(self, sha):
+        return self.tracking.read_environment(self.tenant, sha)
 
     def list_artifacts(self, run_id, path, recursive):
         return self.tracking.list_artifacts(self.tenant, run_id, path, recursive=recursive)
@@ -298,6 +306,15 @@ class HttpTransport:
             return None
         return resp.json()
 
+    def _request_text(self, method: str, path: str, **kwargs: Any) -> str:
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except self._httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if resp.status_code >= 400:
+            raise self._error(resp, method, path)
+        return resp.text
+
     def _unreachable(self, exc: Exception) -> StoreError:
         return StoreError(f"cannot reach the matih-lite service at {self.location} (MATIH_URL): "
                           f"{type(exc).__name__}: {exc or 'no detail'}; start it with 'matih-lite up', or unset "
@@ -408,6 +425,13 @@ class HttpTransport:
         return result
 
     # artifacts --------------------------------------------------------------------------------------
+    def store_environment(self, text):
+        return self._request("PUT", "/api/v1/environments", content=text.encode("utf-8"),
+                             headers={"Content-Type": "text/plain; charset=utf-8"})["sha256"]
+
+    def read_environment(self, sha):
+        return self._request_text("GET", f"/api/v1/environments/{_seg(sha)}")
+
     def put_artifact(self, run_id, path, data, size):
         headers = {"Content-Type": "application/octet-stream"}
         if isinstance(data, (bytes, bytearray, memoryview)):
@@ -638,6 +662,21 @@ class Client:
         return self._t.metric_history(run_id, key, max_results, page_token)
 
     # ---- artifacts ----------------------------------------------------------------------------
+    def store_environment(self, text: str) -> str:
+        """Store a package list once per distinct content (cached per client); returns its sha256."""
+        import hashlib
+
+        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        stored = self.__dict__.setdefault("_environments", set())
+        if sha not in stored:
+            self._t.store_environment(text)
+            stored.add(sha)
+        return sha
+
+    def read_environment(self, sha: str) -> str:
+        """The package list a run's ``matih.environment`` tag names."""
+        return self._t.read_environment(sha)
+
     def log_artifact_bytes(self, run_id: str, artifact_file: str, data: bytes | BinaryIO) -> ArtifactInfo:
         """Store bytes (or a readable binary stream) as ``artifact_file`` of the run."""
         return self._t.put_artifact(run_id, artifact_file, data, None)

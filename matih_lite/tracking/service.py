@@ -312,6 +312,30 @@ class Tracking:
         rel = clean_path(path, allow_root=True)
         return self.artifacts.delete(f"{root}/{rel}" if rel else root)
 
+    # ---- environments ---------------------------------------------------------------------------
+    def store_environment(self, tenant: str, text: str) -> str:
+        """Keep a package list once per distinct content; returns its sha256 (runs tag it).
+
+        A thousand runs from one virtualenv share one file instead of writing a thousand copies.
+        """
+        import hashlib
+
+        data = text.encode("utf-8")
+        if len(data) > 8 << 20:
+            raise InvalidInput("an environment description is limited to 8 MiB")
+        sha = hashlib.sha256(data).hexdigest()
+        path = f"{tenant}/_environments/{sha}.txt"
+        try:
+            self.artifacts.stat(path)
+        except NotFound:
+            self.artifacts.put(path, data)
+        return sha
+
+    def read_environment(self, tenant: str, sha: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", sha or ""):
+            raise NotFound(f"environment {sha!r} does not exist")
+        return self.artifacts.get(f"{tenant}/_environments/{sha}.txt").decode("utf-8")
+
     # ---- helpers ----------------------------------------------------------------------------------
     @staticmethod
     def _name(name: Any, what: str) -> str:

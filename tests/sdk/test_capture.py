@@ -10,7 +10,7 @@ import pytest
 
 import matih_lite as ml
 from matih_lite.tracking import capture
-from matih_lite.tracking.capture import GIT_DIFF_ARTIFACT, MAX_DIFF_BYTES, PACKAGES_ARTIFACT, capture_environment
+from matih_lite.tracking.capture import GIT_DIFF_ARTIFACT, MAX_DIFF_BYTES, capture_environment
 
 
 def git(repo, *args: str) -> str:
@@ -38,7 +38,7 @@ def test_python_os_cpu_and_packages_are_recorded(hermetic):
     assert tags["matih.os"] and tags["matih.platform"]
     assert tags["matih.seed"] == "7"
     assert "matih.capture_error" not in tags
-    packages = found.artifacts[PACKAGES_ARTIFACT].decode().splitlines()
+    packages = found.environment.splitlines()
     assert any(line.startswith("matih-lite==") for line in packages)
     assert any(line.startswith("msgspec==") for line in packages)
     names = [line.split("==")[0] for line in packages]
@@ -119,7 +119,7 @@ def test_start_run_stores_the_capture(repo, monkeypatch):
     assert stored.tags["mlflow.source.git.commit"] == git(repo, "rev-parse", "HEAD")
     assert stored.tags["matih.git.dirty"] == "true"
     assert b"+print('v3')" in client.read_artifact(run.run_id, GIT_DIFF_ARTIFACT)
-    assert b"matih-lite==" in client.read_artifact(run.run_id, PACKAGES_ARTIFACT)
+    assert "matih-lite==" in client.read_environment(stored.tags["matih.environment"])
     child_run = client.get_run(child.run_id)
     assert child_run.tags["matih.python.version"]  # children get the tags...
     assert client.list_artifacts(child.run_id) == []  # ...the parent keeps the files
@@ -140,9 +140,26 @@ def test_a_capture_that_cannot_store_its_files_does_not_fail_the_run(hermetic, m
     def refuse(self, run_id, path, data):
         raise StoreError("disk full")
 
+    def refuse_environment(self, text):
+        raise StoreError("disk full")
+
     monkeypatch.setattr(Client, "log_artifact_bytes", refuse)
+    monkeypatch.setattr(Client, "store_environment", refuse_environment)
     with ml.start_run(experiment="full-disk") as run:
         ml.log_param("ok", 1)
     stored = ml.get_client().get_run(run.run_id)
     assert stored.status == "FINISHED"
     assert "disk full" in stored.tags["matih.capture_error"]
+
+
+def test_runs_share_one_stored_environment(hermetic):
+    with ml.start_run(experiment="env") as a:
+        pass
+    with ml.start_run(experiment="env") as b:
+        pass
+    client = ml.get_client()
+    sha_a = client.get_run(a.run_id).tags["matih.environment"]
+    assert sha_a == client.get_run(b.run_id).tags["matih.environment"]
+    assert "msgspec==" in client.read_environment(sha_a)
+    stored = list((hermetic / ".matih" / "artifacts" / "default" / "_environments").iterdir())
+    assert [p.name for p in stored] == [f"{sha_a}.txt"]
