@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _SDK_NAMES = frozenset({
     "start_run", "end_run", "active_run", "log_param", "log_params", "log_metric", "log_metrics", "set_tag",
     "set_tags", "log_artifact", "log_artifacts", "log_dict", "log_text", "log_figure", "set_experiment",
-    "seed_everything", "autolog", "Client", "get_client", "flush",
+    "seed_everything", "autolog", "Client", "get_client", "flush", "log_input",
 })
 
 

@@ -30,6 +30,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "matih_lite.builtin.local_artifacts",
     "matih_lite.builtin.notifiers",
     "matih_lite.builtin.autologgers",
+    "matih_lite.builtin.lineage_events",
 )
 """The built-in plugins, registered like any other: a plugin may replace any of them."""
 

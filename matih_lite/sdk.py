@@ -640,3 +640,5 @@ def _at_exit() -> None:
         except Exception:
             pass
 
+
+from matih_lite.lineage.sdk import log_input  # noqa: F401, E402

@@ -18,7 +18,9 @@ from matih_lite.service.problems import EXCEPTION_HANDLERS
 
 log = logging.getLogger("matih_lite.service")
 
-DOMAIN_CONTROLLERS: tuple[str, ...] = ("tracking", "mlflow_compat")
+DOMAIN_CONTROLLERS: tuple[str, ...] = (
+    "tracking", "mlflow_compat", "registry", "mlflow_registry", "lineage", "cards",
+)
 """Modules under matih_lite.service exposing ``CONTROLLERS``, added as the domains arrive."""
 
 

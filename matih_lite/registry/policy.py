@@ -1,0 +1,200 @@
+"""Governance policy from matih.toml: metric thresholds for Staging, who approves Production.
+
+::
+
+    [models."*"]                       # defaults for every model
+    production_approvers = ["owner", "lead"]
+
+    [models.churn]                     # one model; its keys replace the defaults' keys
+    staging_requires = ["auc >= 0.85", "latency_ms <= 20"]
+
+``staging_requires``: each rule is ``METRIC OP NUMBER`` with OP one of ``>=``, ``>``, ``<=``,
+``<``, ``==``, ``!=``; a version enters Staging only if the latest value of every metric its run
+logged meets every rule. Rules are parsed, never evaluated as code.
+
+``production_approvers``: who may approve a Production request (and roll back): ``"owner"``
+(the model's owner), a role name (``"lead"``, ``"admin"``, ...; or ``"role:NAME"``), or
+``"user:NAME"``. An admin may always approve. Nobody approves their own request. An empty
+list means Production needs no approval. Left out, it is ``["owner", "lead"]``.
+
+Other keys in a ``[models.*]`` table belong to other parts of the platform and are ignored here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from matih_lite.errors import ConfigError
+from matih_lite.identity import ROLES, Principal
+
+DEFAULT_APPROVERS: tuple[str, ...] = ("owner", "lead")
+DEFAULT_KEY = "*"
+_RULE = re.compile(r"^\s*(?P<metric>[A-Za-z0-9_\-./:]+(?: +[A-Za-z0-9_\-./:]+)*?)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
+                   r"(?P<value>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_APPROVER = re.compile(r"^(owner|(role|user):[^\s:]+|[A-Za-z][\w\-]*)$")
+_OPS = {
+    ">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b,
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One ``staging_requires`` rule: ``metric op value``."""
+
+    metric: str
+    op: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {_number(self.value)}"
+
+    def holds(self, actual: float | None) -> bool:
+        """Whether ``actual`` meets the rule; a missing or NaN value never does."""
+        if actual is None or math.isnan(actual):
+            return False
+        return bool(_OPS[self.op](actual, self.value))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The governance policy for one model."""
+
+    model: str
+    staging_requires: tuple[Threshold, ...] = ()
+    production_approvers: tuple[str, ...] = DEFAULT_APPROVERS
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+    """For each key, the matih.toml table it came from (``models.churn`` or ``models."*"``)."""
+
+    @property
+    def needs_approval(self) -> bool:
+        return bool(self.production_approvers)
+
+    def unmet(self, metrics: Mapping[str, float]) -> list[dict[str, Any]]:
+        """Each Staging rule the metrics fail, with the actual value (``"missing"`` when not logged)."""
+        out = []
+        for rule in self.staging_requires:
+            actual = metrics.get(rule.metric)
+            if not rule.holds(actual):
+                out.append({"rule": str(rule), "metric": rule.metric, "op": rule.op, "threshold": rule.value,
+                            "actual": "missing" if actual is None else ("NaN" if math.isnan(actual) else actual)})
+        return out
+
+    def may_approve(self, principal: Principal, owner: str) -> bool:
+        """Whether ``principal`` is one of the approvers (the self-approval rule is the caller's)."""
+        if principal.has("admin"):
+            return True
+        for entry in self.production_approvers:
+            kind, _, value = entry.partition(":")
+            if entry == "owner":
+                if owner and principal.user == owner:
+                    return True
+            elif kind == "user" and value:
+                if principal.user == value:
+                    return True
+            elif kind == "role" and value:
+                if principal.has(value):
+                    return True
+            elif principal.has(entry):
+                return True
+        return False
+
+    def describe_approvers(self, owner: str) -> str:
+        """``owner (alice), role lead`` for messages."""
+        parts = []
+        for entry in self.production_approvers:
+            kind, _, value = entry.partition(":")
+            if entry == "owner":
+                parts.append(f"the model owner ({owner or 'none set'})")
+            elif kind == "user" and value:
+                parts.append(f"user {value}")
+            else:
+                parts.append(f"role {value if kind == 'role' and value else entry}")
+        return ", ".join(parts + ["an admin"]) if parts else "nobody (no approval needed)"
+
+
+def parse_threshold(text: Any, key: str) -> Threshold:
+    """``"auc >= 0.85"`` as a Threshold, or ConfigError at ``key`` saying what is wrong."""
+    if not isinstance(text, str):
+        raise ConfigError(f"expected a rule like \"auc >= 0.85\", got {type(text).__name__}", key=key)
+    m = _RULE.match(text)
+    if not m:
+        raise ConfigError(f"invalid rule {text!r}: write METRIC OP NUMBER, e.g. \"auc >= 0.85\" "
+                          f"(OP one of {', '.join(_OPS)})", key=key)
+    value = float(m["value"])
+    if not math.isfinite(value):
+        raise ConfigError(f"invalid rule {text!r}: the threshold must be a finite number", key=key)
+    return Threshold(m["metric"], m["op"], value)
+
+
+def _approvers(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"expected a list like [\"owner\", \"lead\"], got {type(value).__name__}", key=key)
+    out = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, str) or not _APPROVER.match(entry):
+            raise ConfigError(f"invalid approver {entry!r}: use \"owner\", a role ({', '.join(ROLES)}), "
+                              "\"role:NAME\" or \"user:NAME\"", key=f"{key}[{i}]")
+        out.append(entry)
+    return tuple(out)
+
+
+def _table(models: Mapping[str, Any], name: str) -> tuple[dict[str, Any], str]:
+    label = f'models."{name}"' if not re.fullmatch(r"[A-Za-z0-9_\-]+", name) else f"models.{name}"
+    table = models.get(name)
+    if table is None:
+        return {}, label
+    if not isinstance(table, dict):
+        raise ConfigError(f"expected a table of governance settings, got {type(table).__name__}", key=label)
+    return table, label
+
+
+def policy_for(models: Mapping[str, Any] | None, name: str) -> Policy:
+    """The policy of model ``name`` from the ``[models]`` section (per-model keys over ``"*"``).
+
+    Raises ConfigError with the key path for a malformed rule or approver.
+    """
+    models = models or {}
+    if not isinstance(models, Mapping):
+        raise ConfigError("expected tables like [models.churn] and [models.\"*\"]", key="models")
+    defaults, default_label = _table(models, DEFAULT_KEY)
+    own, own_label = _table(models, name) if name != DEFAULT_KEY else ({}, default_label)
+    thresholds: tuple[Threshold, ...] = ()
+    approvers = DEFAULT_APPROVERS
+    sources: dict[str, str] = {}
+    for table, label in ((defaults, default_label), (own, own_label)):
+        if "staging_requires" in table:
+            rules = table["staging_requires"]
+            key = f"{label}.staging_requires"
+            if not isinstance(rules, list):
+                raise ConfigError(f"expected a list like [\"auc >= 0.85\"], got {type(rules).__name__}", key=key)
+            thresholds = tuple(parse_threshold(r, f"{key}[{i}]") for i, r in enumerate(rules))
+            sources["staging_requires"] = label
+        if "production_approvers" in table:
+            approvers = _approvers(table["production_approvers"], f"{label}.production_approvers")
+            sources["production_approvers"] = label
+    return Policy(name, thresholds, approvers, sources)
+
+
+def check_policies(models: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """(key path, message) for every malformed governance setting in ``[models]``; empty when sound."""
+    problems: list[tuple[str, str]] = []
+    if not models:
+        return problems
+    if not isinstance(models, Mapping):
+        return [("models", "expected tables like [models.churn] and [models.\"*\"]")]
+    for name in models:
+        try:
+            policy_for({k: v for k, v in models.items() if k in (name, DEFAULT_KEY)}, name)
+        except ConfigError as exc:
+            if (exc.key or "", exc.reason) not in problems:
+                problems.append((exc.key or "models", exc.reason))
+    return problems
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) and abs(value) < 1e15 else repr(value)
