@@ -23,7 +23,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-COMMAND_MODULES: tuple[str, ...] = ("platform", "tracking", "registry", "lineage", "cards")
+COMMAND_MODULES: tuple[str, ...] = ("platform", "tracking", "accounts", "registry", "lineage", "cards")
 """Modules under matih_lite.cli that add their commands to ``app`` when imported."""
 
 _loaded = False

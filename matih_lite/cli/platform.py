@@ -40,9 +40,10 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def auth_enabled(host: Any) -> bool:
-    """Whether bearer-token auth is configured (the tenants-and-tokens work enables it)."""
-    checker = getattr(host, "auth_enabled", None)
-    return bool(checker()) if callable(checker) else False
+    """Whether bearer-token auth is on: ``[auth] enabled = true``, or any profile but lite."""
+    from matih_lite.auth import auth_enabled as configured
+
+    return configured(host)
 
 
 @app.command()

@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 
 from matih_lite import __version__
 from matih_lite.host import Host
+from matih_lite.service.accounts import bearer_auth
 from matih_lite.service.health import HealthController
 from matih_lite.service.observability import ObservedApp, RequestMetrics
 from matih_lite.service.problems import EXCEPTION_HANDLERS
@@ -19,7 +20,7 @@ from matih_lite.service.problems import EXCEPTION_HANDLERS
 log = logging.getLogger("matih_lite.service")
 
 DOMAIN_CONTROLLERS: tuple[str, ...] = (
-    "tracking", "mlflow_compat", "registry", "mlflow_registry", "lineage", "cards",
+    "tracking", "mlflow_compat", "accounts", "registry", "mlflow_registry", "lineage", "cards",
 )
 """Modules under matih_lite.service exposing ``CONTROLLERS``, added as the domains arrive."""
 
@@ -46,6 +47,7 @@ def create_app(host: Host) -> ObservedApp:
         route_handlers=handlers,
         dependencies={"host": Provide(lambda: host, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[bearer_auth(host)],  # tokens and role gates when auth is on (see service/accounts.py)
         openapi_config=OpenAPIConfig(title="matih-lite ml-service", version=__version__, path="/schema"),
         state=State({"host": host, "metrics": metrics}),
         on_startup=[on_startup],
