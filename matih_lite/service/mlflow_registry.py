@@ -52,7 +52,8 @@ _VERSION_ATTRIBUTES = {"name": "str", "version_number": "int", "run_id": "str", 
 
 
 def _paths(suffix: str) -> list[str]:
-    return [f"{p}/{suffix}" for p in API]
+    # /ajax-api/ is rewritten to /api/ before routing (service/observability.py): one path per handler.
+    return [f"{API[0]}/{suffix}"]
 
 
 def _error(error_code: str, message: str, status: int) -> Response[dict[str, str]]:
