@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Generic, TypeVar
 
 import msgspec
@@ -65,3 +67,23 @@ class Page(msgspec.Struct, Generic[T]):
 
     items: list[T]
     next_token: str | None = None
+
+
+def encode_page_token(offset: int) -> str:
+    """The opaque token for the page starting at ``offset``."""
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def decode_page_token(token: str | None) -> int:
+    """The offset a page token stands for (0 for none). Raises InvalidInput for a token we did not issue."""
+    if not token:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode() + b"==="))["offset"]
+        if isinstance(offset, int) and offset >= 0:
+            return offset
+    except (ValueError, KeyError, TypeError):
+        pass
+    from matih_lite.errors import InvalidInput
+
+    raise InvalidInput(f"invalid page token {token[:40]!r}; pass back the next_token of a previous page")

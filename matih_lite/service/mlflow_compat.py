@@ -26,7 +26,6 @@ time a client names it; every answer shows that experiment's id as "0".
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
@@ -47,6 +46,7 @@ from matih_lite.contracts import Experiment, Metric, Run
 from matih_lite.contracts.artifacts import clean_path
 from matih_lite.contracts.search import ATTRIBUTE_ALIASES as RUN_ATTRIBUTE_ALIASES
 from matih_lite.contracts.search import ATTRIBUTES as RUN_ATTRIBUTES
+from matih_lite.contracts.records import decode_page_token, encode_page_token
 from matih_lite.errors import (Conflict, Forbidden, GovernanceRefused, InvalidInput, MatihError, NotFound,
                                StoreError, Unauthorized)
 from matih_lite.service.auth import LOCAL_ADMIN, Principal
@@ -489,20 +489,8 @@ def logged_model_json(doc: dict[str, Any], s: Scope) -> dict[str, Any]:
 
 
 # ---- small helpers ---------------------------------------------------------------------------------
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
-
-
-def _decode_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(token.encode() + b"==="))["offset"]
-        if isinstance(offset, int) and offset >= 0:
-            return offset
-    except (ValueError, KeyError, TypeError):
-        pass
-    raise InvalidInput(f"invalid page token {token[:40]!r}")
+_encode_token = encode_page_token
+_decode_token = decode_page_token
 
 
 def _max_results(value: int | None, default: int) -> int:

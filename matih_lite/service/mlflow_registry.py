@@ -25,8 +25,6 @@ Every rule stays in :class:`~matih_lite.registry.Registry`, so governance holds 
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +38,15 @@ from matih_lite.host import Host
 from matih_lite.registry import Registry
 from matih_lite.registry.service import normalize_stage
 from matih_lite.service.auth import Principal, principal
-from matih_lite.service.mlflow_compat import API, EXCEPTION_HANDLERS, matches, parse_simple_filter, required
+from matih_lite.contracts.records import decode_page_token, encode_page_token
+from matih_lite.service.mlflow_compat import (
+    API,
+    EXCEPTION_HANDLERS,
+    _max_results,
+    matches,
+    parse_simple_filter,
+    required,
+)
 
 MLFLOW_STAGE = {"Development": "None", "Staging": "Staging", "Production": "Production", "Archived": "Archived"}
 SEARCH_MAX_RESULTS = 50_000
@@ -179,29 +185,9 @@ def pending_message(approval: Approval, approvers: str) -> str:
             f"POST /api/v1/approvals/{approval.approval_id}/approve.")
 
 
-def _token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
-
-
-def _offset(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(token.encode() + b"==="))["offset"]
-        if isinstance(offset, int) and offset >= 0:
-            return offset
-    except (ValueError, KeyError, TypeError):
-        pass
-    raise InvalidInput(f"invalid page token {token[:40]!r}")
-
-
-def _limit(value: int | None, default: int) -> int:
-    if value is None:
-        return default
-    if value < 1 or value > SEARCH_MAX_RESULTS:
-        raise InvalidInput(f"Invalid value {value} for parameter 'max_results' supplied. It must be at most "
-                           f"{SEARCH_MAX_RESULTS} and at least 1")
-    return value
+_token = encode_page_token
+_offset = decode_page_token
+_limit = _max_results
 
 
 def _order(items: list[dict[str, Any]], order_by: list[str], allowed: set[str],

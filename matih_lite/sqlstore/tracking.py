@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from matih_lite.contracts.records import TERMINAL_STATUSES, Experiment, Health, Metric, Page, Run
+from matih_lite.contracts.records import (
+    TERMINAL_STATUSES,
+    Experiment,
+    Health,
+    Metric,
+    Page,
+    Run,
+    decode_page_token,
+    encode_page_token,
+)
 from matih_lite.contracts.search import Comparison, OrderBy, RunFilter
 from matih_lite.errors import Conflict, InvalidInput, NotFound
 from matih_lite.sqlstore.database import Database
@@ -26,21 +33,8 @@ _NUMERIC_OPS = {"=", "!=", ">", ">=", "<", "<="}
 _CHUNK = 500  # ids per IN (...) list, under every engine's parameter limit
 
 
-def encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
-
-
-def decode_token(token: str | None) -> int:
-    """The offset a page token stands for. Raises InvalidInput for a token we did not issue."""
-    if not token:
-        return 0
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(token.encode() + b"==="))["offset"]
-        if isinstance(offset, int) and offset >= 0:
-            return offset
-    except (ValueError, KeyError, TypeError):
-        pass
-    raise InvalidInput(f"invalid page token {token[:40]!r}; pass back the next_token of a previous page")
+encode_token = encode_page_token
+decode_token = decode_page_token
 
 
 def _id(experiment_id: str | int) -> int:
