@@ -31,6 +31,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "matih_lite.builtin.notifiers",
     "matih_lite.builtin.autologgers",
     "matih_lite.builtin.lineage_events",
+    "matih_lite.builtin.duckdb_events",
+    "matih_lite.builtin.flavors",
+    "matih_lite.builtin.inprocess_serving",
+    "matih_lite.builtin.deployment_events",
 )
 """The built-in plugins, registered like any other: a plugin may replace any of them."""
 

@@ -57,7 +57,7 @@ ROLE_IMPLIES: dict[str, tuple[str, ...]] = {
 # ---- the role gates ------------------------------------------------------------------------------
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PATHS = ("/api/v1/auth/users", "/api/v1/auth/tokens")
-_READ_POST_SUFFIXES = ("/search", "/get-latest-versions", "/infer")
+_READ_POST_SUFFIXES = ("/search", "/get-latest-versions", "/infer", "/predict")
 
 
 def required_role(method: str, path: str) -> str:
@@ -65,7 +65,7 @@ def required_role(method: str, path: str) -> str:
 
     - ``viewer``: reads. GET, HEAD and OPTIONS, and the POSTs that only read: searches
       (``.../search``, MLflow's ``get-latest-versions``, whose query travels in the body)
-      and Open Inference Protocol predictions (``/v2/models/.../infer``, which change no
+      and predictions (``/v2/models/.../infer`` and ``/api/v1/deployments/NAME/predict``, which change no
       platform state).
     - ``editor``: every other write: experiments, runs, metrics, artifacts, registering
       models and versions, requesting promotions. ``owner`` and ``lead`` include it.
@@ -80,7 +80,8 @@ def required_role(method: str, path: str) -> str:
         return "admin"
     if method.upper() in READ_METHODS:
         return "viewer"
-    if path.endswith(_READ_POST_SUFFIXES) and (not path.endswith("/infer") or path.startswith("/v2/")):
+    if path.endswith(_READ_POST_SUFFIXES) and (
+            not path.endswith(("/infer", "/predict")) or path.startswith(("/v2/", "/api/v1/deployments/"))):
         return "viewer"
     return "editor"
 

@@ -23,7 +23,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-COMMAND_MODULES: tuple[str, ...] = ("platform", "tracking", "accounts", "registry", "lineage", "cards")
+COMMAND_MODULES: tuple[str, ...] = ("platform", "tracking", "accounts", "registry", "lineage", "cards", "serving_models",
+                                     "predict", "deploy")
 """Modules under matih_lite.cli that add their commands to ``app`` when imported."""
 
 _loaded = False

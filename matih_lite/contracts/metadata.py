@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from matih_lite.contracts.auth import AuthStore
+from matih_lite.contracts.deployments import DeploymentStore
 from matih_lite.contracts.lineage import LineageStore
 from matih_lite.contracts.records import Experiment, Health, Metric, Page, Run
 from matih_lite.contracts.registry import RegistryStore
@@ -104,5 +105,6 @@ class TrackingStore(Protocol):
 
 
 @runtime_checkable
-class MetadataStore(TrackingStore, RegistryStore, AuthStore, LineageStore, Protocol):
-    """Everything the metadata slot keeps: tracking, registry, tenants and tokens, lineage."""
+class MetadataStore(TrackingStore, RegistryStore, AuthStore, LineageStore, DeploymentStore,
+                    Protocol):
+    """Everything the metadata slot keeps: tracking, registry, tenants and tokens, lineage, deployments."""

@@ -20,7 +20,7 @@ from matih_lite.service.problems import EXCEPTION_HANDLERS
 log = logging.getLogger("matih_lite.service")
 
 DOMAIN_CONTROLLERS: tuple[str, ...] = (
-    "tracking", "mlflow_compat", "accounts", "registry", "mlflow_registry", "lineage", "cards",
+    "tracking", "mlflow_compat", "accounts", "registry", "mlflow_registry", "lineage", "cards", "deployments", "oip",
 )
 """Modules under matih_lite.service exposing ``CONTROLLERS``, added as the domains arrive."""
 

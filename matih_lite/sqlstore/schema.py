@@ -69,9 +69,10 @@ TRACKING: list[tuple[int, str, list[str]]] = [
 
 
 def _all() -> list[tuple[int, str, list[str]]]:
-    from matih_lite.sqlstore import auth, lineage, registry
+    from matih_lite.sqlstore import auth, deployments, lineage, registry
 
-    return sorted(TRACKING + registry.MIGRATIONS + auth.MIGRATIONS + lineage.MIGRATIONS, key=lambda m: m[0])
+    return sorted(TRACKING + registry.MIGRATIONS + auth.MIGRATIONS + lineage.MIGRATIONS + deployments.MIGRATIONS,
+                  key=lambda m: m[0])
 
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = _all()

@@ -13,6 +13,7 @@ Importing this package needs pytest; the core never imports it.
 """
 
 from matih_lite.testing.artifacts import ArtifactStoreContract
+from matih_lite.testing.events import EventStoreContract
 from matih_lite.testing.metadata import MetadataStoreContract
 
-__all__ = ["ArtifactStoreContract", "MetadataStoreContract"]
+__all__ = ["ArtifactStoreContract", "EventStoreContract", "MetadataStoreContract"]

@@ -1,0 +1,181 @@
+"""``/v2``: the Open Inference Protocol (KServe v2 / Triton REST) for every deployment.
+
+The deployment name is the protocol's model name; ``/versions/{v}`` pins one of the versions the
+deployment serves (its routes, shadows and canary), otherwise the deployment routes the request
+as it routes any other (an ``X-Request-Key`` header, or ``parameters.request_key``, makes it
+sticky). JSON tensors and the binary tensor extension that ``tritonclient.http`` uses by default
+are both understood; :mod:`matih_lite.serving.oip` does the encoding. Errors carry the
+protocol's ``{"error": message}`` beside the problem-details fields, so protocol clients and
+people read the same body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+
+from matih_lite import __version__
+from matih_lite.errors import InvalidInput, MatihError
+from matih_lite.identity import LOCAL_ADMIN
+from matih_lite.service.deployments import REQUEST_KEY, request_id_of
+from matih_lite.serving.deployments import attach_traffic
+
+_json = msgspec.json.Encoder()
+
+
+def _oip_error(request: Request, exc: Exception) -> Response:
+    """A failed protocol call: ``{"error": ...}`` (what protocol clients read) with the problem details."""
+    from litestar.exceptions import HTTPException
+
+    from matih_lite.service.problems import log as service_log
+
+    if isinstance(exc, MatihError):
+        status, title, message, extra = exc.status, exc.title, exc.message, dict(exc.detail)
+        if status >= 500:
+            service_log.error("%s %s failed: %s", request.method, request.url.path, message)
+    elif isinstance(exc, HTTPException):
+        title = "Invalid input" if exc.status_code == 400 else "HTTP error"
+        status, message, extra = exc.status_code, str(exc.detail), {}
+    else:
+        service_log.exception("unexpected error in %s %s", request.method, request.url.path)
+        status, title, extra = 500, "Internal error", {}
+        message = "an unexpected error occurred; the service log has the details"
+    body = {"error": message, "type": "about:blank", "title": title, "status": status, "detail": message,
+            "instance": request.url.path, **extra}
+    return Response(_json.encode(body), status_code=status, media_type="application/json")
+
+
+def _who(request: Request) -> Any:
+    return request.scope.get("matih_principal") or LOCAL_ADMIN
+
+
+def _json_response(doc: Any, status: int = 200) -> Response:
+    return Response(_json.encode(doc), status_code=status, media_type="application/json")
+
+
+class OpenInferenceController(Controller):
+    path = "/v2"
+    tags = ["open inference protocol"]
+    exception_handlers = {Exception: _oip_error}  # type: ignore[dict-item]
+
+    @get("/", summary="Server metadata: name, version, protocol extensions")
+    async def server(self) -> Response:
+        from matih_lite.serving.oip import server_metadata
+
+        return _json_response(server_metadata(__version__))
+
+    @get("/health/live", summary="The server is live")
+    async def live(self) -> Response:
+        from matih_lite.serving.oip import live_body
+
+        return _json_response(live_body(True))
+
+    @get("/health/ready", summary="The server is ready to serve inference requests")
+    async def ready(self) -> Response:
+        from matih_lite.serving.oip import ready_body
+
+        return _json_response(ready_body(True))
+
+    # ---- models ------------------------------------------------------------------------------------------
+    @get("/models/{name:str}", summary="Model metadata of a deployment")
+    async def model(self, name: str, request: Request) -> Response:
+        return await self._metadata(request, name, None)
+
+    @get("/models/{name:str}/versions/{version:int}", summary="Model metadata of one version a deployment serves")
+    async def model_version(self, name: str, version: int, request: Request) -> Response:
+        return await self._metadata(request, name, version)
+
+    @get("/models/{name:str}/ready", summary="Whether the deployment can answer now")
+    async def model_ready(self, name: str, request: Request) -> Response:
+        return await self._ready(request, name, None)
+
+    @get("/models/{name:str}/versions/{version:int}/ready",
+         summary="Whether a version of the deployment can answer now")
+    async def model_version_ready(self, name: str, version: int, request: Request) -> Response:
+        return await self._ready(request, name, version)
+
+    @post("/models/{name:str}/infer", status_code=200,
+          summary="Inference through the deployment's routes (JSON or binary tensors)")
+    async def infer(self, name: str, request: Request) -> Response:
+        return await self._infer(request, name, None)
+
+    @post("/models/{name:str}/versions/{version:int}/infer", status_code=200,
+          summary="Inference with one version the deployment serves")
+    async def infer_version(self, name: str, version: int, request: Request) -> Response:
+        return await self._infer(request, name, version)
+
+    # ---- internals ---------------------------------------------------------------------------------------
+    @staticmethod
+    async def _metadata(request: Request, name: str, version: int | None) -> Response:
+        from matih_lite.serving.oip import model_metadata, output_specs
+
+        manager = attach_traffic(request.app.state["host"])
+        who = _who(request)
+        live = await manager.live(who.tenant, name)
+        target = await manager.target(who.tenant, name, version=version if version is not None else
+                                      _primary(live))
+        served = target.served
+        predictor = None
+        backend = manager.host.backend("serving")
+        if hasattr(backend, "predictor"):
+            try:
+                predictor = backend.predictor(served.key)
+            except MatihError:
+                predictor = None
+        outputs = output_specs(predictor) if predictor is not None else \
+            [{"name": n, "datatype": "FP64", "shape": [-1]} for n in getattr(served.info, "output_names", ())]
+        versions = [version] if version is not None else list(live.versions)
+        return _json_response(model_metadata(name, versions, served.flavor, served.schema, outputs))
+
+    @staticmethod
+    async def _ready(request: Request, name: str, version: int | None) -> Response:
+        from matih_lite.serving.oip import ready_body
+
+        manager = attach_traffic(request.app.state["host"])
+        who = _who(request)
+        live = await manager.live(who.tenant, name)
+        try:
+            await manager.target(who.tenant, name, version=version if version is not None else _primary(live))
+        except MatihError as exc:
+            if exc.status == 404 and version is not None:
+                raise
+            return _json_response(ready_body(False), 400)
+        return _json_response(ready_body(True))
+
+    @staticmethod
+    async def _infer(request: Request, name: str, version: int | None) -> Response:
+        from matih_lite.serving.flavors.base import named_outputs
+        from matih_lite.serving.oip import decode_infer_request, encode_infer_response, model_inputs
+
+        manager = attach_traffic(request.app.state["host"])
+        who = _who(request)
+        infer = decode_infer_request(await request.body(), request.headers)
+        key = request.headers.get(REQUEST_KEY)
+        if key is None and "request_key" in infer.parameters:
+            key = infer.parameters.pop("request_key")
+            if not isinstance(key, str) or not key or len(key) > 1024:
+                raise InvalidInput("parameters.request_key must be a string of 1 to 1024 characters",
+                                   detail={"field": "request_key"})
+        target = await manager.target(who.tenant, name, key=key, version=version)
+        inputs = model_inputs(infer, target.served.schema)
+        answer = await manager.infer(target, inputs, request_id=request_id_of(request) or infer.id)
+        outputs = named_outputs(answer.outputs, getattr(target.served.info, "output_names", ()) or ())
+        body, headers = encode_infer_response(name, outputs, model_version=str(answer.version), request=infer,
+                                              parameters={"variant": answer.variant,
+                                                          "request_id": answer.request_id})
+        media = headers.pop("Content-Type")
+        headers.update({"X-Request-Id": answer.request_id, "X-Model-Version": str(answer.version),
+                        "X-Variant": answer.variant})
+        return Response(body, status_code=200, media_type=media, headers=headers)
+
+
+def _primary(live: Any) -> int | None:
+    """The version metadata and readiness describe: the deployment's heaviest route (None: route as usual)."""
+    from matih_lite.serving.deployments import primary_version
+
+    return primary_version(live.deployment)
+
+
+CONTROLLERS = [OpenInferenceController]

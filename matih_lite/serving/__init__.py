@@ -1,0 +1,73 @@
+"""Serving core: flavors, the local model cache, request payloads (MLflow JSON and Open Inference
+Protocol v2), and a micro-batcher. A library: HTTP routes and deployments are built on top of it.
+
+- :mod:`~matih_lite.serving.flavors`: save and load models by flavor; :class:`Predictor`.
+- :mod:`~matih_lite.serving.materialize`: a version's files in a local, checked cache.
+- :mod:`~matih_lite.serving.payload`: MLflow scoring JSON to arrays, predictions to JSON.
+- :mod:`~matih_lite.serving.oip`: Open Inference Protocol v2 requests and responses (JSON and binary).
+- :mod:`~matih_lite.serving.batcher`: concurrent single-row requests into one model call.
+- :mod:`~matih_lite.serving.convert`: sklearn and XGBoost models to ONNX, registered as new versions.
+
+The helpers below join them to a host: :func:`load_version` is what a deployment calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matih_lite.errors import InvalidInput
+from matih_lite.serving.flavors.base import Flavor, InputSchema, LoadOptions, Predictor, detect_flavor, read_mlmodel
+
+__all__ = [
+    "Flavor",
+    "InputSchema",
+    "LoadOptions",
+    "Predictor",
+    "flavor",
+    "flavors",
+    "load_version",
+    "resolve_flavor",
+    "serving_key",
+]
+
+
+def flavors(host: Any) -> dict[str, Any]:
+    """Every flavor the host's plugins contribute, by name."""
+    return host.registry("register_flavors")
+
+
+def flavor(host: Any, name: str) -> Any:
+    """The flavor named ``name``. Raises InvalidInput listing the installed flavors."""
+    found = flavors(host).get(name)
+    if found is None:
+        raise InvalidInput(f"no flavor {name!r} is installed; installed: {', '.join(sorted(flavors(host))) or 'none'} "
+                           "(a plugin adds one through register_flavors)")
+    return found
+
+
+def resolve_flavor(host: Any, name: str | None, model_dir: Any) -> Any:
+    """The flavor to load ``model_dir`` with: ``name`` when the registry recorded one we have, else the
+    one its MLmodel file names (MLflow's ``python_function`` loaders map to sklearn, xgboost, onnx)."""
+    available = flavors(host)
+    if name and name in available:
+        return available[name]
+    return available[detect_flavor(read_mlmodel(model_dir), list(available))]
+
+
+def serving_key(tenant: str, name: str, version: int | str) -> str:
+    """The key a version is loaded under: ``tenant/name/version``."""
+    return f"{tenant}/{name}/{version}"
+
+
+def load_version(host: Any, tenant: str, version: Any, *, key: str | None = None) -> Any:
+    """Materialize a registry ModelVersion and load it into the host's serving backend.
+
+    Returns the backend's :class:`~matih_lite.contracts.slots.ServedModel` (with ``key``, the
+    input schema and output names). Idempotent: loading a loaded version again does nothing.
+    """
+    from matih_lite.serving.materialize import materialize
+
+    folder = materialize(host, tenant, version)
+    chosen = resolve_flavor(host, getattr(version, "flavor", None), folder)
+    key = key or serving_key(tenant, version.name, version.version)
+    return host.backend("serving").load(key, str(folder), chosen)
