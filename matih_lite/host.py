@@ -35,6 +35,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "matih_lite.builtin.flavors",
     "matih_lite.builtin.inprocess_serving",
     "matih_lite.builtin.deployment_events",
+    "matih_lite.builtin.drift_tests",
+    "matih_lite.builtin.inprocess_drift",
+    "matih_lite.builtin.webhook_notifier",
 )
 """The built-in plugins, registered like any other: a plugin may replace any of them."""
 

@@ -1,0 +1,51 @@
+"""Drift monitoring: baselines of what a model was trained on, windows of what it serves, and what to do.
+
+- :mod:`~matih_lite.monitoring.stats`: the statistics and mergeable aggregates (numpy only, so a
+  Flink job can ship the file -- or import ``matih_lite.monitoring.stats`` -- without the rest).
+- :mod:`~matih_lite.monitoring.profile`: baselines (:class:`Profile`) built from training data.
+- :mod:`~matih_lite.monitoring.service`: :class:`Monitoring` -- windows over the inference log,
+  checks, alerts, health, retraining and rollback -- and :class:`DriftClient` for the CLI.
+- :mod:`~matih_lite.monitoring.report`: the self-contained HTML report.
+
+Names below are imported on first use, so importing the package (or ``stats``) loads no more
+than numpy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "BASELINE_TAG": "profile", "Profile": "profile", "build_profile": "profile",
+    "HEALTH_TAG": "service", "HEALTH_DETAIL_TAG": "service", "DriftClient": "service", "DriftSettings": "service",
+    "Monitoring": "service", "drift_settings": "service",
+}
+
+__all__ = [*_LAZY, "build_baseline"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'matih_lite.monitoring' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"matih_lite.monitoring.{module}"), name)
+
+
+def build_baseline(principal: Any, name: str, version: int | str, data: Any = None, *, host: Any = None,
+                   **options: Any) -> Any:
+    """Build and store a version's drift baseline (see :meth:`Monitoring.build_baseline`); returns the Profile.
+
+    ``host`` defaults to this folder's platform (``Host.open()``), closed afterwards.
+    """
+    from matih_lite.monitoring.service import Monitoring
+
+    if host is not None:
+        return Monitoring(host).build_baseline(principal, name, version, data, **options)
+    from matih_lite.host import Host
+
+    opened = Host.open()
+    try:
+        return Monitoring(opened).build_baseline(principal, name, version, data, **options)
+    finally:
+        opened.close()

@@ -1,0 +1,1061 @@
+"""Drift monitoring written once, whatever runs it: baselines, windows, checks and the actions they take.
+
+:class:`Monitoring` over a host:
+
+- **Baselines** (:meth:`Monitoring.build_baseline`): a version's training data profiled
+  (:mod:`~matih_lite.monitoring.profile`), stored as ``<tenant>/_drift/<model>/v<version>/baseline.json``
+  in the artifacts slot, referenced by the version tag ``matih.drift.baseline``.
+- **Windows** over the inference log (:func:`matih_lite.serving.inference_log.read_window`):
+  the rows a deployment answered in ``[start, end)``, grouped by the version that answered,
+  each summarized on its own baseline's edges (:class:`~matih_lite.monitoring.stats.WindowAggregate`).
+  The scheduler's windows are tumbling (aligned to the window size); hourly aggregates it
+  computed are merged into the daily one instead of reading the day again.
+- **Checks** (:meth:`Monitoring.check`): per version, feature drift (every feature's test,
+  statistic and verdict, drifting features first), data drift (the share of drifting features
+  against ``drift_share``), concept drift (the prediction distribution against the baseline's)
+  and performance drift (metrics of the rows labelled since, against the baseline's, with the
+  number of labelled rows).
+- **Actions**, each switched in ``[drift]``: an alert to the notifiers (``drift.detected``;
+  one per (model, feature, window), never twice), the version's health in the registry (tags
+  ``matih.health`` and ``matih.health.detail``, which the model card shows), a retraining job
+  through the compute slot (when one is configured and ``[models.NAME] retrain_spec`` names a
+  job spec), and a rollback of the deployment when performance drift crosses its threshold.
+
+Settings live in ``[drift]`` of matih.toml (see :class:`DriftSettings`); ``[drift.models.NAME]``
+overrides them for one model and ``[drift.features.NAME]`` picks one feature's test and threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from matih_lite.contracts.artifacts import clean_path
+from matih_lite.errors import ConfigError, Conflict, InvalidInput, MatihError, NotFound
+from matih_lite.events import PlatformEvent
+from matih_lite.identity import LOCAL_ADMIN, Principal
+from matih_lite.monitoring import stats
+from matih_lite.monitoring.profile import BASELINE_TAG, Profile, aggregate_features, build_profile, window_aggregate
+
+log = logging.getLogger("matih_lite.monitoring")
+
+REPORT_SCHEMA = "matih-lite/drift-report/v1"
+HEALTH_TAG = "matih.health"
+HEALTH_DETAIL_TAG = "matih.health.detail"
+HEALTH = ("healthy", "warning", "drifting", "degraded", "unknown")
+"""Version health: ``warning`` some features drift, ``drifting`` data or concept drift, ``degraded``
+performance drift, ``unknown`` no baseline or too few rows."""
+MONITOR_USER = "drift-monitor"
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_ALERT_LOCK = threading.Lock()
+"""Serializes the read-modify-write of the alert dedupe records within this process."""
+MAX_CACHED_WINDOWS = 64
+"""Aggregated windows kept per deployment for merging (a day of hours, and then some)."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def parse_duration(text: Any, what: str = "window") -> int:
+    """``"30m"``, ``"1h"``, ``"1d"``, ``"1w"`` (or milliseconds as an int) in milliseconds."""
+    if isinstance(text, int) and not isinstance(text, bool) and text > 0:
+        return text
+    match = _DURATION.match(str(text)) if isinstance(text, str) else None
+    if not match or int(match.group(1)) <= 0:
+        raise InvalidInput(f"{what} must be a duration like 30m, 1h or 1d, not {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_duration(ms: int) -> str:
+    for unit in ("w", "d", "h", "m", "s"):
+        if ms % _UNITS[unit] == 0:
+            return f"{ms // _UNITS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+# ---- settings -----------------------------------------------------------------------------------------
+class FeatureSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[drift.features.NAME]``: one feature's test, threshold and kind, or ``ignore = true``."""
+
+    test: str | None = None
+    threshold: float | None = None
+    kind: str | None = None
+    """``numeric`` or ``categorical``, used when the baseline is built."""
+    ignore: bool = False
+
+
+class DriftSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[drift]`` in matih.toml (every key optional; ``[drift.models.NAME]`` overrides for one model)."""
+
+    windows: list[str] = msgspec.field(default_factory=lambda: ["1h", "1d"])
+    """Tumbling windows the scheduler checks."""
+    test: str = "auto"
+    """The test for every feature: ``auto`` (by data size, as Evidently), or ks, psi, chi2, jensen_shannon,
+    wasserstein (or a plugin's)."""
+    prediction_test: str = "auto"
+    thresholds: dict[str, float] = msgspec.field(default_factory=dict)
+    """Per test, e.g. ``{ wasserstein = 0.15, psi = 0.25 }``; a test's own default otherwise."""
+    features: dict[str, FeatureSettings] = msgspec.field(default_factory=dict)
+    drift_share: float = 0.5
+    """Data drift when at least this share of the tested features drift."""
+    min_rows: int = 100
+    """Windows with fewer rows (for a version) are reported but do not act."""
+    small_sample: int = stats.SMALL_SAMPLE
+    """``auto`` picks p-value tests (KS, chi-squared) up to this many rows on either side."""
+    bins: int = stats.DEFAULT_BINS
+    coarse_bins: int = stats.DEFAULT_COARSE_BINS
+    sample_cap: int = stats.DEFAULT_SAMPLE_CAP
+    max_categories: int = stats.DEFAULT_MAX_CATEGORIES
+    performance_threshold: float = 0.05
+    """Performance drift when the primary metric (accuracy, rmse) is this much worse, relative to the baseline."""
+    min_labels: int = 100
+    """Labelled rows needed before performance drift is judged."""
+    alerts: bool = True
+    health: bool = True
+    retrain: bool = False
+    retrain_on: list[str] = msgspec.field(default_factory=lambda: ["performance", "data"])
+    retrain_cooldown: str = "1d"
+    rollback: bool = False
+    grace: str = "1m"
+    """How long after a window ends the scheduler checks it (late inference-log writes)."""
+    models: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+
+KNOWN_SIGNALS = ("feature", "data", "concept", "performance")
+
+
+def drift_settings(config: Any, model: str | None = None) -> DriftSettings:
+    """``[drift]`` (with ``[drift.models.MODEL]`` over it) as :class:`DriftSettings`. Raises ConfigError."""
+    raw = config.section("drift") if hasattr(config, "section") else (config or {})
+    if not isinstance(raw, Mapping):
+        raise ConfigError("expected a table", key="drift")
+    data = dict(raw)
+    models = data.get("models") or {}
+    if model is not None and isinstance(models, Mapping) and isinstance(models.get(model), Mapping):
+        override = dict(models[model])
+        if "features" in override and isinstance(data.get("features"), Mapping):
+            override["features"] = {**data["features"], **override["features"]}
+        data.update(override)
+    try:
+        settings = msgspec.convert(data, DriftSettings, strict=False)
+    except msgspec.ValidationError as exc:
+        text, _, path = str(exc).partition(" - at `$.")
+        key = "drift" + ("." + path.rstrip("`") if path else "")
+        raise ConfigError(f"{text} (see the [drift] section in the README)", key=key) from None
+    for w in settings.windows:
+        try:
+            parse_duration(w)
+        except InvalidInput as exc:
+            raise ConfigError(exc.message, key="drift.windows") from None
+    for signal in settings.retrain_on:
+        if signal not in KNOWN_SIGNALS:
+            raise ConfigError(f"unknown signal {signal!r}; one of {', '.join(KNOWN_SIGNALS)}", key="drift.retrain_on")
+    if not 0 < settings.drift_share <= 1:
+        raise ConfigError("must be in (0, 1]", key="drift.drift_share")
+    for name, fs in settings.features.items():
+        if fs.kind is not None and fs.kind not in ("numeric", "categorical"):
+            raise ConfigError("kind must be numeric or categorical", key=f"drift.features.{name}.kind")
+    return settings
+
+
+# ---- the domain service -------------------------------------------------------------------------------
+class Monitoring:
+    """Baselines, windowed drift checks and their actions for one platform (a :class:`~matih_lite.host.Host`).
+
+    ``window_source(deployment, start, end)`` returns the inference-log window (an object with a
+    pyarrow ``table``); by default :func:`~matih_lite.serving.inference_log.read_window` over the
+    events slot. Keep one instance to reuse loaded baselines and computed window aggregates.
+    """
+
+    def __init__(self, host: Any, *, window_source: Any = None) -> None:
+        from matih_lite.registry import Registry
+
+        self.host = host
+        self.registry = Registry(host)
+        self._window_source = window_source
+        self._profiles: OrderedDict[tuple[str, str], Profile] = OrderedDict()
+        self._windows: OrderedDict[tuple, tuple[stats.WindowAggregate, Profile]] = OrderedDict()
+        self._spans: dict[tuple[str, str, int], set[int]] = {}
+        """Starts of the aligned windows aggregated so far (with or without rows), per window size."""
+        self._lock = threading.RLock()
+
+    @property
+    def artifacts(self) -> Any:
+        return self.host.artifacts
+
+    def settings(self, model: str | None = None) -> DriftSettings:
+        return drift_settings(self.host.config, model)
+
+    def tests(self) -> dict[str, Any]:
+        """Every drift test the plugins contribute, by name."""
+        return self.host.registry("register_drift_tests")
+
+    # ---- baselines ------------------------------------------------------------------------------
+    def build_baseline(self, principal: Principal, name: str, version: int | str, data: Any = None, *,
+                       target: str | None = None, prediction: Any = None, features: Sequence[str] | None = None,
+                       task: str | None = None, predict: bool = True,
+                       source: Mapping[str, Any] | None = None) -> Profile:
+        """Profile ``data`` (the version's training set) as the version's baseline, store it, tag the version.
+
+        ``data`` is a DataFrame, a pyarrow Table, ``{column: values}`` or a Parquet/CSV path; with
+        ``None`` the version's own training-data reference is read when it is a local file.
+        ``prediction`` is a column or the predictions; without one (and with ``predict``) the
+        version's model is loaded and run on the features. Metrics come from ``target`` and the
+        predictions, else from the version's model-card evaluation or its run. Returns the profile.
+        """
+        mv = self.registry.get_version(principal, name, version)
+        settings = self.settings(name)
+        if data is None:
+            data, source = self._training_data_file(mv)
+        from matih_lite.monitoring.profile import columns_of
+
+        columns = columns_of(data)
+        notes = []
+        kinds = {k: fs.kind for k, fs in settings.features.items() if fs.kind}
+        chosen = list(features) if features else None
+        if prediction is None and predict:
+            prediction, why = self._predict(principal, mv, columns, chosen, target)
+            if why:
+                notes.append(why)
+        metrics, metrics_source = ({}, "")
+        if target is None or prediction is None:
+            metrics, metrics_source = self._known_metrics(principal, mv)
+        profile = build_profile(columns, model=name, version=mv.version, features=chosen, target=target,
+                                prediction=prediction, kinds=kinds, task=task, metrics=metrics,
+                                metrics_source=metrics_source, bins=settings.bins, coarse_bins=settings.coarse_bins,
+                                sample_cap=settings.sample_cap, max_categories=settings.max_categories,
+                                created_by=principal.user, source=source)
+        profile.notes[:0] = notes
+        rel = f"_drift/{_segment(name)}/v{mv.version}/baseline.json"
+        self.artifacts.put(f"{principal.tenant}/{rel}", profile.to_json())
+        self.registry.update_version(principal, name, mv.version, tags={BASELINE_TAG: rel})
+        with self._lock:
+            self._profiles[(principal.tenant, rel)] = profile
+        self.host.emit(PlatformEvent("drift.baseline.built", f"{name}/{mv.version}", principal.tenant,
+                                     {"name": name, "version": mv.version, "rows": profile.rows,
+                                      "features": len(profile.features), "artifact": rel}))
+        return profile
+
+    def baseline(self, principal: Principal, name: str, version: int | str) -> Profile:
+        """The stored baseline of a version. Raises NotFound (with the command that builds one)."""
+        mv = self.registry.get_version(principal, name, version)
+        found = self._baseline_of(principal.tenant, mv)
+        if found is None:
+            raise NotFound(f"version {mv.version} of model {name!r} has no drift baseline; build one with "
+                           f"'matih-lite models baseline {name} {mv.version} --data train.parquet'")
+        return found
+
+    def _baseline_of(self, tenant: str, mv: Any) -> Profile | None:
+        rel = mv.tags.get(BASELINE_TAG)
+        if not rel:
+            return None
+        try:
+            rel = clean_path(rel)
+        except InvalidInput:
+            return None
+        if not rel.startswith("_drift/"):
+            return None
+        key = (tenant, rel)
+        with self._lock:
+            if key in self._profiles:
+                self._profiles.move_to_end(key)
+                return self._profiles[key]
+        try:
+            profile = Profile.from_json(self.artifacts.get(f"{tenant}/{rel}"))
+        except NotFound:
+            return None
+        with self._lock:
+            self._profiles[key] = profile
+            while len(self._profiles) > 32:
+                self._profiles.popitem(last=False)
+        return profile
+
+    def _training_data_file(self, mv: Any) -> tuple[str, dict[str, Any]]:
+        from pathlib import Path
+
+        for ref in mv.training_data:
+            uri = str(ref.get("uri", ""))
+            path = uri[len("file://"):] if uri.startswith("file://") else uri
+            if path and "://" not in path and Path(path).is_file():
+                return path, {k: v for k, v in ref.items() if isinstance(v, (str, int, float))}
+        raise InvalidInput(f"version {mv.version} of model {mv.name!r} has no training data in a local file "
+                           "this process can read; give the data (--data train.parquet)")
+
+    def _predict(self, principal: Principal, mv: Any, columns: Mapping[str, Any], features: Sequence[str] | None,
+                 target: str | None) -> tuple[Any, str]:
+        """The version's predictions on the training features, or (None, why not)."""
+        try:
+            from matih_lite.monitoring.profile import META_COLUMNS, numeric_values
+            from matih_lite.serving import resolve_flavor
+            from matih_lite.serving.materialize import materialize
+
+            folder = materialize(self.host, principal.tenant, mv)
+            predictor = resolve_flavor(self.host, mv.flavor, folder).load(folder)
+            schema = getattr(predictor, "input_schema", None)
+            names = list(getattr(schema, "names", []) or []) if getattr(schema, "kind", "") == "columns" else []
+            if not names:  # one unnamed tensor (or nothing known): the feature columns, in their order
+                names = list(features) if features else [c for c in columns if c != target and c not in META_COLUMNS]
+            missing = [n for n in names if n not in columns]
+            if missing:
+                return None, f"predictions not computed: the data lacks model input {missing[0]!r}"
+            if all(getattr(s, "numeric", True) for s in getattr(schema, "specs", ())):
+                inputs: Any = np.column_stack([numeric_values(columns[n]) for n in names])
+            else:
+                inputs = {n: np.asarray(columns[n]) for n in names}
+            outputs = predictor.predict(inputs)
+            if isinstance(outputs, Mapping):
+                outputs = next(iter(outputs.values()))
+            out = np.asarray(outputs)
+            if out.ndim > 1:
+                out = out[:, 0] if out.shape[1] == 1 else None
+            if out is None:
+                return None, "predictions not computed: the model's primary output is not one value per row"
+            return out, ""
+        except Exception as exc:  # a baseline without predictions is still a baseline
+            return None, (f"predictions not computed ({type(exc).__name__}: {getattr(exc, 'message', exc)}); "
+                          "give the prediction column to profile the prediction distribution")
+
+    def _known_metrics(self, principal: Principal, mv: Any) -> tuple[dict[str, float], str]:
+        """The version's metrics from its latest model-card evaluation, else from its run."""
+        try:
+            from matih_lite.registry.cards import ModelCards
+
+            ev = ModelCards(self.host).evaluation(principal, mv.name, mv.version, mv=mv)
+            if ev and isinstance(ev.get("metrics"), Mapping):
+                found = {k: float(v["value"]) for k, v in ev["metrics"].items()
+                         if isinstance(v, Mapping) and isinstance(v.get("value"), (int, float))}
+                if found:
+                    return found, "model card evaluation"
+        except MatihError:
+            pass
+        if mv.run_id:
+            try:
+                run = self.registry.tracking.get_run(principal.tenant, mv.run_id)
+                found = {k: m.value for k, m in run.metrics.items() if k in ("accuracy", "rmse", "mae", "f1", "r2")}
+                if found:
+                    return found, f"run {mv.run_id}"
+            except NotFound:
+                pass
+        return {}, ""
+
+    # ---- windows --------------------------------------------------------------------------------
+    def read_window(self, tenant: str, deployment: str, start: int, end: int) -> Any:
+        """The inference-log window of a deployment: through the service's traffic manager when it has
+        one (so requests still queued are written first), else straight from the events slot."""
+        if self._window_source is not None:
+            return self._window_source(deployment, start, end)
+        from matih_lite.serving.deployments import MANAGER, inference_log_name
+        from matih_lite.serving.inference_log import read_window
+
+        stream = inference_log_name(tenant, deployment)
+        manager = self.host.pm.get_plugin(MANAGER)
+        log_ = getattr(manager, "inference_log", None) if manager is not None else None
+        if log_ is not None:
+            return log_.window(stream, start, end)
+        return read_window(self.host.backend("events"), stream, start, end)
+
+    def aggregate(self, principal: Principal, deployment: Any, start: int, end: int, *,
+                  size: int | None = None) -> dict[int, tuple[stats.WindowAggregate, Profile | None]]:
+        """Each version's aggregate of the window ``[start, end)`` of a deployment, with its baseline.
+
+        A window covered by windows this instance aggregated before (hourly ones for a day) is
+        merged from them; otherwise the inference log is read once.
+        """
+        merged = self._merged(principal.tenant, deployment.name, start, end, size)
+        if merged is not None:
+            return merged
+        window = self.read_window(principal.tenant, deployment.name, start, end)
+        table = window.table
+        out: dict[int, tuple[stats.WindowAggregate, Profile | None]] = {}
+        if size is not None:
+            with self._lock:
+                spans = self._spans.setdefault((principal.tenant, deployment.name, end - start), set())
+                spans.add(start)
+                while len(spans) > MAX_CACHED_WINDOWS:
+                    spans.discard(min(spans))
+        if table.num_rows == 0:
+            return out
+        import pyarrow.compute as pc
+
+        column = table.column("version")
+        found = [v for v in pc.unique(column).to_pylist() if v is not None]
+        for text in sorted(found, key=_version_order):
+            try:
+                number = int(str(text).lstrip("vV"))
+            except ValueError:
+                continue
+            rows = table if len(found) == 1 and column.null_count == 0 else table.filter(pc.equal(column, text))
+            try:
+                mv = self.registry.get_version(principal, deployment.model, number)
+                profile = self._baseline_of(principal.tenant, mv)
+            except NotFound:
+                profile = None
+            agg = self._aggregate_rows(rows, profile, start, end)
+            out[number] = (agg, profile)
+            if size is not None:
+                self._remember(principal.tenant, deployment.name, number, profile, start, end, agg)
+        return out
+
+    def _aggregate_rows(self, rows: Any, profile: Profile | None, start: int, end: int) -> stats.WindowAggregate:
+        n = rows.num_rows
+        if profile is None:
+            return stats.WindowAggregate(start, end, n, {})
+        names = set(rows.column_names)
+        features = aggregate_features(profile.features, lambda name: rows.column(f"features.{name}")
+                                      if f"features.{name}" in names else None, n)
+        prediction = None
+        if profile.prediction is not None and "prediction" in names:
+            prediction = window_aggregate(profile.prediction, rows.column("prediction"))
+        performance = None
+        if "label" in names and "prediction" in names:
+            import pyarrow.compute as pc
+
+            labelled = rows.filter(pc.and_(pc.is_valid(rows.column("label")), pc.is_valid(rows.column("prediction"))))
+            if labelled.num_rows:
+                task = profile.task or ("regression" if _is_float(labelled.column("label")) else "classification")
+                labels = labelled.column("label").to_pylist()
+                preds = labelled.column("prediction").to_pylist()
+                performance = stats.PerformanceAggregate.of(task, labels, preds)
+        return stats.WindowAggregate(start, end, n, features, prediction, performance)
+
+    def _remember(self, tenant: str, deployment: str, version: int, profile: Profile | None, start: int, end: int,
+                  agg: stats.WindowAggregate) -> None:
+        key = (tenant, deployment, version, profile.model if profile else None,
+               profile.created_at if profile else None, start, end)
+        with self._lock:
+            self._windows[key] = (agg, profile)
+            mine = [k for k in self._windows if k[0] == tenant and k[1] == deployment]
+            for old in mine[:max(0, len(mine) - MAX_CACHED_WINDOWS)]:
+                del self._windows[old]
+
+    def _merged(self, tenant: str, deployment: str, start: int, end: int,
+                size: int | None) -> dict[int, tuple[stats.WindowAggregate, Profile | None]] | None:
+        """The window merged from smaller windows aggregated before that tile it exactly, or None."""
+        if size is None:
+            return None
+        with self._lock:
+            steps = [step for (t, dep, step), spans in self._spans.items()
+                     if t == tenant and dep == deployment and step < end - start and (end - start) % step == 0
+                     and start % step == 0 and set(range(start, end, step)) <= spans]
+            if not steps:
+                return None
+            step = max(steps)
+            cached = [(k, v) for k, v in self._windows.items() if k[0] == tenant and k[1] == deployment
+                      and start <= k[5] and k[6] <= end and k[6] - k[5] == step]
+        expected = set(range(start, end, step))
+        by_version: dict[int, list[tuple[tuple, stats.WindowAggregate, Profile]]] = {}
+        for key, (agg, profile) in cached:
+            by_version.setdefault(key[2], []).append((key, agg, profile))
+        out: dict[int, tuple[stats.WindowAggregate, Profile | None]] = {}
+        covered: set[int] = set()
+        for version, parts in by_version.items():
+            if len({(k[3], k[4]) for k, _, _ in parts}) != 1 or parts[0][2] is None:
+                return None  # no baseline, or a new one, within the window: read the log instead
+            total = None
+            for key, agg, _ in sorted(parts, key=lambda p: p[0][5]):
+                total = stats.merge(total, agg)
+                covered.add(key[5])
+            out[version] = (stats.WindowAggregate(start, end, total.rows, total.features, total.prediction,
+                                                  total.performance), parts[0][2])
+        # Every sub-window was aggregated (``_spans``); those without requests left no aggregate.
+        if not covered <= expected:
+            return None
+        return out
+
+    # ---- checks ---------------------------------------------------------------------------------
+    def check(self, principal: Principal, deployment: str, window: Any = "1h", *, end: int | None = None,
+              aligned: bool = False, act: bool = True) -> dict[str, Any]:
+        """Check one window of a deployment and (with ``act``) take the configured actions; returns the report.
+
+        The window is ``[end - size, end)``; ``end`` defaults to now. ``aligned`` rounds ``end``
+        down to a multiple of the size (the scheduler's tumbling windows).
+        """
+        report, _, d, settings = self._evaluate(principal, deployment, window, end, aligned)
+        if act:
+            report["actions"] = self.act(principal, d, report, settings)
+            self._store_report(principal.tenant, report)
+        return report
+
+    def _evaluate(self, principal: Principal, deployment: str, window: Any, end: int | None,
+                  aligned: bool) -> tuple[dict[str, Any], dict, Any, DriftSettings]:
+        from matih_lite.serving.deployments import Deployments
+
+        size = parse_duration(window)
+        d = Deployments(self.host).get(principal, deployment)
+        settings = self.settings(d.model)
+        end = now_ms() if end is None else int(end)
+        if aligned:
+            end = end // size * size
+        start = end - size
+        started = time.perf_counter()
+        parts = self.aggregate(principal, d, start, end, size=size if aligned else None)
+        tests = self.tests()
+        versions = [self.compare(agg, profile, settings, tests, number) for number, (agg, profile) in parts.items()]
+        versions.sort(key=lambda v: -v["rows"])
+        report = {
+            "schema": REPORT_SCHEMA, "tenant": principal.tenant, "deployment": d.name, "model": d.model,
+            "window": format_duration(size), "start": start, "end": end, "aligned": aligned,
+            "checked_at": now_ms(), "rows": sum(v["rows"] for v in versions),
+            "status": _worst([v["status"] for v in versions]) if versions else "unknown",
+            "versions": versions, "actions": [],
+        }
+        if not versions:
+            report["note"] = "no requests in this window"
+        report["seconds"] = round(time.perf_counter() - started, 4)
+        return report, parts, d, settings
+
+    def compare(self, agg: stats.WindowAggregate, profile: Profile | None, settings: DriftSettings,
+                tests: Mapping[str, Any] | None = None, version: int | None = None) -> dict[str, Any]:
+        """One version's drift in one window (see :func:`compare_window`), with the plugins' tests."""
+        return compare_window(agg, profile, settings, self.tests() if tests is None else tests, version)
+
+    # ---- actions --------------------------------------------------------------------------------
+    def act(self, principal: Principal, d: Any, report: dict[str, Any],
+            settings: DriftSettings) -> list[dict[str, Any]]:
+        """Alert, annotate health, trigger retraining, roll back -- as configured. Returns what was done."""
+        actions: list[dict[str, Any]] = []
+        system = Principal(principal.tenant, MONITOR_USER, ("admin",))
+        for v in report["versions"]:
+            if v["status"] == "unknown" and not v["features"]:
+                continue
+            signals = _signals(v)
+            if settings.alerts and signals and v["status"] != "unknown":
+                actions.append(self._alert(system, d, report, v, signals))
+            if settings.health and v["status"] != "unknown":
+                actions.append(self._annotate(system, d, report, v))
+            if settings.retrain and v["status"] != "unknown" and set(signals) & set(settings.retrain_on):
+                actions.append(self._retrain(system, d, report, v, signals, settings))
+            perf = v.get("performance") or {}
+            if settings.rollback and perf.get("detected"):
+                actions.append(self._rollback(principal, d, report, v))
+        return [a for a in actions if a]
+
+    def _alert(self, principal: Principal, d: Any, report: dict[str, Any], v: dict[str, Any],
+               signals: list[str]) -> dict[str, Any]:
+        bucket = -(-report["end"] // parse_duration(report["window"])) * parse_duration(report["window"])
+        wanted = [r["feature"] for r in v["features"] if r["drifted"]]
+        wanted += [f"__{s}__" for s in signals if s != "feature"]
+        fresh = self._not_yet_alerted(principal.tenant, d.model, wanted, report["window"], bucket)
+        if not fresh:
+            return {"action": "alert", "sent": False, "reason": "already alerted for this window"}
+        alert = {
+            "type": "drift.detected", "severity": "critical" if v["status"] == "degraded" else "warning",
+            "tenant": principal.tenant, "model": d.model, "version": v["version"], "deployment": d.name,
+            "window": report["window"], "start": report["start"], "end": report["end"], "status": v["status"],
+            "signals": signals, "rows": v["rows"],
+            "features": [{k: r.get(k) for k in ("feature", "test", "statistic", "p_value", "threshold")}
+                         for r in v["features"] if r["drifted"] and r["feature"] in fresh][:50],
+            "data_drift": v["data_drift"], "concept_drift": _brief(v.get("concept_drift")),
+            "performance": v.get("performance"), "timestamp": now_ms(),
+        }
+        from matih_lite.serving.deployments import send_alert
+
+        send_alert(self.host, alert)
+        self.host.emit(PlatformEvent("drift.detected", f"{d.model}/{v['version']}", principal.tenant,
+                                     {k: alert[k] for k in ("model", "version", "deployment", "window", "start", "end",
+                                                            "status", "signals")}))
+        return {"action": "alert", "sent": True, "version": v["version"], "keys": sorted(fresh)}
+
+    def _not_yet_alerted(self, tenant: str, model: str, features: Sequence[str], window: str, bucket: int) -> set[str]:
+        """The features not alerted yet for (model, window); marks them alerted."""
+        path = f"{tenant}/_drift/alerts/{_segment(model)}.json"
+        with _ALERT_LOCK:
+            try:
+                seen = json.loads(self.artifacts.get(path))
+            except (NotFound, ValueError):
+                seen = {}
+            cutoff = now_ms() - 30 * _UNITS["d"]
+            seen = {k: t for k, t in seen.items() if isinstance(t, int) and t >= cutoff}
+            fresh = set()
+            for feature in features:
+                key = f"{feature}|{window}|{bucket}"
+                if key not in seen:
+                    fresh.add(feature)
+                    seen[key] = now_ms()
+            if fresh:
+                self.artifacts.put(path, json.dumps(seen, sort_keys=True).encode())
+        return fresh
+
+    def _annotate(self, principal: Principal, d: Any, report: dict[str, Any], v: dict[str, Any]) -> dict[str, Any]:
+        detail = {"status": v["status"], "deployment": d.name, "window": report["window"], "start": report["start"],
+                  "end": report["end"], "rows": v["rows"], "checked_at": report["checked_at"],
+                  "drifted_features": (v["data_drift"] or {}).get("drifted_features", [])[:20],
+                  "data_drift_share": (v["data_drift"] or {}).get("share"),
+                  "concept_drift": bool((v.get("concept_drift") or {}).get("drifted")),
+                  "performance": {k: (v.get("performance") or {}).get(k) for k in ("metric", "change", "labelled")}}
+        text = json.dumps(detail, sort_keys=True, default=str)
+        if len(text) > 7900:
+            detail["drifted_features"] = detail["drifted_features"][:3]
+            text = json.dumps(detail, sort_keys=True, default=str)[:7900]
+        try:
+            self.registry.update_version(principal, d.model, v["version"],
+                                         tags={HEALTH_TAG: v["status"], HEALTH_DETAIL_TAG: text})
+        except MatihError as exc:
+            return {"action": "health", "version": v["version"], "done": False, "reason": exc.message}
+        return {"action": "health", "version": v["version"], "done": True, "status": v["status"]}
+
+    def _retrain(self, principal: Principal, d: Any, report: dict[str, Any], v: dict[str, Any], signals: list[str],
+                 settings: DriftSettings) -> dict[str, Any]:
+        base = {"action": "retrain", "version": v["version"], "submitted": False}
+        spec_path = _model_setting(self.host.config, d.model, "retrain_spec")
+        if self.host.active("compute") is None:
+            return {**base, "reason": "no compute backend is configured (profiles.<name>.compute); no job submitted"}
+        if not spec_path:
+            return {**base, "reason": f"[models.{d.model}] retrain_spec is not set; no job submitted"}
+        cooldown = parse_duration(settings.retrain_cooldown, "retrain_cooldown")
+        bucket = report["end"] // cooldown * cooldown
+        if not self._not_yet_alerted(principal.tenant, d.model, ["__retrain__"], f"cooldown{cooldown}", bucket):
+            return {**base, "reason": f"a retraining job was submitted within retrain_cooldown = "
+                                      f"{settings.retrain_cooldown}"}
+        try:
+            spec = _read_job_spec(self.host.config, spec_path)
+            spec = {**spec, "trigger": {"kind": "drift", "model": d.model, "version": v["version"],
+                                        "deployment": d.name, "window": report["window"], "signals": signals,
+                                        "start": report["start"], "end": report["end"]}}
+            job_id = self.host.backend("compute").submit(spec)
+        except MatihError as exc:
+            return {**base, "reason": exc.message}
+        except Exception as exc:  # a backend's own failure: recorded, never fatal to the check
+            return {**base, "reason": f"{type(exc).__name__}: {exc}"}
+        self.host.emit(PlatformEvent("drift.retrain.submitted", f"{d.model}/{v['version']}", principal.tenant,
+                                     {"model": d.model, "version": v["version"], "job_id": job_id, "signals": signals}))
+        return {**base, "submitted": True, "job_id": job_id}
+
+    def _rollback(self, principal: Principal, d: Any, report: dict[str, Any], v: dict[str, Any]) -> dict[str, Any]:
+        from matih_lite.serving.deployments import Deployments
+
+        perf = v["performance"]
+        reason = (f"performance drift: {perf['metric']} {perf['metrics'].get(perf['metric']):.4g} vs baseline "
+                  f"{perf['baseline'].get(perf['metric']):.4g} ({perf['change']:+.1%}) over {perf['labelled']} "
+                  f"labelled rows in the {report['window']} window ending {_iso(report['end'])}")
+        system = Principal(principal.tenant, MONITOR_USER, ("admin",))
+        base = {"action": "rollback", "deployment": d.name, "version": v["version"], "done": False}
+        try:
+            rolled = rollback_deployment(self.host, Deployments(self.host), system, d.name, v["version"], reason)
+        except MatihError as exc:
+            return {**base, "reason": exc.message}
+        self.host.emit(PlatformEvent("drift.rollback", d.name, principal.tenant,
+                                     {"deployment": d.name, "model": d.model, "version": v["version"],
+                                      "reason": reason, **rolled}))
+        return {**base, "done": True, "reason": reason, **rolled}
+
+    # ---- stored reports -------------------------------------------------------------------------
+    def _store_report(self, tenant: str, report: dict[str, Any]) -> None:
+        suffix = "" if report.get("aligned") else "-manual"
+        rel = (f"{tenant}/_drift/reports/{_segment(report['deployment'])}/{report['window']}/"
+               f"{report['end']:013d}{suffix}.json")
+        try:
+            self.artifacts.put(rel, json.dumps(report, default=str, allow_nan=False).encode())
+        except (MatihError, ValueError) as exc:
+            log.warning("drift report for %s not stored: %s", report["deployment"], getattr(exc, "message", exc))
+
+    def history(self, principal: Principal, deployment: str, *, window: str | None = None,
+                max_results: int = 50) -> list[dict[str, Any]]:
+        """Stored reports of a deployment, newest first (of one window size when given)."""
+        prefix = f"{principal.tenant}/_drift/reports/{_segment(deployment)}"
+        if window is not None:
+            prefix += f"/{format_duration(parse_duration(window))}"
+        try:
+            infos = [i for i in self.artifacts.list(prefix, recursive=True)
+                     if not i.is_dir and i.path.endswith(".json")]
+        except NotFound:
+            return []
+        infos.sort(key=lambda i: i.path.rsplit("/", 1)[-1], reverse=True)
+        out = []
+        for info in infos[:max(1, min(int(max_results), 1000))]:
+            try:
+                out.append(json.loads(self.artifacts.get(info.path)))
+            except (NotFound, ValueError):
+                continue
+        return out
+
+    def last_checked(self, tenant: str, deployment: str, window: str) -> int | None:
+        """The end of the last stored aligned check of a deployment's window size, or None."""
+        prefix = f"{tenant}/_drift/reports/{_segment(deployment)}/{window}"
+        try:
+            names = [i.path.rsplit("/", 1)[-1] for i in self.artifacts.list(prefix) if i.path.endswith(".json")]
+        except NotFound:
+            return None
+        ends = [int(n[:-5]) for n in names if n[:-5].isdigit()]
+        return max(ends) if ends else None
+
+    # ---- the HTML report ------------------------------------------------------------------------
+    def report_html(self, principal: Principal, deployment: str, window: Any = "1h", *, end: int | None = None) -> str:
+        """A self-contained HTML report of one window (no actions): baseline-vs-current histograms and statistics."""
+        from matih_lite.monitoring.report import render_report
+
+        report, parts, _, _ = self._evaluate(principal, deployment, window, end, False)
+        return render_report(report, parts)
+
+
+# ---- comparing a window with its baseline -----------------------------------------------------------
+def compare_window(agg: stats.WindowAggregate, profile: Profile | None, settings: DriftSettings,
+                   tests: Mapping[str, Any] | None = None, version: int | None = None) -> dict[str, Any]:
+    """One version's drift in one window against its baseline: features (drifting first), data drift,
+    concept drift and performance drift. Pure: no I/O, no actions; ``tests`` default to the built-ins."""
+    tests = tests if tests is not None else {t.name: t for t in stats.BUILTIN_TESTS}
+    out: dict[str, Any] = {"version": version, "rows": agg.rows, "status": "unknown", "features": [],
+                           "data_drift": None, "concept_drift": None, "performance": None, "notes": []}
+    if profile is None:
+        out["notes"].append("no baseline for this version; build one with 'matih-lite models baseline "
+                            f"MODEL {version} --data train.parquet'")
+        return out
+    out["baseline"] = {"rows": profile.rows, "created_at": profile.created_at}
+    enough = agg.rows >= settings.min_rows
+    if not enough:
+        out["notes"].append(f"{agg.rows} rows, fewer than min_rows = {settings.min_rows}: reported, not acted on")
+    features = []
+    for name, ref in profile.features.items():
+        fs = settings.features.get(name, FeatureSettings())
+        if fs.ignore:
+            continue
+        cur = agg.features.get(name)
+        result = _run_test(fs.test or settings.test, fs.threshold, ref, cur, settings, tests)
+        result.update(feature=name, kind=ref.kind, null_rate={"baseline": ref.null_rate,
+                                                               "current": cur.null_rate if cur else None})
+        features.append(result)
+    features.sort(key=lambda r: (not r["drifted"], -_severity(r), r["feature"]))
+    out["features"] = features
+    tested = [r for r in features if r["statistic"] is not None]
+    drifted = [r for r in tested if r["drifted"]]
+    share = len(drifted) / len(tested) if tested else 0.0
+    out["data_drift"] = {"drifted": len(drifted), "tested": len(tested), "share": share,
+                         "threshold": settings.drift_share,
+                         "detected": bool(tested) and share >= settings.drift_share,
+                         "drifted_features": [r["feature"] for r in drifted]}
+    if profile.prediction is not None and agg.prediction is not None:
+        result = _run_test(settings.prediction_test, None, profile.prediction, agg.prediction, settings, tests)
+        result["kind"] = profile.prediction.kind
+        out["concept_drift"] = result
+    out["performance"] = _performance(agg, profile, settings)
+    if not enough:
+        out["status"] = "unknown"
+    elif out["performance"] and out["performance"]["detected"]:
+        out["status"] = "degraded"
+    elif out["data_drift"]["detected"] or (out["concept_drift"] or {}).get("drifted"):
+        out["status"] = "drifting"
+    elif drifted:
+        out["status"] = "warning"
+    else:
+        out["status"] = "healthy"
+    return out
+
+
+def _run_test(name: str, threshold: float | None, ref: Any, cur: Any, settings: DriftSettings,
+              tests: Mapping[str, Any]) -> dict[str, Any]:
+    chosen = stats.auto_test(ref, cur, settings.small_sample) if name == "auto" else name
+    test = tests.get(chosen)
+    if test is None:
+        raise ConfigError(f"unknown drift test {chosen!r}; installed: {', '.join(sorted(tests))}",
+                          key="drift.test")
+    limit = threshold if threshold is not None else settings.thresholds.get(chosen)
+    result = dict(test(ref, cur, limit))
+    result.setdefault("test", chosen)
+    return result
+
+
+def _performance(agg: stats.WindowAggregate, profile: Profile, settings: DriftSettings) -> dict[str, Any] | None:
+    perf = agg.performance
+    if perf is None:
+        return {"labelled": 0, "metrics": {}, "baseline": profile.metrics, "detected": False,
+                "note": "no labelled rows in this window"} if profile.metrics else None
+    metrics = perf.metrics()
+    name, higher = stats.PRIMARY_METRIC[perf.task]
+    base = profile.metrics.get(name)
+    out = {"labelled": perf.n, "task": perf.task, "metrics": metrics, "baseline": profile.metrics,
+           "metric": name, "threshold": settings.performance_threshold, "change": None, "detected": False}
+    if base is None or name not in metrics:
+        out["note"] = f"the baseline has no {name} to compare with"
+        return out
+    change = (metrics[name] - base) / abs(base) if base else 0.0
+    worse = -change if higher else change
+    out["change"] = change
+    if perf.n < settings.min_labels:
+        out["note"] = f"{perf.n} labelled rows, fewer than min_labels = {settings.min_labels}: not judged"
+        return out
+    out["detected"] = worse > settings.performance_threshold
+    return out
+
+
+# ---- deployment rollback ----------------------------------------------------------------------------------
+def rollback_deployment(host: Any, deployments: Any, principal: Principal, name: str, version: int,
+                        reason: str) -> dict[str, Any]:
+    """Take ``version`` out of a deployment's traffic, through the traffic manager's own operations.
+
+    ``Deployments.rollback(principal, name, reason=...)`` when the traffic manager has one;
+    otherwise: a deployment that follows Production is rolled back in the registry (and follows
+    it); one with fixed versions goes back to the routes it had before ``version`` entered
+    them (from its history), or drops ``version`` from a split. Raises Conflict when there is
+    nothing to go back to.
+    """
+    own = getattr(deployments, "rollback", None)
+    if callable(own):
+        result = own(principal, name, reason=reason)
+        return {"method": "deployments.rollback", "routes": _plain_routes(getattr(result, "routes", []))}
+    d = deployments.get(principal, name)
+    if d.target == "stage" and d.follows == "Production":
+        from matih_lite.registry import Registry
+
+        transition = Registry(host).rollback(principal, d.model, reason=reason)
+        deployments.sync(principal.tenant, d.model, stage="Production")
+        return {"method": "registry rollback", "to_version": transition.version}
+    if d.target != "versions":
+        raise Conflict(f"deployment {name!r} follows {d.target} {d.follows!r}; move the {d.target} to roll it back")
+    live = [r for r in d.routes if r.weight > 0]
+    if len(live) > 1 and any(r.version == version for r in live):
+        rest = [r for r in live if r.version != version]
+        total = sum(r.weight for r in rest)
+        split = _split_percent({r.version: r.weight * 100.0 / total for r in rest})
+        updated = deployments.update(principal, name, split=split, reason=reason)
+        return {"method": "dropped from the split", "routes": _plain_routes(updated.routes)}
+    previous = _routes_before(deployments, principal, name, version)
+    if previous is None:
+        raise Conflict(f"deployment {name!r} never served another version before {version}; nothing to roll back to")
+    if len(previous) == 1:
+        updated = deployments.update(principal, name, version=previous[0]["version"], reason=reason)
+    else:
+        updated = deployments.update(principal, name, split=_split_percent(
+            {r["version"]: r["weight"] for r in previous}), reason=reason)
+    return {"method": "previous routes", "routes": _plain_routes(updated.routes)}
+
+
+def _split_percent(weights: Mapping[int, float]) -> dict[int, float]:
+    """Weights rounded to 0.01 % that still add up to exactly 100."""
+    items = sorted(weights.items())
+    out = {v: round(w, 2) for v, w in items}
+    out[items[-1][0]] = round(100.0 - sum(out[v] for v, _ in items[:-1]), 2)
+    return out
+
+
+def _routes_before(deployments: Any, principal: Principal, name: str, version: int) -> list[dict[str, Any]] | None:
+    """The live routes the deployment had just before ``version`` entered them (its history, newest first)."""
+    token = None
+    changes = []
+    while True:
+        page = deployments.history(principal, name, max_results=1000, page_token=token)
+        changes.extend(page.items)
+        token = page.next_token
+        if not token:
+            break
+    for change in reversed(changes):
+        routes = (change.detail or {}).get("routes")
+        if not isinstance(routes, Mapping):
+            continue
+        before = [r for r in routes.get("before") or [] if r.get("weight", 0) > 0]
+        after = [r for r in routes.get("after") or [] if r.get("weight", 0) > 0]
+        if any(r.get("version") == version for r in after) and before and \
+                not any(r.get("version") == version for r in before):
+            return before
+    return None
+
+
+def _plain_routes(routes: Any) -> list[dict[str, Any]]:
+    return [msgspec.to_builtins(r) if not isinstance(r, Mapping) else dict(r) for r in routes or []]
+
+
+# ---- helpers ------------------------------------------------------------------------------------------
+def _signals(v: dict[str, Any]) -> list[str]:
+    out = []
+    if any(r["drifted"] for r in v["features"]):
+        out.append("feature")
+    if (v.get("data_drift") or {}).get("detected"):
+        out.append("data")
+    if (v.get("concept_drift") or {}).get("drifted"):
+        out.append("concept")
+    if (v.get("performance") or {}).get("detected"):
+        out.append("performance")
+    return out
+
+
+def _severity(result: Mapping[str, Any]) -> float:
+    """How far past (or short of) its threshold a result is, comparable across tests."""
+    if result.get("statistic") is None:
+        return -1.0
+    threshold = result.get("threshold") or 0.0
+    p = result.get("p_value")
+    if p is not None:
+        return float(np.log10(max(threshold, 1e-300)) / np.log10(max(p, 1e-300))) if p < 1 else 0.0
+    return float(result["statistic"] / threshold) if threshold else float(result["statistic"])
+
+
+def _worst(statuses: Sequence[str]) -> str:
+    order = {"degraded": 4, "drifting": 3, "warning": 2, "healthy": 1, "unknown": 0}
+    return max(statuses, key=lambda s: order.get(s, 0))
+
+
+def _brief(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not result:
+        return None
+    return {k: result.get(k) for k in ("test", "statistic", "p_value", "threshold", "drifted")}
+
+
+def _version_order(text: Any) -> tuple[int, str]:
+    digits = str(text).lstrip("vV")
+    return (int(digits), "") if digits.isdigit() else (1 << 62, str(text))
+
+
+def _is_float(column: Any) -> bool:
+    import pyarrow as pa
+
+    if not pa.types.is_floating(column.type):
+        return False
+    import pyarrow.compute as pc
+
+    values = pc.drop_null(column).to_numpy(zero_copy_only=False)[:10_000]
+    return bool(values.size) and bool(np.any(values != np.round(values)))
+
+
+def _segment(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))[:200] or "model"
+
+
+def _iso(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _model_setting(config: Any, model: str, key: str) -> Any:
+    models = config.section("models") or {}
+    own = models.get(model) if isinstance(models, Mapping) else None
+    default = models.get("*") if isinstance(models, Mapping) else None
+    for table in (own, default):
+        if isinstance(table, Mapping) and table.get(key):
+            return table[key]
+    return None
+
+
+def _read_job_spec(config: Any, path: str) -> dict[str, Any]:
+    """A training job spec (JSON or TOML) named by ``[models.NAME] retrain_spec``, relative to matih.toml."""
+    import tomllib
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        p = Path(config.base_dir) / p
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the retraining job spec {p}: {exc.strerror or exc}",
+                          key="models.retrain_spec") from None
+    try:
+        spec = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"the retraining job spec {p} is not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: "
+                          f"{exc}", key="models.retrain_spec") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"the retraining job spec {p} must be an object", key="models.retrain_spec")
+    return spec
+
+
+# ---- the client (embedded or HTTP), for the CLI and scripts ---------------------------------------------
+class DriftClient:
+    """Drift over this folder's store or the ml-service at ``MATIH_URL``, like the card client.
+
+    Embedded, it acts as ``principal`` (the local admin unless told otherwise); over HTTP the
+    token names the caller. While ``matih-lite up`` runs it owns the events file: set
+    ``MATIH_URL`` to check through it.
+    """
+
+    def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
+                 profile: str | None = None, host: Any = None, principal: Principal | None = None) -> None:
+        import os
+
+        url = url if url is not None else (os.environ.get("MATIH_URL") or None)
+        self._http = None
+        self._owns = host is None
+        if url and host is None:
+            from matih_lite.tracking.client import HttpTransport
+
+            token = token if token is not None else (os.environ.get("MATIH_TOKEN") or None)
+            self._http = HttpTransport(url, token)
+            return
+        if host is None:
+            from matih_lite.host import Host
+
+            host = Host.open(config, profile)
+        self.host = host
+        self.principal = principal or LOCAL_ADMIN
+        self.monitoring = Monitoring(host)
+
+    def __enter__(self) -> DriftClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns:
+            (self._http or self.host).close()
+
+    @staticmethod
+    def _seg(text: Any) -> str:
+        from urllib.parse import quote
+
+        return quote(str(text), safe="")
+
+    def check(self, deployment: str, window: str = "1h", *, end: int | None = None, act: bool = True) -> dict[str, Any]:
+        if self._http is None:
+            return self.monitoring.check(self.principal, deployment, window, end=end, act=act)
+        body = {"window": window, "act": act, **({"end": end} if end is not None else {})}
+        return self._http._request("POST", f"/api/v1/drift/deployments/{self._seg(deployment)}/check", json=body)
+
+    def report_html(self, deployment: str, window: str = "1h", *, end: int | None = None) -> str:
+        if self._http is None:
+            return self.monitoring.report_html(self.principal, deployment, window, end=end)
+        params: dict[str, Any] = {"window": window}
+        if end is not None:
+            params["end"] = end
+        return self._http._request_text("GET", f"/api/v1/drift/deployments/{self._seg(deployment)}/report",
+                                        params=params)
+
+    def history(self, deployment: str, window: str | None = None, max_results: int = 50) -> list[dict[str, Any]]:
+        if self._http is None:
+            return self.monitoring.history(self.principal, deployment, window=window, max_results=max_results)
+        params: dict[str, Any] = {"max_results": max_results}
+        if window:
+            params["window"] = window
+        body = self._http._request("GET", f"/api/v1/drift/deployments/{self._seg(deployment)}/reports", params=params)
+        return body["reports"]
+
+    def build_baseline(self, name: str, version: int, data: Any, **options: Any) -> dict[str, Any]:
+        """Build a version's baseline; over HTTP the data travels as columns (JSON)."""
+        if self._http is None:
+            return self.monitoring.build_baseline(self.principal, name, version, data, **options).summary()
+        from matih_lite.monitoring.profile import columns_of
+
+        columns = {k: _json_column(v) for k, v in columns_of(data).items()}
+        body = {"columns": columns, **{k: v for k, v in options.items() if v is not None}}
+        return self._http._request("POST", f"/api/v1/drift/baselines/{self._seg(name)}/versions/{int(version)}",
+                                   json=body)
+
+    def tests(self) -> list[dict[str, Any]]:
+        if self._http is None:
+            return describe_tests(self.monitoring.tests())
+        return self._http._request("GET", "/api/v1/drift/tests")["tests"]
+
+
+def describe_tests(tests: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": name, "threshold": getattr(t, "threshold", None), "kind": getattr(t, "kind", None),
+             "applies_to": list(getattr(t, "applies_to", ())), "description": getattr(t, "description", "")}
+            for name, t in sorted(tests.items())]
+
+
+def _json_column(values: Any) -> list[Any]:
+    if hasattr(values, "to_pylist"):
+        return values.to_pylist()
+    arr = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
+    if arr.dtype.kind == "f":
+        return [None if not np.isfinite(x) else float(x) for x in arr.tolist()]
+    return [x.item() if hasattr(x, "item") else x for x in arr.tolist()]
