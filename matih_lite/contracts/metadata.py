@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from matih_lite.contracts.auth import AuthStore
 from matih_lite.contracts.deployments import DeploymentStore
+from matih_lite.contracts.jobs import JobStore
 from matih_lite.contracts.lineage import LineageStore
 from matih_lite.contracts.records import Experiment, Health, Metric, Page, Run
 from matih_lite.contracts.registry import RegistryStore
@@ -105,6 +106,6 @@ class TrackingStore(Protocol):
 
 
 @runtime_checkable
-class MetadataStore(TrackingStore, RegistryStore, AuthStore, LineageStore, DeploymentStore,
+class MetadataStore(TrackingStore, RegistryStore, AuthStore, LineageStore, DeploymentStore, JobStore,
                     Protocol):
-    """Everything the metadata slot keeps: tracking, registry, tenants and tokens, lineage, deployments."""
+    """Everything the metadata slot keeps: tracking, registry, tenants and tokens, lineage, deployments, jobs."""

@@ -21,7 +21,7 @@ log = logging.getLogger("matih_lite.service")
 
 DOMAIN_CONTROLLERS: tuple[str, ...] = (
     "tracking", "mlflow_compat", "accounts", "registry", "mlflow_registry", "lineage", "cards", "deployments", "oip",
-    "monitoring",
+    "monitoring", "jobs",
 )
 """Modules under matih_lite.service exposing ``CONTROLLERS``, added as the domains arrive."""
 

@@ -1028,6 +1028,7 @@ class TrafficManager:
         self._unused: dict[str, float] = {}
         self._load_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+        self._background_lock = threading.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task | None = None
@@ -1075,6 +1076,8 @@ class TrafficManager:
                 runner.get_loop().call_soon_threadsafe(runner.cancel)
             except RuntimeError:
                 pass
+        if self._background_lock.acquire(timeout=10):  # let a query in flight finish (see _background)
+            self._background_lock.release()
         with self._lock:
             models, self._models = list(self._models.values()), {}
         for m in models:
@@ -1398,18 +1401,29 @@ class TrafficManager:
             return st.window(after_seq=mark.seq[version])
         return st.window(d.canary.stepped_at, now)
 
+    def _background(self, work: Any) -> Any:
+        """Run one piece of background work on a worker thread, never after (or during) close.
+
+        Cancelling the loop does not stop a thread already querying the store; close() waits on
+        this lock so that the host never closes a database connection while a query is running.
+        """
+        with self._background_lock:
+            if self._closed:
+                return None
+            return work()
+
     async def _run(self) -> None:
         last_step = last_sync = last_sweep = 0.0
         while True:
             try:
                 now = time.monotonic()
-                await asyncio.to_thread(self.poll_changes)
+                await asyncio.to_thread(self._background, self.poll_changes)
                 if self.follow and self.tick_seconds > 0 and now - last_step >= self.tick_seconds:
                     last_step = now
-                    await asyncio.to_thread(self.step)
+                    await asyncio.to_thread(self._background, self.step)
                 if self.follow and now - last_sync >= 10:
                     last_sync = now
-                    await asyncio.to_thread(self.reconcile)
+                    await asyncio.to_thread(self._background, self.reconcile)
                 if now - last_sweep >= 5:
                     last_sweep = now
                     self._unload_unused(now)

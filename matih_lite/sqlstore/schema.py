@@ -69,9 +69,10 @@ TRACKING: list[tuple[int, str, list[str]]] = [
 
 
 def _all() -> list[tuple[int, str, list[str]]]:
-    from matih_lite.sqlstore import auth, deployments, lineage, registry
+    from matih_lite.sqlstore import auth, deployments, jobs, lineage, registry
 
-    return sorted(TRACKING + registry.MIGRATIONS + auth.MIGRATIONS + lineage.MIGRATIONS + deployments.MIGRATIONS,
+    return sorted(TRACKING + registry.MIGRATIONS + auth.MIGRATIONS + lineage.MIGRATIONS + deployments.MIGRATIONS
+                  + jobs.MIGRATIONS,
                   key=lambda m: m[0])
 
 

@@ -284,10 +284,11 @@ def _accepts_time(store) -> bool:
 
 from matih_lite.testing.auth import AuthStoreContract  # noqa: E402
 from matih_lite.testing.deployments import DeploymentStoreContract  # noqa: E402
+from matih_lite.testing.jobs import JobStoreContract  # noqa: E402
 from matih_lite.testing.lineage import LineageStoreContract  # noqa: E402
 from matih_lite.testing.registry import RegistryStoreContract  # noqa: E402
 
 
 class MetadataStoreContract(TrackingStoreContract, RegistryStoreContract, AuthStoreContract, LineageStoreContract,
-                            DeploymentStoreContract):
+                            DeploymentStoreContract, JobStoreContract):
     """The whole metadata-slot contract: every metadata backend subclasses this one."""
