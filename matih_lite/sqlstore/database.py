@@ -161,11 +161,18 @@ class Database:
         return applied
 
     def close(self) -> None:
+        """Close this thread's connection and let go of the others.
+
+        Another thread's connection is never closed from here: closing a SQLite connection while
+        its thread runs a query crashes the process. Dropped, it closes itself once no cursor of
+        that thread holds it any more.
+        """
+        mine = getattr(self._local, "conn", None)
         with self._lock:
-            for conn in self._all:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
             self._all.clear()
         self._local = threading.local()
+        if mine is not None:
+            try:
+                mine.close()
+            except Exception:
+                pass
