@@ -11,7 +11,6 @@ deployment, a backend down); 2 usage or configuration; 3 drift found with ``--fa
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ import typer
 
 from matih_lite.cli import app
 from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, escape, print_json, table
+from matih_lite.cli.registry import models_app
 from matih_lite.errors import InvalidInput
 
 drift_app = typer.Typer(
@@ -197,22 +197,6 @@ def tests(config: ConfigOption = None, profile: ProfileOption = None, json_out: 
 
 
 # ---- models baseline -------------------------------------------------------------------------------------
-def _models_group() -> typer.Typer:
-    """The registry's ``models`` group (imported first so it exists), or a new one while there is none."""
-    try:
-        importlib.import_module("matih_lite.cli.registry")
-    except ModuleNotFoundError as exc:
-        if exc.name != "matih_lite.cli.registry":
-            raise
-    for group in app.registered_groups:
-        if group.name == "models" and group.typer_instance is not None:
-            return group.typer_instance
-    models = typer.Typer(help="Registered models and their versions.", no_args_is_help=True)
-    app.add_typer(models, name="models")
-    return models
-
-
-models_app = _models_group()
 
 
 @models_app.command("baseline")
