@@ -87,6 +87,9 @@ class InProcessDriftRunner:
 
     # ---- scheduling -------------------------------------------------------------------------
     def _run(self) -> None:
+        from matih_lite.threads import lower_priority
+
+        lower_priority()
         # The first look waits a little: nothing is due the instant the service starts, and the
         # service's own start (imports, opening backends) should not share the CPU with it.
         if self._stop.wait(min(self.settings.poll_seconds, STARTUP_DELAY)):

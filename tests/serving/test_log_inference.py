@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from matih_lite.builtin.duckdb_events import DuckDBEventStore
 from matih_lite.errors import InvalidInput, StoreError
@@ -198,3 +200,76 @@ def test_window_of_100k_requests_reads_in_under_a_second(store):
     assert len(window) == 100_000 and int(window.labelled.sum()) == 25_000
     np.testing.assert_array_equal(features["x7"], x[:, 7])
     assert elapsed < 1.0, f"window of 100k took {elapsed:.2f}s"
+
+
+def test_a_flush_under_steady_traffic_writes_one_batch_and_returns(store):
+    """Requests recorded while a flush writes wait for the next one: a flush is one transaction,
+    not a chase after a queue that keeps refilling (which meant a commit and an fsync per handful)."""
+    import threading
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.appends = inner, 0
+
+        def append(self, stream, records):
+            self.appends += 1
+            time.sleep(0.01)  # a write takes a while; traffic goes on meanwhile
+            return self.inner.append(stream, records)
+
+    counting = Counting(store)
+    log = InferenceLog(counting, flush_interval_ms=60_000)
+    for i in range(500):
+        log.record("churn", f"r{i}", "primary", 1, [1.0, 2.0, 3.0], 1, 1.0, timestamp=T0 + i)
+    stop = threading.Event()
+
+    def traffic():
+        i = 500
+        while not stop.is_set():
+            log.record("churn", f"r{i}", "primary", 1, [1.0, 2.0, 3.0], 1, 1.0, timestamp=T0 + i)
+            i += 1
+            time.sleep(0.0002)
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        written = log.flush()
+    finally:
+        stop.set()
+        thread.join()
+    assert written >= 500 and counting.appends == 1
+    log.close()
+    assert store.end_offset(inference_stream("churn")) == log.stats["recorded"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_named_numeric_outputs_log_the_same_columns_as_their_values(data):
+    """The columnar path for named array outputs (the serving hot path) writes what the per-row path
+    writes for the same outputs given as plain lists."""
+    from matih_lite.serving.inference_log import requests_table
+
+    kinds = st.sampled_from(["1d", "col", "vec", "wide"])
+    shapes = data.draw(st.lists(kinds, min_size=1, max_size=3))
+    sizes = data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=5))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    items, plain = [], []
+    for r, n in enumerate(sizes):
+        out = {}
+        for k, kind in enumerate(shapes):
+            width = {"1d": None, "col": 1, "vec": 3, "wide": 70}[kind]
+            value = rng.integers(0, 5, size=n) if width is None else rng.normal(size=(n, width)).astype(np.float32)
+            out[f"o{k}"] = value
+        x = rng.normal(size=(n, 2))
+        item = ("request", "d", T0 + r, f"r{r}", "v1", 1, x, out, 1.0, False, ("a", "b"))
+        items.append(item)
+        plain.append(item[:7] + ({k: v.tolist() for k, v in out.items()},) + item[8:])
+    fast, rejected_fast = requests_table("d", items)
+    slow, rejected_slow = requests_table("d", plain)
+    assert not rejected_fast and not rejected_slow
+    assert sorted(fast.column_names) == sorted(slow.column_names)
+    for name in fast.column_names:
+        a, b = fast.column(name).to_pylist(), slow.column(name).to_pylist()
+        if name.startswith(("outputs.", "prediction")):
+            np.testing.assert_allclose(np.array(a, dtype=float), np.array(b, dtype=float), rtol=1e-6, err_msg=name)
+        else:
+            assert a == b, name
