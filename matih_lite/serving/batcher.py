@@ -1,12 +1,23 @@
 """Micro-batching: concurrent small requests to one model become one model call.
 
-``await batcher.submit(rows)`` queues the rows; a single worker thread per batcher takes
-whatever is queued (up to ``max_batch_size`` rows, waiting at most ``max_wait_ms`` after the
-first request for more to arrive), concatenates them, calls ``predict_fn`` once off the event
-loop, and hands each caller its own slice of the result. When the model raises, every request
-in that batch, and only those, gets the exception. A request larger than ``max_batch_size`` runs
-as a batch of its own.
+``await batcher.submit(rows)`` queues the rows and schedules a flush on the caller's event loop.
+The flush runs after every request the loop has already read in the same turn has queued its
+own rows, so concurrent requests share a model call without anyone waiting on a timer (with
+``max_wait_ms > 0`` a batch is held back up to that long for company, or until it is full).
+The flush takes up to ``max_batch_size`` rows, concatenates them, calls ``predict_fn`` once and
+hands each caller its own slice of the result. When the model raises, every request in that
+batch, and only those, gets the exception. A request larger than ``max_batch_size`` runs as a
+batch of its own.
 
+Where the call runs depends on how long the model takes. A model whose calls take less than
+``inline_max_ms`` on average (most ONNX and tree models on a few rows: tens of microseconds) is
+called right on the event loop: handing such a call to a thread and back costs more than the
+call. Slower models (and every model's first call, before it is timed) run on the batcher's own
+worker thread, one call at a time, while the requests that arrive meanwhile queue up for the
+next batch. ``inline_max_ms = 0`` sends every call to the worker thread.
+
+Each event loop that submits gets its own queue (a service has one loop; an SDK or a test may
+have others). ``predict_fn`` may therefore be called from several threads and must allow it.
 ``predict_fn`` takes a 2-D array (or a dict of equal-length arrays) and returns an array whose
 first axis is the rows, or a dict of such arrays (several named outputs).
 """
@@ -14,98 +25,112 @@ first axis is the rows, or a dict of such arrays (several named outputs).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+_EWMA = 0.2
+"""Weight of the newest call in the running mean of a call's duration."""
+
 
 class _Pending:
-    __slots__ = ("future", "loop", "n", "rows")
+    __slots__ = ("future", "n", "rows")
 
-    def __init__(self, rows: Any, n: int, future: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, rows: Any, n: int, future: asyncio.Future) -> None:
         self.rows = rows
         self.n = n
         self.future = future
-        self.loop = loop
+
+
+class _Lane:
+    """One event loop's queue: what waits, whether a flush is scheduled, whether a worker call is in flight."""
+
+    __slots__ = ("busy", "handle", "queue", "rows")
+
+    def __init__(self) -> None:
+        self.queue: deque[_Pending] = deque()
+        self.rows = 0
+        self.handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self.busy = False
 
 
 class MicroBatcher:
     """Batches concurrent ``submit`` calls into calls of ``predict_fn``; see the module docstring."""
 
-    def __init__(self, predict_fn: Callable[[Any], Any], max_batch_size: int = 64, max_wait_ms: float = 2.0,
-                 *, name: str = "model") -> None:
+    def __init__(self, predict_fn: Callable[[Any], Any], max_batch_size: int = 64, max_wait_ms: float = 0.0,
+                 *, inline_max_ms: float = 1.0, name: str = "model") -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_wait_ms < 0:
             raise ValueError("max_wait_ms must not be negative")
+        if inline_max_ms < 0:
+            raise ValueError("inline_max_ms must not be negative")
         self.predict_fn = predict_fn
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
+        self.inline_max = inline_max_ms / 1000.0
         self.name = name
         self.calls = 0
         """Model calls made so far."""
         self.rows = 0
         """Rows predicted so far."""
-        self._queue: deque[_Pending] = deque()
-        self._cond = threading.Condition()
+        self.inline_calls = 0
+        """Of those calls, the ones made on the event loop."""
+        self.mean_call_s: float | None = None
+        """Running mean of a call's duration in seconds (None until the first call returns)."""
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = weakref.WeakKeyDictionary()
+        self._executor: ThreadPoolExecutor | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
 
     async def submit(self, rows: Any) -> Any:
         """The model's outputs for ``rows`` (a 2-D array, or a dict of arrays), predicted in a shared batch."""
+        if self._closed:
+            raise RuntimeError(f"the batcher of {self.name} is closed")
         n = _count(rows)
         loop = asyncio.get_running_loop()
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._lanes.setdefault(loop, _Lane())
         future = loop.create_future()
-        with self._cond:
-            if self._closed:
-                raise RuntimeError(f"the batcher of {self.name} is closed")
-            self._queue.append(_Pending(rows, n, future, loop))
-            self._cond.notify()
+        lane.queue.append(_Pending(rows, n, future))
+        lane.rows += n
+        if not lane.busy:
+            if lane.rows >= self.max_batch_size:
+                if lane.handle is not None:
+                    lane.handle.cancel()
+                lane.handle = loop.call_soon(self._flush, loop, lane)
+            elif lane.handle is None:
+                lane.handle = (loop.call_later(self.max_wait, self._flush, loop, lane) if self.max_wait
+                               else loop.call_soon(self._flush, loop, lane))
         return await future
 
     def close(self, timeout: float | None = 5.0) -> None:
-        """Finish what is queued, then stop the worker thread."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        """Refuse new requests; what is queued still runs. The worker thread ends when its call returns."""
+        self._closed = True
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=bool(timeout), cancel_futures=False)
 
-    # ---- the worker thread ----------------------------------------------------------------------------------
-    def _take(self) -> list[_Pending] | None:
-        with self._cond:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            batch = [self._queue.popleft()]
-            size = batch[0].n
-            deadline = time.monotonic() + self.max_wait
-            while size < self.max_batch_size:
-                if self._queue:
-                    if size + self._queue[0].n > self.max_batch_size:
-                        break
-                    item = self._queue.popleft()
-                    batch.append(item)
-                    size += item.n
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed:
-                    break
-                self._cond.wait(remaining)
-            return batch
+    # ---- on the event loop ----------------------------------------------------------------------------------
+    def _take(self, lane: _Lane) -> list[_Pending]:
+        batch = [lane.queue.popleft()]
+        size = batch[0].n
+        while lane.queue and size + lane.queue[0].n <= self.max_batch_size:
+            item = lane.queue.popleft()
+            batch.append(item)
+            size += item.n
+        lane.rows -= size
+        return batch
 
-    def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            live = [p for p in batch if not p.future.cancelled()]
+    def _flush(self, loop: asyncio.AbstractEventLoop, lane: _Lane) -> None:
+        lane.handle = None
+        while lane.queue and not lane.busy:
+            live = [p for p in self._take(lane) if not p.future.done()]
             if not live:
                 continue
             try:
@@ -114,37 +139,79 @@ class MicroBatcher:
                 # Requests that do not stack (different widths or kinds) each run alone, so one
                 # malformed request fails only itself.
                 for p in live:
-                    self._run_batch([p], p.rows)
+                    self._call_inline([p], p.rows)
                 continue
-            self._run_batch(live, joined)
+            rows = sum(p.n for p in live)
+            if self.mean_call_s is not None and self.mean_call_s < self.inline_max and rows <= self.max_batch_size:
+                self._call_inline(live, joined)
+            else:
+                self._call_on_worker(loop, lane, live, joined)
+        if lane.queue and not lane.busy and lane.handle is None:
+            lane.handle = loop.call_soon(self._flush, loop, lane)
 
-    def _run_batch(self, live: list[_Pending], joined: Any) -> None:
+    def _call_inline(self, live: list[_Pending], joined: Any) -> None:
+        self.inline_calls += 1
+        outputs, exc = self._call(joined)
+        _settle(live, outputs, exc)
+
+    def _call_on_worker(self, loop: asyncio.AbstractEventLoop, lane: _Lane, live: list[_Pending],
+                        joined: Any) -> None:
+        executor = self._executor
+        if executor is None:
+            if self._closed:
+                _settle(live, None, RuntimeError(f"the batcher of {self.name} is closed"))
+                return
+            executor = self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batcher-{self.name}")
+        lane.busy = True
+
+        def done(future: asyncio.Future) -> None:
+            lane.busy = False
+            if future.cancelled():
+                _settle(live, None, RuntimeError(f"the batcher of {self.name} stopped"))
+            else:
+                outputs, exc = future.result()
+                _settle(live, outputs, exc)
+            if lane.queue and lane.handle is None:
+                lane.handle = loop.call_soon(self._flush, loop, lane)
+
+        try:
+            future = loop.run_in_executor(executor, self._call, joined)
+        except RuntimeError as exc:  # the executor was shut down meanwhile
+            lane.busy = False
+            _settle(live, None, exc)
+            return
+        future.add_done_callback(done)
+
+    def _call(self, joined: Any) -> tuple[Any, BaseException | None]:
+        """One model call (on the loop or the worker): the outputs split per caller's rows, or the exception."""
+        start = time.perf_counter()
         try:
             outputs = self.predict_fn(joined)
-            self.calls += 1
-            self.rows += sum(p.n for p in live)
-            parts = _split(outputs, [p.n for p in live])
         except BaseException as exc:  # the model's failure belongs to exactly this batch
-            for p in live:
-                _resolve(p, None, exc)
-            return
-        for p, part in zip(live, parts):
-            _resolve(p, part, None)
+            return None, exc
+        finally:
+            took = time.perf_counter() - start
+            mean = self.mean_call_s
+            self.mean_call_s = took if mean is None else mean + _EWMA * (took - mean)
+            self.calls += 1
+        self.rows += _count_rows(joined)
+        return outputs, None
 
 
-def _resolve(p: _Pending, value: Any, exc: BaseException | None) -> None:
-    def settle() -> None:
-        if p.future.done():
-            return
-        if exc is not None:
-            p.future.set_exception(exc)
-        else:
-            p.future.set_result(value)
-
-    try:
-        p.loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the caller's loop has closed; nobody is waiting
-        pass
+def _settle(live: list[_Pending], outputs: Any, exc: BaseException | None) -> None:
+    if exc is None:
+        try:
+            parts = _split(outputs, [p.n for p in live])
+        except ValueError as bad:
+            exc = bad
+    if exc is not None:
+        for p in live:
+            if not p.future.done():
+                p.future.set_exception(exc)
+        return
+    for p, part in zip(live, parts):
+        if not p.future.done():
+            p.future.set_result(part)
 
 
 def _count(rows: Any) -> int:
@@ -153,17 +220,31 @@ def _count(rows: Any) -> int:
         if len(lengths) != 1:
             raise ValueError("every input of a request must have the same number of rows")
         return lengths.pop()
+    if isinstance(rows, np.ndarray):
+        if rows.ndim == 0:
+            raise ValueError("a request needs at least one row")
+        return rows.shape[0]
     arr = np.asarray(rows)
     if arr.ndim == 0:
         raise ValueError("a request needs at least one row")
     return arr.shape[0]
 
 
+def _count_rows(joined: Any) -> int:
+    try:
+        return _count(joined)
+    except ValueError:
+        return 0
+
+
 def _concat(items: list[Any]) -> Any:
     if len(items) == 1:
         return items[0]
     if isinstance(items[0], Mapping):
-        return {k: np.concatenate([np.asarray(i[k]) for i in items]) for k in items[0]}
+        keys = items[0].keys()
+        if any(i.keys() != keys for i in items):
+            raise ValueError("requests name different inputs")
+        return {k: np.concatenate([np.asarray(i[k]) for i in items]) for k in keys}
     return np.concatenate([np.asarray(i) for i in items])
 
 

@@ -1005,7 +1005,9 @@ class TrafficManager:
     Settings (matih.toml): ``[server] batch_max_size`` (64 rows per model call),
     ``batch_max_wait_ms`` (0: a batch is whatever queued while the model was busy, so a lone request
     never waits, and concurrent ones still share calls; a positive wait holds each batch back that
-    long for company), ``shadow_max_pending`` (1000 shadow calls in flight, beyond which copies are
+    long for company), ``inline_predict_ms`` (1: a model whose calls take less than this on average is
+    called on the event loop, a slower one on its batcher's worker thread; 0: always the thread),
+    ``shadow_max_pending`` (1000 shadow calls in flight, beyond which copies are
     dropped and counted), ``refresh_seconds`` (1: how often the change feed is read);
     ``[canary] tick_seconds`` (1; 0: the canary scheduler is off and :meth:`step` is called by hand).
     """
@@ -1018,6 +1020,7 @@ class TrafficManager:
         canary = host.config.section("canary") or {}
         self.batch_max_size = _setting(server, "batch_max_size", 64, int, "server")
         self.batch_max_wait_ms = _setting(server, "batch_max_wait_ms", 0.0, float, "server")
+        self.inline_predict_ms = _setting(server, "inline_predict_ms", 1.0, float, "server")
         self.shadow_max_pending = _setting(server, "shadow_max_pending", 1000, int, "server")
         self.refresh_seconds = _setting(server, "refresh_seconds", 1.0, float, "server")
         self.tick_seconds = _setting(canary, "tick_seconds", 1.0, float, "canary")
@@ -1055,6 +1058,8 @@ class TrafficManager:
             return
         self._loop = loop
         self._runner = loop.create_task(self._run(), name="matih-traffic-manager")
+        if self._log is not None:
+            self._log.attach(loop)
 
     async def stop(self) -> None:
         """Stop the background loop and wait for shadows in flight (briefly)."""
@@ -1251,6 +1256,10 @@ class TrafficManager:
                     except MatihError as exc:
                         self._log_failed = True
                         log.warning("inference logging is off: %s", exc.message)
+                    else:
+                        loop = self._loop
+                        if loop is not None and not loop.is_closed():
+                            self._log.attach(loop)  # its tables are built between requests, on the loop
         return self._log
 
     def _log_request(self, d: Deployment, request_id: str, variant: str, version: int, inputs: Any, outputs: Any,
@@ -1468,10 +1477,14 @@ class TrafficManager:
             def predict(rows: Any, _key: str = key) -> Any:
                 return backend.predict(_key, rows)
 
-            batcher = MicroBatcher(predict, self.batch_max_size, self.batch_max_wait_ms, name=key)
+            batcher = MicroBatcher(predict, self.batch_max_size, self.batch_max_wait_ms,
+                                   inline_max_ms=self.inline_predict_ms, name=key)
             served = ServedVersion(key, tenant, model, version, info, batcher, getattr(info, "flavor", ""))
             self._inference_log()  # opened here, on a worker thread, rather than by the first request
             self._models[key] = served
+            import gc
+            gc.collect()
+            gc.freeze()  # the framework the flavor imported and the model stay out of the collector's walks
             log.info("loaded version %s of model %s (%s)", version, model, served.flavor)
             return served
 
