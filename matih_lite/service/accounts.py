@@ -24,7 +24,6 @@ import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotAuthorizedException
-from litestar.middleware.base import DefineMiddleware
 from litestar.params import FromQuery, JSONBody
 
 from matih_lite.auth import Accounts, auth_enabled, check_allowed
@@ -101,11 +100,6 @@ class BearerAuth:
                 scope.get("path_template") or scope["path"]):
             scope["matih_principal"] = await self.gate.principal(scope)
         await self.app(scope, receive, send)
-
-
-def bearer_auth(host: Host) -> DefineMiddleware:
-    """The middleware ``create_app`` installs; raises ConfigError for a bad ``[auth]`` section."""
-    return DefineMiddleware(BearerAuth, gate=BearerGate(host))
 
 
 # ---- /api/v1/auth ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from memory. Bad input is a 400 problem naming the field; a model that raises is
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -174,12 +175,37 @@ DEPENDENCIES = {"deployments": Provide(provide_deployments, sync_to_thread=False
                 "principal": Provide(principal, sync_to_thread=False)}
 
 
-def request_id_of(request: Request) -> str | None:
+def checked_request_id(rid: str | None) -> str | None:
     """The caller's ``X-Request-Id`` (so labels can be posted under the caller's own ids), checked."""
-    rid = request.headers.get(REQUEST_ID)
     if rid is not None and not _REQUEST_ID.match(rid):
         raise InvalidInput(f"{REQUEST_ID} must be 1 to 128 letters, digits or . _ : @ -", detail={"field": REQUEST_ID})
     return rid
+
+
+async def predict_call(host: Host, who: Principal, name: str, body: bytes,
+                       headers: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+    """One ``predict`` call: the JSON response body and headers. Shared by the route below (which gives the
+    OpenAPI entry) and the fast path that serves it (:mod:`matih_lite.service.fastpath`). ``headers`` are
+    the request's, by lower-case name."""
+    from matih_lite.serving.payload import decode_json, encode_predictions, parse_scoring_request
+
+    doc = decode_json(body)
+    key = headers.get(REQUEST_KEY)
+    if isinstance(doc, dict) and "request_key" in doc:
+        key = doc.pop("request_key")
+        if not isinstance(key, str) or not key or len(key) > 1024:
+            raise InvalidInput("request_key must be a string of 1 to 1024 characters",
+                               detail={"field": "request_key"})
+    rid = checked_request_id(headers.get(REQUEST_ID))
+    manager = attach_traffic(host)
+    target = await manager.target(who.tenant, name, key=key)
+    parsed = parse_scoring_request(doc, target.served.schema)
+    answer = await manager.infer(target, parsed.inputs, request_id=rid)
+    out = encode_predictions(answer.outputs, {
+        "deployment": answer.deployment, "model": answer.model, "version": answer.version,
+        "variant": answer.variant, "request_id": answer.request_id})
+    return out, {"X-Request-Id": answer.request_id, "X-Model-Version": str(answer.version),
+                 "X-Variant": answer.variant}
 
 
 class DeploymentController(Controller):
@@ -257,26 +283,10 @@ class DeploymentController(Controller):
     @post("/{name:str}/predict", status_code=200,
           summary="Predict with MLflow's scoring JSON: dataframe_split, dataframe_records, instances or inputs")
     async def predict(self, name: str, request: Request) -> Response:
-        from matih_lite.serving.payload import decode_json, encode_predictions, parse_scoring_request
-
         who = request.scope.get("matih_principal") or LOCAL_ADMIN
-        doc = decode_json(await request.body())
-        key = request.headers.get(REQUEST_KEY)
-        if isinstance(doc, dict) and "request_key" in doc:
-            key = doc.pop("request_key")
-            if not isinstance(key, str) or not key or len(key) > 1024:
-                raise InvalidInput("request_key must be a string of 1 to 1024 characters",
-                                   detail={"field": "request_key"})
-        rid = request_id_of(request)
-        manager = attach_traffic(request.app.state["host"])
-        target = await manager.target(who.tenant, name, key=key)
-        parsed = parse_scoring_request(doc, target.served.schema)
-        answer = await manager.infer(target, parsed.inputs, request_id=rid)
-        body = encode_predictions(answer.outputs, {
-            "deployment": answer.deployment, "model": answer.model, "version": answer.version,
-            "variant": answer.variant, "request_id": answer.request_id})
-        return Response(body, media_type="application/json", status_code=200, headers={
-            "X-Request-Id": answer.request_id, "X-Model-Version": str(answer.version), "X-Variant": answer.variant})
+        body, headers = await predict_call(request.app.state["host"], who, name, await request.body(),
+                                           request.headers)
+        return Response(body, media_type="application/json", status_code=200, headers=headers)
 
 
 CONTROLLERS = [DeploymentController]

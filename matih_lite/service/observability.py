@@ -28,11 +28,15 @@ class RequestMetrics:
 
 
 class ObservedApp:
-    """ASGI wrapper: times each HTTP request, records it, writes one access-log line at INFO."""
+    """ASGI wrapper: times each HTTP request, records it, writes one access-log line at INFO.
 
-    def __init__(self, app: Any, metrics: RequestMetrics) -> None:
+    ``fast`` (a :class:`~matih_lite.service.fastpath.FastRoutes`) may take a request before the app does.
+    """
+
+    def __init__(self, app: Any, metrics: RequestMetrics, fast: Any = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.fast = fast
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
@@ -55,14 +59,16 @@ class ObservedApp:
                 status = message["status"]
             await send(message)
 
+        handler = self.fast.match(scope) if self.fast is not None else None
         try:
-            await self.app(scope, receive, send_wrapper)
+            await (handler or self.app)(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("path_template") or "unmatched"
             method = scope.get("method", "")
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route, method).observe(elapsed)
-            client = scope.get("client") or ("-", 0)
-            access_log.info('%s "%s %s" %d %.1fms', client[0], method, scope.get("path", ""), status,
-                            elapsed * 1000)
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client") or ("-", 0)
+                access_log.info('%s "%s %s" %d %.1fms', client[0], method, scope.get("path", ""), status,
+                                elapsed * 1000)

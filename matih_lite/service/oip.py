@@ -11,6 +11,7 @@ people read the same body.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -19,32 +20,23 @@ from litestar import Controller, Request, Response, get, post
 from matih_lite import __version__
 from matih_lite.errors import InvalidInput, MatihError
 from matih_lite.identity import LOCAL_ADMIN
-from matih_lite.service.deployments import REQUEST_KEY, request_id_of
+from matih_lite.service.deployments import REQUEST_ID, REQUEST_KEY, checked_request_id
 from matih_lite.serving.deployments import attach_traffic
 
 _json = msgspec.json.Encoder()
 
 
+def oip_problem(exc: BaseException, method: str, path: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """A failed protocol call: the problem details with ``{"error": ...}`` beside them (what protocol clients read)."""
+    from matih_lite.service.problems import problem_of
+
+    status, body, headers = problem_of(exc, method, path)
+    return status, {"error": body["detail"], **body}, headers
+
+
 def _oip_error(request: Request, exc: Exception) -> Response:
-    """A failed protocol call: ``{"error": ...}`` (what protocol clients read) with the problem details."""
-    from litestar.exceptions import HTTPException
-
-    from matih_lite.service.problems import log as service_log
-
-    if isinstance(exc, MatihError):
-        status, title, message, extra = exc.status, exc.title, exc.message, dict(exc.detail)
-        if status >= 500:
-            service_log.error("%s %s failed: %s", request.method, request.url.path, message)
-    elif isinstance(exc, HTTPException):
-        title = "Invalid input" if exc.status_code == 400 else "HTTP error"
-        status, message, extra = exc.status_code, str(exc.detail), {}
-    else:
-        service_log.exception("unexpected error in %s %s", request.method, request.url.path)
-        status, title, extra = 500, "Internal error", {}
-        message = "an unexpected error occurred; the service log has the details"
-    body = {"error": message, "type": "about:blank", "title": title, "status": status, "detail": message,
-            "instance": request.url.path, **extra}
-    return Response(_json.encode(body), status_code=status, media_type="application/json")
+    status, body, headers = oip_problem(exc, request.method, request.url.path)
+    return Response(_json.encode(body), status_code=status, media_type="application/json", headers=headers or None)
 
 
 def _who(request: Request) -> Any:
@@ -146,29 +138,37 @@ class OpenInferenceController(Controller):
 
     @staticmethod
     async def _infer(request: Request, name: str, version: int | None) -> Response:
-        from matih_lite.serving.flavors.base import named_outputs
-        from matih_lite.serving.oip import decode_infer_request, encode_infer_response, model_inputs
-
-        manager = attach_traffic(request.app.state["host"])
-        who = _who(request)
-        infer = decode_infer_request(await request.body(), request.headers)
-        key = request.headers.get(REQUEST_KEY)
-        if key is None and "request_key" in infer.parameters:
-            key = infer.parameters.pop("request_key")
-            if not isinstance(key, str) or not key or len(key) > 1024:
-                raise InvalidInput("parameters.request_key must be a string of 1 to 1024 characters",
-                                   detail={"field": "request_key"})
-        target = await manager.target(who.tenant, name, key=key, version=version)
-        inputs = model_inputs(infer, target.served.schema)
-        answer = await manager.infer(target, inputs, request_id=request_id_of(request) or infer.id)
-        outputs = named_outputs(answer.outputs, getattr(target.served.info, "output_names", ()) or ())
-        body, headers = encode_infer_response(name, outputs, model_version=str(answer.version), request=infer,
-                                              parameters={"variant": answer.variant,
-                                                          "request_id": answer.request_id})
-        media = headers.pop("Content-Type")
-        headers.update({"X-Request-Id": answer.request_id, "X-Model-Version": str(answer.version),
-                        "X-Variant": answer.variant})
+        body, media, headers = await infer_call(request.app.state["host"], _who(request), name, version,
+                                                await request.body(), request.headers)
         return Response(body, status_code=200, media_type=media, headers=headers)
+
+
+async def infer_call(host: Any, who: Any, name: str, version: int | None, body: bytes,
+                     headers: Mapping[str, str]) -> tuple[bytes, str, dict[str, str]]:
+    """One ``.../infer`` call: the response body, its media type and headers. Shared by the route above
+    (which gives the OpenAPI entry) and the fast path that serves it (:mod:`matih_lite.service.fastpath`).
+    ``headers`` are the request's, by lower-case name."""
+    from matih_lite.serving.flavors.base import named_outputs
+    from matih_lite.serving.oip import decode_infer_request, encode_infer_response, model_inputs
+
+    manager = attach_traffic(host)
+    infer = decode_infer_request(body, headers)
+    key = headers.get(REQUEST_KEY)
+    if key is None and "request_key" in infer.parameters:
+        key = infer.parameters.pop("request_key")
+        if not isinstance(key, str) or not key or len(key) > 1024:
+            raise InvalidInput("parameters.request_key must be a string of 1 to 1024 characters",
+                               detail={"field": "request_key"})
+    target = await manager.target(who.tenant, name, key=key, version=version)
+    inputs = model_inputs(infer, target.served.schema)
+    answer = await manager.infer(target, inputs, request_id=checked_request_id(headers.get(REQUEST_ID)) or infer.id)
+    outputs = named_outputs(answer.outputs, getattr(target.served.info, "output_names", ()) or ())
+    out, out_headers = encode_infer_response(name, outputs, model_version=str(answer.version), request=infer,
+                                             parameters={"variant": answer.variant, "request_id": answer.request_id})
+    media = out_headers.pop("Content-Type")
+    out_headers.update({"X-Request-Id": answer.request_id, "X-Model-Version": str(answer.version),
+                        "X-Variant": answer.variant})
+    return out, media, out_headers
 
 
 def _primary(live: Any) -> int | None:

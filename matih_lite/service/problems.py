@@ -15,40 +15,41 @@ log = logging.getLogger("matih_lite.service")
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, instance: str, **extra: Any) -> Response[dict[str, Any]]:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "instance": instance}
+HTTP_TITLES = {400: "Invalid input", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+               405: "Method not allowed", 413: "Payload too large", 415: "Unsupported media type"}
+
+
+def problem_of(exc: BaseException, method: str, path: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, problem-details document and extra headers for any exception a route raised (logged
+    when it is the service's fault). Every error layer, Litestar's and the fast prediction path's, uses it."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, MatihError):
+        if exc.status >= 500:
+            log.error("%s %s failed: %s", method, path, exc.message)
+        status, title, detail, extra = exc.status, exc.title, exc.message, dict(exc.detail)
+    elif isinstance(exc, HTTPException):
+        extra = {}
+        if isinstance(exc, ValidationException) and exc.extra:
+            extra["errors"] = exc.extra
+        status, title, detail = exc.status_code, HTTP_TITLES.get(exc.status_code, "HTTP error"), exc.detail
+        headers.update(getattr(exc, "headers", None) or {})
+    else:
+        log.exception("unexpected error in %s %s", method, path, exc_info=exc)
+        status, title, extra = 500, "Internal error", {}
+        detail = "an unexpected error occurred; the service log has the details"
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "instance": path}
     body.update({k: v for k, v in extra.items() if v is not None})
-    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+    return status, body, headers
 
 
-def matih_error_handler(request: Request, exc: MatihError) -> Response:
-    if exc.status >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return problem(exc.status, exc.title, exc.message, request.url.path, **exc.detail)
-
-
-def http_error_handler(request: Request, exc: HTTPException) -> Response:
-    extra: dict[str, Any] = {}
-    if isinstance(exc, ValidationException) and exc.extra:
-        extra["errors"] = exc.extra
-    title = {400: "Invalid input", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
-             405: "Method not allowed", 413: "Payload too large", 415: "Unsupported media type"}.get(
-        exc.status_code, "HTTP error")
-    headers = getattr(exc, "headers", None)
-    resp = problem(exc.status_code, title, exc.detail, request.url.path, **extra)
-    if headers:
-        resp.headers.update(headers)
-    return resp
-
-
-def unexpected_error_handler(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error in %s %s", request.method, request.url.path)
-    return problem(500, "Internal error", "an unexpected error occurred; the service log has the details",
-                   request.url.path)
+def problem_response(request: Request, exc: Exception) -> Response:
+    """Litestar's exception handler: the problem details of :func:`problem_of`."""
+    status, body, headers = problem_of(exc, request.method, request.url.path)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers or None)
 
 
 EXCEPTION_HANDLERS = {
-    MatihError: matih_error_handler,
-    HTTPException: http_error_handler,
-    Exception: unexpected_error_handler,
+    MatihError: problem_response,
+    HTTPException: problem_response,
+    Exception: problem_response,
 }
