@@ -5,15 +5,19 @@ host's own plugin manager (the way :mod:`matih_lite.builtin.lineage_events` atta
 recorder: one object per host, no globals), so the host's ``on_event`` calls reach it: a version
 promoted into a stage, an alias moved or a registry rollback updates every deployment that
 follows it. It also starts the traffic manager's loops (the change feed and the canary
-scheduler); ``shutdown`` stops them. Block this plugin to serve deployments as they are, with
+scheduler) and the deployments' stream consumers that ran before (:mod:`matih_lite.serving.streams`);
+``shutdown`` stops them. Block this plugin to serve deployments as they are, with
 neither following nor canary stepping.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from matih_lite.hookspecs import hookimpl
+
+log = logging.getLogger("matih_lite.serving")
 
 
 @hookimpl
@@ -23,10 +27,20 @@ def startup(host: Any) -> None:
     manager = attach_traffic(host)
     if manager is not None:
         manager.start()
+    from matih_lite.serving.streams import attach_streams
+
+    streams = attach_streams(host)  # the deployments' stream consumers, as they ran before the restart
+    if streams is not None:
+        try:
+            streams.restore()
+        except Exception as exc:  # the events slot is down: serve HTTP anyway, say why
+            log.warning("stream consumers not restored: %s", getattr(exc, "message", exc))
 
 
 @hookimpl
 def shutdown(host: Any) -> None:
     from matih_lite.serving.deployments import detach_traffic
+    from matih_lite.serving.streams import detach_streams
 
+    detach_streams(host)
     detach_traffic(host)

@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES: tuple[str, ...] = ("platform", "tracking", "accounts", "registry", "lineage", "cards", "serving_models",
-                                     "predict", "drift", "deploy", "jobs")
+                                     "predict", "drift", "deploy", "streams", "jobs")
 """Modules under matih_lite.cli that add their commands to ``app`` when imported."""
 
 _loaded = False

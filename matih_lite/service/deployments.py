@@ -141,6 +141,51 @@ class LabelsOut(msgspec.Struct):
     accepted: int
 
 
+class StartStream(msgspec.Struct, forbid_unknown_fields=True):
+    source: str
+    """Topic the request records are read from (the tenant's own)."""
+    sink: str
+    """Topic the predictions are written to."""
+    group: str | None = None
+    """Consumer group (default: the deployment's name); its committed offset survives restarts."""
+    batch_size: int = 500
+
+
+class StreamOut(msgspec.Struct):
+    deployment: str
+    source: str
+    sink: str
+    group: str
+    batch_size: int
+    started_by: str
+    started_at: int
+    running: bool
+    lag: int | None
+    """Requests in the source not yet committed by the group (None when the events slot cannot say)."""
+    consumed: int
+    predicted: int
+    failed: int
+    duplicates: int
+    last_error: str | None
+
+
+def stream_out(d: dict[str, Any]) -> StreamOut:
+    return StreamOut(d["deployment"], d["source"], d["sink"], d["group"], d["batch_size"], d["started_by"],
+                     d["started_at"], d["running"], d["lag"], d["consumed"], d["predicted"], d["failed"],
+                     d["duplicates"], d["last_error"])
+
+
+def streams_of(host: Host) -> Any:
+    """The host's stream consumers; ModelUnavailable (503) when the service's loop is not running."""
+    from matih_lite.serving.deployments import ModelUnavailable
+    from matih_lite.serving.streams import attach_streams
+
+    streams = attach_streams(host)
+    if streams is None:
+        raise ModelUnavailable("stream consumers run inside the ml-service; it has not started its loop yet")
+    return streams
+
+
 def route_out(r: Route) -> RouteOut:
     return RouteOut(r.variant, r.version, r.weight)
 
@@ -279,6 +324,24 @@ class DeploymentController(Controller):
             manager.record_label(principal.tenant, name, item.request_id, item.label, row=item.row,
                                  timestamp=item.timestamp)
         return LabelsOut(len(items))
+
+    @post("/{name:str}/streams", sync_to_thread=True, status_code=201,
+          summary="Start consuming a topic of requests into a topic of predictions through the deployment's routes")
+    def start_stream(self, name: str, data: JSONBody[StartStream], principal: PrincipalDep,
+                     host: HostDep) -> StreamOut:
+        return stream_out(streams_of(host).start(principal, name, data.source, data.sink, group=data.group,
+                                                 batch_size=data.batch_size))
+
+    @get("/{name:str}/streams", sync_to_thread=True, summary="The deployment's stream consumers, their counts and lag")
+    def list_streams(self, name: str, deployments: DeploymentsDep, principal: PrincipalDep,
+                     host: HostDep) -> list[StreamOut]:
+        deployments.get(principal, name)  # NotFound for an unknown deployment
+        return [stream_out(d) for d in streams_of(host).list(principal, name)]
+
+    @delete("/{name:str}/streams/{group:str}", sync_to_thread=True, status_code=204,
+            summary="Stop a stream consumer (its committed offset stays)")
+    def stop_stream(self, name: str, group: str, principal: PrincipalDep, host: HostDep) -> None:
+        streams_of(host).stop(principal, name, group)
 
     @post("/{name:str}/predict", status_code=200,
           summary="Predict with MLflow's scoring JSON: dataframe_split, dataframe_records, instances or inputs")

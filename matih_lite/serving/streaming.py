@@ -25,8 +25,9 @@ A prediction (``sink``)::
 ``predict(requests: list[dict]) -> list`` gets the request records and returns one result per
 request: the model's outputs (arrays become lists), a dict merged into the prediction record
 (``{"predictions": ..., "version": 3, "variant": "v3"}``), or an exception for a request that
-failed. The deployments' traffic manager supplies one that applies a deployment's routing; the
-same code runs over the cluster's Kafka backend, the events slot being the only thing it uses.
+failed. :mod:`matih_lite.serving.streams` supplies one that applies a deployment's routing (the
+service's consumers, ``matih-lite predict stream``); the same code runs over the cluster's Kafka
+backend, the events slot being the only thing it uses.
 """
 
 from __future__ import annotations

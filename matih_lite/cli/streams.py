@@ -1,0 +1,293 @@
+"""``matih-lite predict stream``: deployments answering a topic of requests into a topic of predictions.
+
+``start``, ``list`` and ``stop`` drive the consumers of a running service (``MATIH_URL``): they run
+inside it and start again with it. ``run`` consumes in this process instead, on this folder's
+stores, for a folder no service is using (until Ctrl-C, or until nothing waits with ``--until-idle``).
+``send`` and ``read`` put request records on a topic and read a topic back, over ``MATIH_URL`` or
+on this folder. See :mod:`matih_lite.serving.streams` for the records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+
+from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, escape, print_json, table
+from matih_lite.errors import ConfigError, InvalidInput
+from matih_lite.identity import LOCAL_ADMIN
+
+stream_app = typer.Typer(
+    help="Answer a topic of requests through a deployment, into a topic of predictions.\n\n"
+         "Examples:\n\n"
+         "  matih-lite predict stream send --topic requests --file requests.jsonl\n\n"
+         "  MATIH_URL=http://127.0.0.1:8000 matih-lite predict stream start churn --source requests "
+         "--sink predictions\n\n"
+         "  matih-lite predict stream run churn --source requests --sink predictions --until-idle\n\n"
+         "  matih-lite predict stream read --topic predictions --json",
+    no_args_is_help=True)
+
+
+def _attach() -> None:
+    from matih_lite.cli.deploy import _predict_group
+
+    _predict_group().add_typer(stream_app, name="stream")
+
+
+_attach()
+
+SourceOption = Annotated[str, typer.Option("--source", "-s", help="Topic the request records are read from.")]
+SinkOption = Annotated[str, typer.Option("--sink", "-o", help="Topic the predictions are written to.")]
+GroupOption = Annotated[str | None, typer.Option("--group", "-g", help="Consumer group (default: the deployment's "
+                                                 "name); its committed offset survives restarts.")]
+BatchOption = Annotated[int, typer.Option("--batch-size", help="Requests read per round.", min=1, max=5000)]
+
+
+def _service() -> Any:
+    import httpx
+
+    url = (os.environ.get("MATIH_URL") or "").rstrip("/")
+    if not url:
+        raise ConfigError("stream consumers run inside the ml-service: set MATIH_URL (e.g. http://127.0.0.1:8000) "
+                          "to the running 'matih-lite up', or consume in this process with 'predict stream run'",
+                          key="MATIH_URL")
+    headers = {"Accept": "application/json", "User-Agent": "matih-lite-cli"}
+    if os.environ.get("MATIH_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['MATIH_TOKEN']}"
+    return httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(60, connect=5))
+
+
+def _call(http: Any, method: str, path: str, **kwargs: Any) -> Any:
+    from matih_lite.errors import StoreError
+    from matih_lite.tracking.client import error_from_response
+
+    try:
+        resp = http.request(method, path, **kwargs)
+    except Exception as exc:  # httpx.TransportError and friends
+        raise StoreError(f"cannot reach the matih-lite service at {http.base_url} (MATIH_URL): {exc}") from exc
+    if resp.status_code >= 400:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = resp.text
+        raise error_from_response(resp.status_code, body, method=method, url=str(http.base_url) + path)
+    return resp.json() if resp.content else None
+
+
+def _rows(consumers: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[c["deployment"], c["group"], c["source"], c["sink"], "yes" if c["running"] else "no",
+             c["consumed"], c["predicted"], c["failed"], "?" if c["lag"] is None else c["lag"],
+             c.get("last_error") or ""] for c in consumers]
+
+
+COLUMNS = ["deployment", "group", "source", "sink", "running", "consumed", "predicted", "failed", "lag", "last error"]
+
+
+@stream_app.command("start")
+def start(
+    deployment: Annotated[str, typer.Argument(help="Deployment whose routes answer the requests.")],
+    source: SourceOption, sink: SinkOption, group: GroupOption = None, batch_size: BatchOption = 500,
+    json_out: JsonOption = False,
+) -> None:
+    """Start a consumer in the running service (MATIH_URL); it starts again when the service does."""
+    with _service() as http:
+        doc = _call(http, "POST", f"/api/v1/deployments/{quote(deployment, safe='')}/streams",
+                    json={"source": source, "sink": sink, "group": group, "batch_size": batch_size})
+    if json_out:
+        print_json(doc)
+        return
+    console().print(f"deployment [bold]{escape(deployment)}[/bold] consumes [bold]{escape(source)}[/bold] into "
+                    f"[bold]{escape(sink)}[/bold] (group {escape(doc['group'])}; lag {doc['lag']})")
+
+
+@stream_app.command("list")
+def list_(
+    deployment: Annotated[str, typer.Argument(help="Deployment.")],
+    json_out: JsonOption = False,
+) -> None:
+    """The deployment's consumers in the running service: counts, lag, last error."""
+    with _service() as http:
+        found = _call(http, "GET", f"/api/v1/deployments/{quote(deployment, safe='')}/streams")
+    if json_out:
+        print_json(found)
+        return
+    if not found:
+        console().print(f"deployment {escape(deployment)} consumes no stream")
+        return
+    console().print(table(f"stream consumers of {deployment}", COLUMNS, _rows(found)))
+
+
+@stream_app.command("stop")
+def stop(
+    deployment: Annotated[str, typer.Argument(help="Deployment.")],
+    group: Annotated[str | None, typer.Option("--group", "-g", help="Consumer group (default: the deployment's "
+                                              "name).")] = None,
+) -> None:
+    """Stop a consumer of the running service; its committed offset stays for a later start."""
+    group = group or deployment
+    with _service() as http:
+        _call(http, "DELETE", f"/api/v1/deployments/{quote(deployment, safe='')}/streams/{quote(group, safe='')}")
+    console().print(f"stopped group {escape(group)} of deployment [bold]{escape(deployment)}[/bold]")
+
+
+@stream_app.command("run")
+def run(
+    deployment: Annotated[str, typer.Argument(help="Deployment whose routes answer the requests.")],
+    source: SourceOption, sink: SinkOption, group: GroupOption = None, batch_size: BatchOption = 500,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="Stop once no request waits.")] = False,
+    config: ConfigOption = None, profile: ProfileOption = None, json_out: JsonOption = False,
+) -> None:
+    """Consume in this process, on this folder's stores (no service may be using the folder).
+
+    Runs until Ctrl-C (or until nothing waits, with --until-idle); each round is committed, so a
+    later run, or the service, goes on from there.
+    """
+    import asyncio
+
+    from matih_lite.host import Host
+    from matih_lite.serving.deployments import attach_traffic, detach_traffic
+    from matih_lite.serving.streams import DeploymentStreams
+
+    host = Host.open(config, profile)
+    consumer: Any = None
+
+    async def main() -> None:
+        nonlocal consumer
+        manager = attach_traffic(host)
+        manager.start()
+        streams = DeploymentStreams(host, manager, asyncio.get_running_loop())
+        spec = await asyncio.to_thread(streams.spec, LOCAL_ADMIN, deployment, source, sink, group=group,
+                                       batch_size=batch_size)
+        consumer = streams.consumer(spec)
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        quiet = json_out or not sys.stderr.isatty()
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console(stderr=True), disable=quiet, transient=True) as progress:
+            task = progress.add_task("waiting for requests")
+            while True:
+                consumed = await asyncio.to_thread(consumer.run_once)
+                stats = consumer.stats
+                progress.update(task, description=f"{stats['consumed']:,} consumed, {stats['predicted']:,} "
+                                                  f"predicted, {stats['failed']:,} failed")
+                if consumed == 0:
+                    if until_idle:
+                        break
+                    await asyncio.sleep(0.2)
+        await manager.stop()
+
+    started = time.monotonic()
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        detach_traffic(host)
+        host.close()
+    stats = dict(consumer.stats) if consumer is not None else {}
+    if json_out:
+        print_json({"deployment": deployment, "source": source, "sink": sink, **stats,
+                    "seconds": round(time.monotonic() - started, 3)})
+    elif consumer is not None:
+        console().print(f"{stats['consumed']:,} requests consumed from {escape(source)}: {stats['predicted']:,} "
+                        f"predicted into {escape(sink)}, {stats['failed']:,} failed, {stats['duplicates']:,} "
+                        "replays skipped")
+
+
+@stream_app.command("send")
+def send(
+    topic: Annotated[str, typer.Option("--topic", "-t", help="Topic to append to.")],
+    file: Annotated[Path, typer.Option("--file", "-f", help="JSON lines (one request record per line; '-': stdin), "
+                                       "or a JSON array.")],
+    config: ConfigOption = None, profile: ProfileOption = None, json_out: JsonOption = False,
+) -> None:
+    """Append request records to a topic (over MATIH_URL, or on this folder's events store)."""
+    records = _records(file)
+    for start in range(0, len(records), 10_000):
+        chunk = records[start:start + 10_000]
+        first = _append(topic, chunk, config, profile)
+        if start == 0:
+            first_offset = first
+    if json_out:
+        print_json({"topic": topic, "first_offset": first_offset, "count": len(records)})
+    else:
+        console().print(f"appended {len(records):,} records to {escape(topic)} from offset {first_offset}")
+
+
+@stream_app.command("read")
+def read(
+    topic: Annotated[str, typer.Option("--topic", "-t", help="Topic to read.")],
+    from_offset: Annotated[int, typer.Option("--from", help="First offset to read.", min=0)] = 0,
+    max_results: Annotated[int, typer.Option("--max", help="Records to read at most.", min=1, max=10_000)] = 100,
+    config: ConfigOption = None, profile: ProfileOption = None, json_out: JsonOption = False,
+) -> None:
+    """Read a topic's records from an offset (JSON lines with --json)."""
+    if os.environ.get("MATIH_URL"):
+        with _service() as http:
+            page = _call(http, "GET", f"/api/v1/streams/{quote(topic, safe='')}/records",
+                         params={"from_offset": from_offset, "max_results": max_results})
+        records = page["records"]
+    else:
+        from matih_lite.host import Host
+        from matih_lite.serving.streams import tenant_stream
+
+        host = Host.open(config, profile)
+        try:
+            found = host.backend("events").read_from(tenant_stream(LOCAL_ADMIN.tenant, topic), from_offset,
+                                                     max_results)
+        finally:
+            host.close()
+        records = [{"offset": r.offset, "timestamp": r.timestamp, "data": r.data} for r in found]
+    if json_out:
+        for r in records:
+            sys.stdout.write(json.dumps(r, separators=(",", ":")) + "\n")
+        return
+    if not records:
+        console().print(f"no records in {escape(topic)} from offset {from_offset}")
+        return
+    console().print(table(f"{topic} from offset {from_offset}", ["offset", "timestamp", "record"],
+                          [[r["offset"], r["timestamp"], json.dumps(r["data"])[:160]] for r in records]))
+
+
+def _records(file: Path) -> list[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {file}: {exc.strerror}") from None
+    stripped = text.strip()
+    try:
+        if stripped.startswith("["):
+            records = json.loads(stripped)
+        else:
+            records = [json.loads(line) for line in stripped.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise InvalidInput(f"{file} is not JSON lines or a JSON array: {exc}") from None
+    if not records:
+        raise InvalidInput(f"{file} holds no records")
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise InvalidInput(f"record {bad + 1} of {file} is not a JSON object")
+    return records
+
+
+def _append(topic: str, records: list[dict[str, Any]], config: str | None, profile: str | None) -> int:
+    if os.environ.get("MATIH_URL"):
+        with _service() as http:
+            return _call(http, "POST", f"/api/v1/streams/{quote(topic, safe='')}/records",
+                         json={"records": records})["first_offset"]
+    from matih_lite.host import Host
+    from matih_lite.serving.streams import tenant_stream
+
+    now = int(time.time() * 1000)
+    host = Host.open(config, profile)
+    try:
+        return host.backend("events").append(tenant_stream(LOCAL_ADMIN.tenant, topic),
+                                              [r if "timestamp" in r else {"timestamp": now, **r} for r in records])
+    finally:
+        host.close()

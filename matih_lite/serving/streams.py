@@ -1,0 +1,268 @@
+"""Streaming inference for deployments: consumers that read requests from a topic of the events slot,
+answer them through a deployment's routes, and write the answers to another topic.
+
+A consumer (:class:`~matih_lite.serving.streaming.StreamingInference`) runs in a thread; its
+``predict`` hands each batch to the :class:`~matih_lite.serving.deployments.TrafficManager` on
+the service's event loop, so a streamed request meets the same routing as an HTTP one: the A/B
+split (sticky by the record's ``request_key``), shadows, the canary's counts, micro-batching
+with the HTTP traffic, and the inference log. The records::
+
+    request     {"request_id": "r-1", "request_key": "user-7", "inputs": [[...]]}
+                (one of dataframe_split, dataframe_records, instances or inputs, as over HTTP;
+                request_id and request_key are optional)
+    prediction  {"request_id": "r-1", "predictions": [...], "deployment": "churn", "version": 3,
+                 "variant": "v3", "timestamp": ms, "source": "requests", "source_offset": 7,
+                 "consumer": "churn"}   or   {..., "error": "why"} for a request that failed
+
+Which consumers run is itself kept in the events slot (stream :data:`CONSUMERS`, the latest
+start or stop of each wins), so the service starts them again when it restarts, from each
+group's committed offset. Topic names belong to the tenant: in tenants other than the default
+one they are stored as ``TENANT.NAME`` (:func:`tenant_stream`), as the inference log is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from matih_lite.contracts.streams import STREAM_NAME
+from matih_lite.errors import InvalidInput, NotFound
+from matih_lite.identity import Principal
+from matih_lite.serving.deployments import check_deployment_name, inference_log_name
+
+log = logging.getLogger("matih_lite.serving.streams")
+
+CONSUMERS = "matih.streaming.consumers"
+"""The events stream recording which deployment consumers run (an append-only log of starts and stops)."""
+MAX_BATCH = 5000
+PREDICT_TIMEOUT_S = 300.0
+
+
+def tenant_stream(tenant: str, name: Any, what: str = "stream") -> str:
+    """The stored name of a tenant's topic ``name``; raises InvalidInput for a name a topic cannot have."""
+    if not isinstance(name, str) or not STREAM_NAME.match(name) or name.startswith("matih."):
+        raise InvalidInput(f"{what} {name!r} is not a topic name: 1 to 200 letters, digits, '.', '_' or '-', "
+                           "not starting with 'matih.'", detail={"field": what})
+    if len(name) > 200:
+        raise InvalidInput(f"{what} is longer than 200 characters", detail={"field": what})
+    return inference_log_name(tenant, name)
+
+
+class StreamSpec(msgspec.Struct, frozen=True):
+    """One deployment consumer: where it reads, where it writes, under which consumer group."""
+
+    tenant: str
+    deployment: str
+    source: str
+    sink: str
+    group: str
+    batch_size: int = 500
+    started_by: str = ""
+    started_at: int = 0
+
+
+def plain_outputs(outputs: Any) -> Any:
+    """Model outputs as JSON values: arrays as lists, a dict of outputs as a dict of lists."""
+    if isinstance(outputs, Mapping):
+        return {str(k): plain_outputs(v) for k, v in outputs.items()}
+    if isinstance(outputs, np.ndarray | np.generic):
+        return outputs.tolist()
+    return outputs
+
+
+class DeploymentStreams:
+    """The consumers a host runs for its deployments (one per tenant, deployment and group)."""
+
+    def __init__(self, host: Any, manager: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.host = host
+        self.manager = manager
+        self.loop = loop
+        self._consumers: dict[tuple[str, str, str], tuple[StreamSpec, Any]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def events(self) -> Any:
+        return self.host.backend("events")
+
+    # ---- control ------------------------------------------------------------------------------
+    def spec(self, principal: Principal, deployment: str, source: str, sink: str, *, group: str | None = None,
+             batch_size: int = 500) -> StreamSpec:
+        """A checked consumer spec. Raises NotFound (no such deployment in the caller's tenant), InvalidInput."""
+        check_deployment_name(deployment)
+        self.manager.deployments.get(principal, deployment)
+        group = group if group is not None else deployment
+        if not isinstance(group, str) or not STREAM_NAME.match(group) or len(group) > 200:
+            raise InvalidInput(f"group {group!r} is not a consumer group name: letters, digits, '.', '_' or '-'",
+                               detail={"field": "group"})
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+            raise InvalidInput(f"batch_size must be a whole number from 1 to {MAX_BATCH}",
+                               detail={"field": "batch_size"})
+        src, dst = tenant_stream(principal.tenant, source, "source"), tenant_stream(principal.tenant, sink, "sink")
+        if src == dst:
+            raise InvalidInput("the sink must be another topic than the source", detail={"field": "sink"})
+        return StreamSpec(principal.tenant, deployment, source, sink, group, batch_size, principal.user,
+                          int(time.time() * 1000))
+
+    def start(self, principal: Principal, deployment: str, source: str, sink: str, *, group: str | None = None,
+              batch_size: int = 500, remember: bool = True) -> dict[str, Any]:
+        """Start consuming ``source`` into ``sink`` for ``deployment`` in a thread (idempotent for the same spec).
+
+        Raises NotFound (no such deployment), InvalidInput (bad names, a group already consuming elsewhere)."""
+        spec = self.spec(principal, deployment, source, sink, group=group, batch_size=batch_size)
+        group = spec.group
+        key = (principal.tenant, deployment, group)
+        with self._lock:
+            found = self._consumers.get(key)
+            if found is not None:
+                old = found[0]
+                if (old.source, old.sink, old.batch_size) == (source, sink, batch_size):
+                    return self._describe(old, found[1])
+                raise InvalidInput(f"group {group!r} of deployment {deployment!r} already consumes {old.source!r} "
+                                   f"into {old.sink!r}; stop it first or choose another group",
+                                   detail={"field": "group"})
+            consumer = self.consumer(spec)
+            self._consumers[key] = (spec, consumer)
+        if remember:
+            self.events.append(CONSUMERS, [{"timestamp": spec.started_at, "action": "start",
+                                            **msgspec.structs.asdict(spec)}])
+        consumer.start()
+        log.info("deployment %s: consuming %s into %s (group %s)", deployment, source, sink, group)
+        return self._describe(spec, consumer)
+
+    def stop(self, principal: Principal, deployment: str, group: str) -> None:
+        """Stop a consumer (what it has not committed is read again if it starts again). Raises NotFound."""
+        key = (principal.tenant, deployment, group)
+        with self._lock:
+            found = self._consumers.pop(key, None)
+        if found is None:
+            raise NotFound(f"deployment {deployment!r} has no stream consumer in group {group!r}")
+        found[1].stop()
+        self.events.append(CONSUMERS, [{"timestamp": int(time.time() * 1000), "action": "stop",
+                                        "tenant": principal.tenant, "deployment": deployment, "group": group,
+                                        "stopped_by": principal.user}])
+        log.info("deployment %s: stopped consuming (group %s)", deployment, group)
+
+    def list(self, principal: Principal, deployment: str | None = None) -> list[dict[str, Any]]:
+        """The tenant's consumers (of one deployment), with what each has done and its lag."""
+        with self._lock:
+            found = [(s, c) for (t, d, _), (s, c) in sorted(self._consumers.items())
+                     if t == principal.tenant and (deployment is None or d == deployment)]
+        return [self._describe(s, c) for s, c in found]
+
+    def restore(self) -> int:
+        """Start again the consumers the events slot says were running; returns how many."""
+        events = self.events
+        active: dict[tuple[str, str, str], dict[str, Any]] = {}
+        offset, end = 0, events.end_offset(CONSUMERS)
+        while offset < end:
+            records = events.read_from(CONSUMERS, offset, 1000)
+            if not records:
+                break
+            for record in records:
+                data = record.data
+                key = (str(data.get("tenant")), str(data.get("deployment")), str(data.get("group")))
+                if data.get("action") == "start":
+                    active[key] = data
+                else:
+                    active.pop(key, None)
+            offset = records[-1].offset + 1
+        started = 0
+        for (tenant, deployment, group), data in active.items():
+            who = Principal(tenant, str(data.get("started_by") or "streams"), ("editor",))
+            try:
+                self.start(who, deployment, str(data["source"]), str(data["sink"]), group=group,
+                           batch_size=int(data.get("batch_size") or 500), remember=False)
+                started += 1
+            except Exception as exc:  # a deployment deleted meanwhile: say so, start the others
+                log.warning("stream consumer %s of deployment %s not restarted: %s", group, deployment,
+                            getattr(exc, "message", exc))
+        return started
+
+    def close(self) -> None:
+        with self._lock:
+            consumers, self._consumers = list(self._consumers.values()), {}
+        for _, consumer in consumers:
+            consumer.stop(timeout=5)
+
+    # ---- internals ----------------------------------------------------------------------------
+    def consumer(self, spec: StreamSpec) -> Any:
+        """A :class:`~matih_lite.serving.streaming.StreamingInference` for ``spec``, not started (run it with
+        ``start()``, or ``run_once()`` from a thread other than the loop's)."""
+        from matih_lite.serving.streaming import StreamingInference
+
+        def predict(records: list[dict[str, Any]]) -> list[Any]:
+            future = asyncio.run_coroutine_threadsafe(self._answer(spec, records), self.loop)
+            return future.result(timeout=PREDICT_TIMEOUT_S)
+
+        return StreamingInference(self.events, predict, tenant_stream(spec.tenant, spec.source),
+                                  tenant_stream(spec.tenant, spec.sink), _group_name(spec), batch_size=spec.batch_size)
+
+    async def _answer(self, spec: StreamSpec, records: list[dict[str, Any]]) -> list[Any]:
+        return await asyncio.gather(*(self._one(spec, r) for r in records), return_exceptions=True)
+
+    async def _one(self, spec: StreamSpec, record: Mapping[str, Any]) -> dict[str, Any]:
+        from matih_lite.serving.payload import FORMATS, parse_scoring_request
+
+        if not isinstance(record, Mapping):
+            raise InvalidInput("a request record must be a JSON object")
+        key = record.get("request_key")
+        if key is not None and (not isinstance(key, str) or not key or len(key) > 1024):
+            raise InvalidInput("request_key must be a string of 1 to 1024 characters")
+        request_id = record.get("request_id")
+        body = {k: v for k, v in record.items() if k in FORMATS or k == "params"}
+        target = await self.manager.target(spec.tenant, spec.deployment, key=key)
+        inputs = parse_scoring_request(body, target.served.schema).inputs
+        answer = await self.manager.infer(target, inputs,
+                                          request_id=str(request_id) if request_id not in (None, "") else None)
+        return {"predictions": plain_outputs(answer.outputs), "deployment": answer.deployment,
+                "version": answer.version, "variant": answer.variant}
+
+    def _describe(self, spec: StreamSpec, consumer: Any) -> dict[str, Any]:
+        try:
+            lag: int | None = consumer.lag
+        except Exception:  # the store is down: the listing still answers
+            lag = None
+        return {**msgspec.structs.asdict(spec), "running": consumer.running, "lag": lag, **consumer.stats,
+                "last_error": consumer.last_error}
+
+
+def _group_name(spec: StreamSpec) -> str:
+    """The consumer group as the events slot knows it: one per tenant, deployment and group."""
+    return f"{inference_log_name(spec.tenant, spec.deployment)}.{spec.group}"
+
+
+MANAGER = "matih_lite.serving.streams"
+
+
+def attach_streams(host: Any) -> DeploymentStreams | None:
+    """The host's deployment consumers (made on first call, on the traffic manager's loop); None before the
+    traffic manager has a loop (the service starts it at startup)."""
+    from matih_lite.serving.deployments import attach_traffic
+
+    found = host.pm.get_plugin(MANAGER)
+    if found is not None:
+        return found
+    manager = attach_traffic(host)
+    loop = manager._loop
+    if loop is None or loop.is_closed():
+        return None
+    streams = DeploymentStreams(host, manager, loop)
+    try:
+        host.pm.register(streams, name=MANAGER)
+    except ValueError:  # another thread attached one meanwhile
+        return host.pm.get_plugin(MANAGER)
+    return streams
+
+
+def detach_streams(host: Any) -> None:
+    streams = host.pm.get_plugin(MANAGER)
+    if streams is not None:
+        host.pm.unregister(name=MANAGER)
+        streams.close()
