@@ -22,7 +22,10 @@ Sides
 
 Load: ``wrk`` (keep-alive) posting one row as ``{"dataframe_split": {"columns": [...], "data": [[...]]}}``
 (``--payload inputs``: ``{"inputs": [[20 floats]]}``; all four servers accept both), ``-t1 -c1`` and
-``-t2 -c16``, ``--latency`` for p50/p99, after a warm-up; each server is first checked to return the
+``-t2 -c16``, after a warm-up. At c1, p50/p99 are each request's latency as wrk sees it, timed by the
+script (LuaJIT's FFI clock in wrk's ``request``/``response`` hooks; wrk's own histogram, which disagreed
+with both that and a tcpdump of the same run, is kept in the JSON as ``wrk_hist_p99_ms``); at c16 they are
+wrk's histogram (``--latency``). Each server is first checked to return the
 model's own ``predict`` for 64 single rows and one 8-row request. The table also gives each server's
 CPU time per request (from /proc), which the machine's other load disturbs less than requests/s.
 
@@ -75,6 +78,40 @@ LUA = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [==[{body}]==]
+"""
+
+# Each request's latency as the load generator sees it: the time from wrk building the request (just before it
+# writes it) to wrk reading the whole response, one line per response in a file per wrk thread. Used where each
+# wrk thread has one connection (c1), so the thread's clock belongs to one request at a time. wrk's own latency
+# histogram is not used there: on this machine, at c1, it reported a p99 of 6-7 ms for a server whose requests,
+# timed this way (and on the wire with tcpdump), took at most 0.5 ms at p99, and a mean whose sum over the
+# requests exceeded the run's duration on a single connection. c16 keeps wrk's histogram.
+LUA_TIMED = LUA + """\
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct {{ long tv_sec; long tv_usec; }} bench_timeval;
+           int gettimeofday(bench_timeval *tv, void *tz); ]]
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("bench_id", counter)
+end
+local tv = ffi.new("bench_timeval")
+local out, req, started = nil, nil, 0
+local function now_us()
+  ffi.C.gettimeofday(tv, nil)
+  return tonumber(tv.tv_sec) * 1000000 + tonumber(tv.tv_usec)
+end
+function request()
+  if req == nil then
+    req = wrk.format()
+    out = io.open("{latency_dir}/latency-" .. bench_id .. ".txt", "w")
+  end
+  started = now_us()
+  return req
+end
+function response(status, headers, body)
+  out:write(now_us() - started, "\\n")
+end
 """
 
 BARE_APP = '''\
@@ -142,6 +179,9 @@ class Result:
     target: str = ""
     target_met: bool | None = None
     wrk_output: str = ""
+    wrk_hist_p99_ms: float | None = None
+    """p99 from wrk's own latency histogram (not the one in the table: see LUA_TIMED)."""
+    timed_requests: int = 0
 
 
 # ---- environment and servers ---------------------------------------------------------------------------
@@ -382,13 +422,37 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return found
 
 
-def wrk(url: str, lua: Path, connections: int, threads: int, seconds: float) -> tuple[dict[str, Any], str]:
+def wrk(url: str, lua: Path, connections: int, threads: int, seconds: float,
+        latency_dir: Path | None = None) -> tuple[dict[str, Any], str]:
+    """Run wrk; with ``latency_dir`` (where a LUA_TIMED script writes), the percentiles come from the
+    per-request latencies the script recorded, and wrk's own histogram is kept under ``wrk_hist_*``."""
+    if latency_dir is not None:
+        shutil.rmtree(latency_dir, ignore_errors=True)
+        latency_dir.mkdir(parents=True)
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s",
             "-s", str(lua), url]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
-    return parse_wrk(proc.stdout), proc.stdout
+    found = parse_wrk(proc.stdout)
+    if latency_dir is not None:
+        found.update(per_request_latency(latency_dir, found))
+    return found, proc.stdout
+
+
+def per_request_latency(folder: Path, found: dict[str, Any]) -> dict[str, Any]:
+    """Percentiles (ms) of the latencies a LUA_TIMED script wrote (microseconds, one per line)."""
+    import numpy as np
+
+    values = [int(line) for f in sorted(folder.glob("latency-*.txt")) for line in f.read_text().split() if line]
+    if not values:
+        raise RuntimeError(f"the timed wrk script recorded no latencies in {folder}")
+    us = np.asarray(values, dtype=np.float64)
+    out = {f"wrk_hist_{k}": found[k] for k in ("p50_ms", "p75_ms", "p90_ms", "p99_ms", "avg_ms") if k in found}
+    p50, p75, p90, p99 = np.percentile(us, [50, 75, 90, 99]) / 1000
+    out.update(p50_ms=p50, p75_ms=p75, p90_ms=p90, p99_ms=p99, avg_ms=us.mean() / 1000, max_ms=us.max() / 1000,
+               timed_requests=len(values))
+    return out
 
 
 # ---- the benchmark -------------------------------------------------------------------------------------
@@ -485,8 +549,11 @@ class Bench:
     def load(self, side: str, url: str, server: Server) -> None:
         m = self.model
         assert m is not None
-        lua = self.work / f"{side}.lua"
-        lua.write_text(LUA.format(body=json.dumps(m.body([m.load_row]), separators=(",", ":"))))
+        body = json.dumps(m.body([m.load_row]), separators=(",", ":"))
+        lua, timed_lua = self.work / f"{side}.lua", self.work / f"{side}-timed.lua"
+        latency_dir = self.work / f"{side}-latency"
+        lua.write_text(LUA.format(body=body))
+        timed_lua.write_text(LUA_TIMED.format(body=body, latency_dir=latency_dir))
         if side.startswith("matih"):
             # matih-lite's drift scheduler takes its first look 5 s after the service starts (start-up work,
             # once): let it pass before measuring, so the timed runs see the steady state.
@@ -498,12 +565,16 @@ class Bench:
         for conns, threads in CONCURRENCY.items():
             before = loadavg()[0]
             cpu0 = group_cpu_seconds(server.pid)
-            got, out = wrk(url, lua, conns, threads, self.args.duration)
+            if conns == threads:  # one connection per wrk thread: the script times each request exactly
+                got, out = wrk(url, timed_lua, conns, threads, self.args.duration, latency_dir)
+            else:
+                got, out = wrk(url, lua, conns, threads, self.args.duration)
             cpu1 = group_cpu_seconds(server.pid)
             res = Result(side, conns, threads, got.get("seconds", self.args.duration), got["requests"], got["rps"],
                          got["p50_ms"], got.get("p75_ms", float("nan")), got.get("p90_ms", float("nan")),
                          got["p99_ms"], got.get("avg_ms", float("nan")), got.get("max_ms", float("nan")),
-                         None, got["non_2xx"], got["socket_errors"], before, wrk_output=out)
+                         None, got["non_2xx"], got["socket_errors"], before, wrk_output=out,
+                         wrk_hist_p99_ms=got.get("wrk_hist_p99_ms"), timed_requests=got.get("timed_requests", 0))
             if cpu0 is not None and cpu1 is not None and res.requests:
                 res.server_cpu_us = (cpu1 - cpu0) / res.requests * 1e6
             self.results.append(res)
