@@ -361,7 +361,8 @@ class Lineage:
             up, down = self.upstream(tenant, key, depth), self.downstream(tenant, key, depth)
             seen: dict[str, LineageNode] = {n.key: n for n in up.nodes + down.nodes}
             nodes = [n for n in seen.values() if n.kind in ("run", "deployment")]
-        nodes.sort(key=lambda n: (n.created_at, n.key))
+        # Oldest first; within one millisecond a run before a deployment (which serves what runs made).
+        nodes.sort(key=lambda n: (n.created_at, n.kind != "run", n.key))
         if not nodes:
             return []
         keys = [n.key for n in nodes]
