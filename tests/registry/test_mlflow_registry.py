@@ -65,6 +65,9 @@ def client(server, monkeypatch):
     yield MlflowClient(url, url)
     while mlflow.active_run():
         mlflow.end_run()
+    # mlflow keeps both addresses process-wide: later tests' clients must not call this stopped server
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 
 @pytest.fixture
