@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from matih_lite.contracts.jobs import Job
 from matih_lite.host import Host
@@ -85,7 +85,7 @@ class JobController(Controller):
 
     @post("/", sync_to_thread=True, status_code=202,
           summary="Submit a training or tuning job; it starts when its tenant's quota allows")
-    def submit(self, data: SubmitJob, jobs: JobsDep, principal: PrincipalDep) -> JobOut:
+    def submit(self, data: JSONBody[SubmitJob], jobs: JobsDep, principal: PrincipalDep) -> JobOut:
         return job_out(jobs.submit(principal, data.spec, kind=data.kind, register=data.register))
 
     @get("/", sync_to_thread=True, summary="Jobs, newest first; a queued job's message says why it waits")

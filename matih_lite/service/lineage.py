@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter, QueryParameter
 
 from matih_lite.host import Host
 from matih_lite.lineage.service import (
@@ -29,9 +29,9 @@ from matih_lite.service.auth import Principal, principal
 LineageDep = NamedDependency[Lineage]
 PrincipalDep = NamedDependency[Principal]
 Depth = Annotated[int, Parameter(ge=0, le=MAX_DEPTH, description="How many hops to follow.")]
-Key = Annotated[str, Parameter(query="key", min_length=3, max_length=2000,
-                               description="A node key: dataset:URI[@VERSION], run:RUN_ID, model:NAME/VERSION, "
-                                           "deployment:NAME, table:NAME, feature_view:NAME.")]
+Key = Annotated[str, QueryParameter(name="key", min_length=3, max_length=2000,
+                                    description="A node key: dataset:URI[@VERSION], run:RUN_ID, model:NAME/VERSION, "
+                                                "deployment:NAME, table:NAME, feature_view:NAME.")]
 
 
 def provide_lineage(host: NamedDependency[Host]) -> Lineage:
@@ -96,16 +96,16 @@ class LineageController(Controller):
 
     @post("/nodes", sync_to_thread=True, status_code=200,
           summary="Record a node (a table, a feature view, ...) or merge properties into it")
-    def record_node(self, data: NodeIn, lineage: LineageDep, principal: PrincipalDep) -> NodeView:
+    def record_node(self, data: JSONBody[NodeIn], lineage: LineageDep, principal: PrincipalDep) -> NodeView:
         return node_view(lineage.record_node(principal.tenant, data.key, name=data.name, properties=data.properties))
 
     @post("/edges", sync_to_thread=True, status_code=200, summary="Record an edge source -> target (idempotent)")
-    def record_edge(self, data: EdgeIn, lineage: LineageDep, principal: PrincipalDep) -> EdgeView:
+    def record_edge(self, data: JSONBody[EdgeIn], lineage: LineageDep, principal: PrincipalDep) -> EdgeView:
         return edge_view(lineage.record_edge(principal.tenant, data.source, data.target, data.kind))
 
     @post("/runs/{run_id:str}/inputs", sync_to_thread=True, status_code=200,
           summary="Record that a run reads a dataset (what ml.log_input sends)")
-    def log_input(self, run_id: str, data: InputIn, lineage: LineageDep, principal: PrincipalDep) -> InputOut:
+    def log_input(self, run_id: str, data: JSONBody[InputIn], lineage: LineageDep, principal: PrincipalDep) -> InputOut:
         out = lineage.log_input(principal.tenant, run_id, data.uri, data.version, data.digest, data.name,
                                 properties=data.properties)
         return InputOut(out["name"], node_view(out["node"]), out["tags"])
@@ -121,7 +121,8 @@ class LineageController(Controller):
     @get("/openlineage", sync_to_thread=True,
          summary="OpenLineage COMPLETE run events for every run and deployment (or those around key)")
     def openlineage(self, lineage: LineageDep, principal: PrincipalDep, depth: Depth = 5,
-                    key: Annotated[str | None, Parameter(query="key", max_length=2000)] = None) -> OpenLineageEvents:
+                    key: Annotated[str | None,
+                                   QueryParameter(name="key", max_length=2000)] = None) -> OpenLineageEvents:
         return OpenLineageEvents(lineage.export_openlineage(principal.tenant, key, depth=depth))
 
 

@@ -40,6 +40,7 @@ import anyio
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put, route
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from matih_lite.contracts import Experiment, Metric, Run
@@ -759,7 +760,7 @@ class MlflowExperiments(Controller):
     include_in_schema = False
 
     @post(_paths("experiments/create"), sync_to_thread=True, status_code=200)
-    def create(self, data: CreateExperimentIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def create(self, data: JSONBody[CreateExperimentIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         name = required(data.name, "name")
         # artifact_location is not honoured: every run's files go to this platform's artifacts slot.
@@ -785,7 +786,7 @@ class MlflowExperiments(Controller):
         return {"experiment": experiment_json(exp, s)}
 
     @post(_paths("experiments/search"), sync_to_thread=True, status_code=200)
-    def search(self, data: SearchExperimentsIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def search(self, data: JSONBody[SearchExperimentsIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         return self._search(scope(tracking, principal), data)
 
     @get(_paths("experiments/search"), sync_to_thread=True, name="mlflow-experiments-search-get")
@@ -841,32 +842,32 @@ class MlflowExperiments(Controller):
         return out
 
     @post(_paths("experiments/update"), sync_to_thread=True, status_code=200)
-    def update(self, data: UpdateExperimentIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def update(self, data: JSONBody[UpdateExperimentIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         tracking.update_experiment(s.tenant, s.internal(data.experiment_id), name=required(data.new_name, "new_name"))
         return {}
 
     @post(_paths("experiments/delete"), sync_to_thread=True, status_code=200)
-    def remove(self, data: ExperimentIdIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def remove(self, data: JSONBody[ExperimentIdIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         tracking.delete_experiment(s.tenant, s.internal(data.experiment_id, create=False))
         return {}
 
     @post(_paths("experiments/restore"), sync_to_thread=True, status_code=200)
-    def restore(self, data: ExperimentIdIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def restore(self, data: JSONBody[ExperimentIdIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         tracking.restore_experiment(s.tenant, s.internal(data.experiment_id, create=False))
         return {}
 
     @post(_paths("experiments/set-experiment-tag"), sync_to_thread=True, status_code=200)
-    def set_tag(self, data: ExperimentTagIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def set_tag(self, data: JSONBody[ExperimentTagIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         key = required(data.key, "key")
         tracking.set_experiment_tags(s.tenant, s.internal(data.experiment_id), {key: data.value or ""})
         return {}
 
     @post(_paths("experiments/delete-experiment-tag"), sync_to_thread=True, status_code=200)
-    def delete_tag(self, data: ExperimentTagIn) -> dict[str, Any]:
+    def delete_tag(self, data: JSONBody[ExperimentTagIn]) -> dict[str, Any]:
         raise MlflowApiError("NOT_IMPLEMENTED", "deleting an experiment tag is not supported by matih-lite yet; "
                              "set it to an empty value instead", 501)
 
@@ -937,7 +938,7 @@ class MlflowRuns(Controller):
     include_in_schema = False
 
     @post(_paths("runs/create"), sync_to_thread=True, status_code=200)
-    def create(self, data: CreateRunIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def create(self, data: JSONBody[CreateRunIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         experiment_id = s.internal(data.experiment_id)
         tags = _pairs(data.tags, "tag", limit=MAX_TAG_VALUE)
@@ -955,7 +956,7 @@ class MlflowRuns(Controller):
         return {"run": run_json(run, s, s.run_io(run.run_id))}
 
     @post(_paths("runs/update"), sync_to_thread=True, status_code=200)
-    def update(self, data: UpdateRunIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def update(self, data: JSONBody[UpdateRunIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         status = data.status
         if isinstance(status, int):
@@ -965,50 +966,50 @@ class MlflowRuns(Controller):
         return {"run_info": run_info_json(run, s)}
 
     @post(_paths("runs/delete"), sync_to_thread=True, status_code=200)
-    def remove(self, data: RunIdIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def remove(self, data: JSONBody[RunIdIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         tracking.delete_run(principal.tenant, _run_id(data))
         return {}
 
     @post(_paths("runs/restore"), sync_to_thread=True, status_code=200)
-    def restore(self, data: RunIdIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def restore(self, data: JSONBody[RunIdIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         tracking.restore_run(principal.tenant, _run_id(data))
         return {}
 
     @post(_paths("runs/log-metric"), sync_to_thread=True, status_code=200)
-    def log_metric(self, data: LogMetricIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_metric(self, data: JSONBody[LogMetricIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         required(data.key, "key")
         _log(s, _run_id(data), metrics=[data])
         return {}
 
     @post(_paths("runs/log-parameter"), sync_to_thread=True, status_code=200)
-    def log_param(self, data: LogParamIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_param(self, data: JSONBody[LogParamIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         _log(s, _run_id(data), params=_pairs([KeyValue(required(data.key, "key"), data.value)], "param",
                                              limit=MAX_PARAM_VALUE))
         return {}
 
     @post(_paths("runs/set-tag"), sync_to_thread=True, status_code=200)
-    def set_tag(self, data: SetTagIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def set_tag(self, data: JSONBody[SetTagIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         _log(s, _run_id(data), tags=_pairs([KeyValue(required(data.key, "key"), data.value)], "tag",
                                            limit=MAX_TAG_VALUE))
         return {}
 
     @post(_paths("runs/delete-tag"), sync_to_thread=True, status_code=200)
-    def delete_tag(self, data: DeleteTagIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def delete_tag(self, data: JSONBody[DeleteTagIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         tracking.delete_tag(principal.tenant, _run_id(data), required(data.key, "key"))
         return {}
 
     @post(_paths("runs/log-batch"), sync_to_thread=True, status_code=200)
-    def log_batch(self, data: LogBatchIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_batch(self, data: JSONBody[LogBatchIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         _log(s, _run_id(data), metrics=data.metrics, params=_pairs(data.params, "param", limit=MAX_PARAM_VALUE),
              tags=_pairs(data.tags, "tag", limit=MAX_TAG_VALUE))
         return {}
 
     @post(_paths("runs/search"), sync_to_thread=True, status_code=200)
-    def search(self, data: SearchRunsIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def search(self, data: JSONBody[SearchRunsIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         ids = []
         for eid in data.experiment_ids:
@@ -1027,7 +1028,7 @@ class MlflowRuns(Controller):
         return out
 
     @post(_paths("runs/log-inputs"), sync_to_thread=True, status_code=200)
-    def log_inputs(self, data: LogInputsIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_inputs(self, data: JSONBody[LogInputsIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         run = s.run(data.run_id)
         _writable(run)
@@ -1049,7 +1050,7 @@ class MlflowRuns(Controller):
         return {}
 
     @post(_paths("runs/outputs"), sync_to_thread=True, status_code=200)
-    def log_outputs(self, data: LogOutputsIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_outputs(self, data: JSONBody[LogOutputsIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         run = s.run(data.run_id)
         _writable(run)
@@ -1064,7 +1065,7 @@ class MlflowRuns(Controller):
         return {}
 
     @post(_paths("runs/log-model"), sync_to_thread=True, status_code=200)
-    def log_model(self, data: LogModelIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_model(self, data: JSONBody[LogModelIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         """MLflow 2's record of a model logged to a run's artifacts: appended to a run tag, as MLflow does."""
         s = scope(tracking, principal)
         run = s.run(data.run_id)
@@ -1190,7 +1191,7 @@ class MlflowLoggedModels(Controller):
     include_in_schema = False
 
     @post(_paths("logged-models"), sync_to_thread=True, status_code=200)
-    def create(self, data: CreateLoggedModelIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def create(self, data: JSONBody[CreateLoggedModelIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         experiment_id = s.internal(data.experiment_id)
         exp = tracking.get_experiment(s.tenant, experiment_id)
@@ -1216,7 +1217,7 @@ class MlflowLoggedModels(Controller):
         return {"model": logged_model_json(doc, s)}
 
     @post(_paths("logged-models/search"), sync_to_thread=True, status_code=200)
-    def search(self, data: SearchLoggedModelsIn, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def search(self, data: JSONBody[SearchLoggedModelsIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         ids = set()
         for eid in required(data.experiment_ids, "experiment_ids"):
@@ -1249,7 +1250,7 @@ class MlflowLoggedModels(Controller):
         return {"model": logged_model_json(s.model(model_id, allow_deleted=allow_deleted), s)}
 
     @patch(_paths("logged-models/{model_id:str}"), sync_to_thread=True)
-    def finalize(self, model_id: str, data: FinalizeLoggedModelIn, tracking: Tracking,
+    def finalize(self, model_id: str, data: JSONBody[FinalizeLoggedModelIn], tracking: Tracking,
                  principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
         status = required(data.status, "status")
@@ -1272,7 +1273,7 @@ class MlflowLoggedModels(Controller):
         return {}
 
     @patch(_paths("logged-models/{model_id:str}/tags"), sync_to_thread=True)
-    def set_tags(self, model_id: str, data: LoggedModelTagsIn, tracking: Tracking,
+    def set_tags(self, model_id: str, data: JSONBody[LoggedModelTagsIn], tracking: Tracking,
                  principal: Principal) -> dict[str, Any]:
         tags = _pairs(data.tags, "tag", limit=MAX_TAG_VALUE)
         scope(tracking, principal).update_model(model_id, lambda doc: doc.setdefault("tags", {}).update(tags))
@@ -1291,7 +1292,7 @@ class MlflowLoggedModels(Controller):
         return {}
 
     @post(_paths("logged-models/{model_id:str}/params"), sync_to_thread=True, status_code=200)
-    def log_params(self, model_id: str, data: LoggedModelParamsIn, tracking: Tracking,
+    def log_params(self, model_id: str, data: JSONBody[LoggedModelParamsIn], tracking: Tracking,
                    principal: Principal) -> dict[str, Any]:
         params = _pairs(data.params, "param", limit=MAX_PARAM_VALUE)
 

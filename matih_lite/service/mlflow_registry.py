@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
 
 from matih_lite.contracts.registry import Approval, ModelVersion, RegisteredModel
 from matih_lite.errors import GovernanceRefused, InvalidInput, NotFound
@@ -274,7 +275,7 @@ class MlflowRegisteredModels(Controller):
         return {"registered_model": model_json(model, registry.latest_versions(p, model.name))}
 
     @post(_paths("registered-models/create"), sync_to_thread=True, status_code=200)
-    def create(self, data: CreateModelIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def create(self, data: JSONBody[CreateModelIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         model = registry.create_model(principal, required(data.name, "name"), description=data.description or "",
                                       tags=_tags(data.tags))
         return {"registered_model": model_json(model, [])}
@@ -304,24 +305,25 @@ class MlflowRegisteredModels(Controller):
         return page
 
     @patch(_paths("registered-models/update"), sync_to_thread=True)
-    def update(self, data: UpdateModelIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def update(self, data: JSONBody[UpdateModelIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         name = required(data.name, "name")
         registry.update_model(principal, name, description=data.description if data.description is not None else "")
         return self._answer(registry, principal, name)
 
     @post(_paths("registered-models/rename"), sync_to_thread=True, status_code=200)
-    def rename(self, data: RenameModelIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def rename(self, data: JSONBody[RenameModelIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         new_name = required(data.new_name, "new_name")
         registry.update_model(principal, required(data.name, "name"), new_name=new_name)
         return self._answer(registry, principal, new_name)
 
     @delete(_paths("registered-models/delete"), sync_to_thread=True, status_code=200)
-    def remove(self, data: NameIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def remove(self, data: JSONBody[NameIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         registry.delete_model(principal, required(data.name, "name"))
         return {}
 
     @post(_paths("registered-models/get-latest-versions"), sync_to_thread=True, status_code=200)
-    def latest(self, data: LatestVersionsIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def latest(self, data: JSONBody[LatestVersionsIn], registry: RegistryDep,
+               principal: PrincipalDep) -> dict[str, Any]:
         found = registry.latest_versions(principal, required(data.name, "name"), data.stages or None)
         return {"model_versions": [version_json(v) for v in found]}
 
@@ -332,18 +334,18 @@ class MlflowRegisteredModels(Controller):
         return self.latest(LatestVersionsIn(name, stages or []), registry, principal)  # type: ignore[arg-type]
 
     @post(_paths("registered-models/set-tag"), sync_to_thread=True, status_code=200)
-    def set_tag(self, data: ModelTagIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def set_tag(self, data: JSONBody[ModelTagIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         registry.update_model(principal, required(data.name, "name"),
                               tags={required(data.key, "key"): data.value or ""})
         return {}
 
     @delete(_paths("registered-models/delete-tag"), sync_to_thread=True, status_code=200)
-    def delete_tag(self, data: ModelTagIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def delete_tag(self, data: JSONBody[ModelTagIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         registry.delete_model_tag(principal, required(data.name, "name"), required(data.key, "key"))
         return {}
 
     @post(_paths("registered-models/alias"), sync_to_thread=True, status_code=200)
-    def set_alias(self, data: AliasIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def set_alias(self, data: JSONBody[AliasIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         registry.set_alias(principal, required(data.name, "name"), required(data.alias, "alias"),
                            required(data.version, "version"))
         return {}
@@ -356,7 +358,7 @@ class MlflowRegisteredModels(Controller):
 
     @delete(_paths("registered-models/alias"), sync_to_thread=True, status_code=200,
             name="mlflow-registry-alias-delete")
-    def delete_alias(self, data: AliasIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def delete_alias(self, data: JSONBody[AliasIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         registry.delete_alias(principal, required(data.name, "name"), required(data.alias, "alias"))
         return {}
 
@@ -369,7 +371,7 @@ class MlflowModelVersions(Controller):
     include_in_schema = False
 
     @post(_paths("model-versions/create"), sync_to_thread=True, status_code=200)
-    def create(self, data: CreateVersionIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def create(self, data: JSONBody[CreateVersionIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         mv = registry.register_version(
             principal, required(data.name, "name"), required(data.source, "source"), run_id=data.run_id or None,
             logged_model_id=data.model_id or None, description=data.description or "", tags=_tags(data.tags),
@@ -383,18 +385,19 @@ class MlflowModelVersions(Controller):
         return {"model_version": version_json(mv)}
 
     @patch(_paths("model-versions/update"), sync_to_thread=True)
-    def update(self, data: UpdateVersionIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def update(self, data: JSONBody[UpdateVersionIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         mv = registry.update_version(principal, required(data.name, "name"), required(data.version, "version"),
                                      description=data.description if data.description is not None else "")
         return {"model_version": version_json(mv)}
 
     @delete(_paths("model-versions/delete"), sync_to_thread=True, status_code=200)
-    def remove(self, data: VersionIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def remove(self, data: JSONBody[VersionIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         registry.delete_version(principal, required(data.name, "name"), required(data.version, "version"))
         return {}
 
     @post(_paths("model-versions/transition-stage"), sync_to_thread=True, status_code=200)
-    def transition(self, data: TransitionIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def transition(self, data: JSONBody[TransitionIn], registry: RegistryDep,
+                   principal: PrincipalDep) -> dict[str, Any]:
         name = required(data.name, "name")
         version = required(data.version, "version")
         stage = normalize_stage(required(data.stage, "stage"))
@@ -439,13 +442,14 @@ class MlflowModelVersions(Controller):
         return {"artifact_uri": mv.storage_location or mv.source}
 
     @post(_paths("model-versions/set-tag"), sync_to_thread=True, status_code=200)
-    def set_tag(self, data: VersionTagIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def set_tag(self, data: JSONBody[VersionTagIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         registry.update_version(principal, required(data.name, "name"), required(data.version, "version"),
                                 tags={required(data.key, "key"): data.value or ""})
         return {}
 
     @delete(_paths("model-versions/delete-tag"), sync_to_thread=True, status_code=200)
-    def delete_tag(self, data: VersionTagIn, registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    def delete_tag(self, data: JSONBody[VersionTagIn], registry: RegistryDep,
+                   principal: PrincipalDep) -> dict[str, Any]:
         registry.delete_version_tag(principal, required(data.name, "name"), required(data.version, "version"),
                                     required(data.key, "key"))
         return {}

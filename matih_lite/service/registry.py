@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter, QueryParameter
 
 from matih_lite.contracts.registry import Approval, AuditEntry, ModelVersion, RegisteredModel
 from matih_lite.host import Host
@@ -228,7 +228,7 @@ class ModelController(Controller):
     dependencies = DEPENDENCIES
 
     @post("/", sync_to_thread=True, summary="Create a registered model (owned by the caller)")
-    def create(self, data: CreateModel, registry: RegistryDep, principal: PrincipalDep) -> ModelOut:
+    def create(self, data: JSONBody[CreateModel], registry: RegistryDep, principal: PrincipalDep) -> ModelOut:
         return model_out(registry.create_model(principal, data.name, description=data.description, tags=data.tags))
 
     @get("/", sync_to_thread=True, summary="List registered models by name")
@@ -242,7 +242,8 @@ class ModelController(Controller):
         return model_out(registry.get_model(principal, name))
 
     @patch("/{name:str}", sync_to_thread=True, summary="Describe, tag, rename or hand over a model")
-    def update(self, name: str, data: UpdateModel, registry: RegistryDep, principal: PrincipalDep) -> ModelOut:
+    def update(self, name: str, data: JSONBody[UpdateModel], registry: RegistryDep,
+               principal: PrincipalDep) -> ModelOut:
         return model_out(registry.update_model(principal, name, description=data.description, tags=data.tags,
                                                new_name=data.new_name, owner=data.owner))
 
@@ -262,7 +263,7 @@ class ModelController(Controller):
     # versions ------------------------------------------------------------------------------------
     @post("/{name:str}/versions", sync_to_thread=True,
           summary="Register the next version (creates the model if missing)")
-    def register(self, name: str, data: RegisterVersion, registry: RegistryDep,
+    def register(self, name: str, data: JSONBody[RegisterVersion], registry: RegistryDep,
                  principal: PrincipalDep) -> VersionOut:
         return version_out(registry.register_version(
             principal, name, data.source, run_id=data.run_id, path=data.path, flavor=data.flavor,
@@ -271,7 +272,7 @@ class ModelController(Controller):
 
     @get("/{name:str}/versions", sync_to_thread=True, summary="List a model's versions, newest first")
     def versions(self, name: str, registry: RegistryDep, principal: PrincipalDep,
-                 stage: Annotated[list[str] | None, Parameter(query="stage")] = None,
+                 stage: Annotated[list[str] | None, QueryParameter(name="stage")] = None,
                  max_results: MaxResults = 1000, page_token: str | None = None) -> VersionPage:
         page = registry.list_versions(principal, name, stages=stage or None, max_results=max_results,
                                       page_token=page_token)
@@ -283,7 +284,7 @@ class ModelController(Controller):
 
     @patch("/{name:str}/versions/{version:int}", sync_to_thread=True,
            summary="Edit a version's description and tags (the rest is immutable)")
-    def update_version(self, name: str, version: Version, data: UpdateVersion, registry: RegistryDep,
+    def update_version(self, name: str, version: Version, data: JSONBody[UpdateVersion], registry: RegistryDep,
                        principal: PrincipalDep) -> VersionOut:
         return version_out(registry.update_version(principal, name, version, description=data.description,
                                                    tags=data.tags))
@@ -301,7 +302,7 @@ class ModelController(Controller):
 
     @post("/{name:str}/versions/{version:int}/promote", sync_to_thread=True,
           summary="Move a version to a stage: 200 with the transition, or 202 with a pending approval")
-    def promote(self, name: str, version: Version, data: Promote, registry: RegistryDep,
+    def promote(self, name: str, version: Version, data: JSONBody[Promote], registry: RegistryDep,
                 principal: PrincipalDep) -> Response[TransitionOut | ApprovalOut]:
         result = registry.promote(principal, name, version, data.to, reason=data.reason,
                                   archive_existing=data.archive_existing)
@@ -312,7 +313,8 @@ class ModelController(Controller):
     # governance ------------------------------------------------------------------------------------
     @post("/{name:str}/rollback", sync_to_thread=True, status_code=200,
           summary="Put back the version last archived out of Production; archive the current one")
-    def rollback(self, name: str, data: Rollback, registry: RegistryDep, principal: PrincipalDep) -> TransitionOut:
+    def rollback(self, name: str, data: JSONBody[Rollback], registry: RegistryDep,
+                 principal: PrincipalDep) -> TransitionOut:
         return transition_out(registry.rollback(principal, name, reason=data.reason))
 
     @get("/{name:str}/approvals", sync_to_thread=True, summary="A model's promotion requests, newest first")
@@ -330,7 +332,7 @@ class ModelController(Controller):
 
     # aliases -----------------------------------------------------------------------------------------
     @put("/{name:str}/aliases/{alias:str}", sync_to_thread=True, summary="Point an alias at a version")
-    def set_alias(self, name: str, alias: str, data: SetAlias, registry: RegistryDep,
+    def set_alias(self, name: str, alias: str, data: JSONBody[SetAlias], registry: RegistryDep,
                   principal: PrincipalDep) -> VersionOut:
         return version_out(registry.set_alias(principal, name, alias, data.version))
 
@@ -362,12 +364,14 @@ class ApprovalController(Controller):
 
     @post("/{approval_id:str}/approve", sync_to_thread=True, status_code=200,
           summary="Approve: the version enters Production and its predecessor is Archived")
-    def approve(self, approval_id: str, data: Decide, registry: RegistryDep, principal: PrincipalDep) -> ApprovalOut:
+    def approve(self, approval_id: str, data: JSONBody[Decide], registry: RegistryDep,
+                principal: PrincipalDep) -> ApprovalOut:
         return approval_out(registry.approve(principal, approval_id, comment=data.comment))
 
     @post("/{approval_id:str}/reject", sync_to_thread=True, status_code=200,
           summary="Reject with a comment (required)")
-    def reject(self, approval_id: str, data: Decide, registry: RegistryDep, principal: PrincipalDep) -> ApprovalOut:
+    def reject(self, approval_id: str, data: JSONBody[Decide], registry: RegistryDep,
+               principal: PrincipalDep) -> ApprovalOut:
         return approval_out(registry.reject(principal, approval_id, comment=data.comment))
 
 

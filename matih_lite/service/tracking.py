@@ -10,7 +10,7 @@ import anyio
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import Stream
 
 from matih_lite.contracts import ArtifactInfo, Experiment, Metric, Run
@@ -199,7 +199,7 @@ class ExperimentController(Controller):
     dependencies = DEPENDENCIES
 
     @post("/", sync_to_thread=True, summary="Create an experiment")
-    def create(self, data: CreateExperiment, tracking: TrackingDep, principal: PrincipalDep) -> ExperimentOut:
+    def create(self, data: JSONBody[CreateExperiment], tracking: TrackingDep, principal: PrincipalDep) -> ExperimentOut:
         return experiment_out(tracking.create_experiment(principal.tenant, data.name, description=data.description,
                                                          tags=data.tags))
 
@@ -220,7 +220,7 @@ class ExperimentController(Controller):
         return experiment_out(tracking.get_experiment(principal.tenant, experiment_id))
 
     @patch("/{experiment_id:str}", sync_to_thread=True, summary="Rename or describe an experiment")
-    def update(self, experiment_id: str, data: UpdateExperiment, tracking: TrackingDep,
+    def update(self, experiment_id: str, data: JSONBody[UpdateExperiment], tracking: TrackingDep,
                principal: PrincipalDep) -> ExperimentOut:
         return experiment_out(tracking.update_experiment(principal.tenant, experiment_id, name=data.name,
                                                          description=data.description))
@@ -235,7 +235,8 @@ class ExperimentController(Controller):
         return experiment_out(tracking.restore_experiment(principal.tenant, experiment_id))
 
     @put("/{experiment_id:str}/tags", sync_to_thread=True, summary="Set experiment tags")
-    def set_tags(self, experiment_id: str, data: Tags, tracking: TrackingDep, principal: PrincipalDep) -> ExperimentOut:
+    def set_tags(self, experiment_id: str, data: JSONBody[Tags], tracking: TrackingDep,
+                 principal: PrincipalDep) -> ExperimentOut:
         tracking.set_experiment_tags(principal.tenant, experiment_id, data.tags)
         return experiment_out(tracking.get_experiment(principal.tenant, experiment_id))
 
@@ -246,7 +247,7 @@ class RunController(Controller):
     dependencies = DEPENDENCIES
 
     @post("/", sync_to_thread=True, summary="Start a run")
-    def create(self, data: CreateRun, tracking: TrackingDep, principal: PrincipalDep) -> RunOut:
+    def create(self, data: JSONBody[CreateRun], tracking: TrackingDep, principal: PrincipalDep) -> RunOut:
         if data.experiment_id is not None:
             experiment_id = data.experiment_id
         elif data.experiment_name:
@@ -259,7 +260,7 @@ class RunController(Controller):
 
     @post("/search", sync_to_thread=True, status_code=200,
           summary="Search runs with an MLflow-style filter, order and column selection")
-    def search(self, data: SearchRuns, tracking: TrackingDep, principal: PrincipalDep) -> RunPage:
+    def search(self, data: JSONBody[SearchRuns], tracking: TrackingDep, principal: PrincipalDep) -> RunPage:
         ids = list(data.experiment_ids)
         for name in data.experiment_names:
             ids.append(tracking.get_experiment_by_name(principal.tenant, name).experiment_id)
@@ -271,7 +272,8 @@ class RunController(Controller):
     @get("/compare", sync_to_thread=True,
          summary="Params and metrics of runs side by side, differences and best values marked")
     def compare(self, tracking: TrackingDep, principal: PrincipalDep,
-                run_ids: Annotated[list[str], Parameter(query="run_ids", min_items=1, max_items=100)]) -> dict[str, Any]:
+                run_ids: Annotated[list[str],
+                                   QueryParameter(name="run_ids", min_items=1, max_items=100)]) -> dict[str, Any]:
         result = tracking.compare_runs(principal.tenant, run_ids)
         for entry in result["metrics"].values():
             entry["values"] = [None if v is None else json_float(v) for v in entry["values"]]
@@ -282,7 +284,7 @@ class RunController(Controller):
         return run_out(tracking.get_run(principal.tenant, run_id))
 
     @patch("/{run_id:str}", sync_to_thread=True, summary="Set a run's status, end time or name")
-    def update(self, run_id: str, data: UpdateRun, tracking: TrackingDep, principal: PrincipalDep) -> RunOut:
+    def update(self, run_id: str, data: JSONBody[UpdateRun], tracking: TrackingDep, principal: PrincipalDep) -> RunOut:
         return run_out(tracking.update_run(principal.tenant, run_id, status=data.status, end_time=data.end_time,
                                            name=data.name))
 
@@ -296,7 +298,8 @@ class RunController(Controller):
 
     @post("/{run_id:str}/batch", sync_to_thread=True, status_code=200,
           summary="Log metrics, params and tags in one all-or-nothing batch")
-    def log_batch(self, run_id: str, data: Batch, tracking: TrackingDep, principal: PrincipalDep) -> dict[str, int]:
+    def log_batch(self, run_id: str, data: JSONBody[Batch], tracking: TrackingDep,
+                  principal: PrincipalDep) -> dict[str, int]:
         from matih_lite.tracking.service import to_metric
 
         metrics = [to_metric(m.key, parse_float(m.value, m.key), m.timestamp, m.step) for m in data.metrics]
@@ -310,7 +313,7 @@ class RunController(Controller):
     @get("/{run_id:str}/metrics/history", sync_to_thread=True,
          summary="Every point of a metric, by step (the key is a query parameter, so it may hold '/')")
     def history(self, run_id: str, tracking: TrackingDep, principal: PrincipalDep,
-                key: Annotated[str, Parameter(query="key", min_length=1)],
+                key: Annotated[str, QueryParameter(name="key", min_length=1)],
                 max_results: Annotated[int | None, Parameter(ge=1, le=1_000_000)] = None,
                 page_token: str | None = None) -> MetricPage:
         page = tracking.metric_history(principal.tenant, run_id, key, max_results=max_results,
