@@ -42,6 +42,9 @@ DATATYPES: dict[str, np.dtype] = {
     "BYTES": np.dtype(object),
 }
 """Every OIP datatype and the numpy dtype of its tensors (BYTES: an object array of ``bytes``)."""
+INPUT_ONLY = ("BF16",)
+"""Datatypes accepted in requests but never answered with: BF16 (bfloat16, binary only, as Triton takes it)
+arrives as float32 (numpy has no bfloat16; every bfloat16 is exactly a float32)."""
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -182,8 +185,9 @@ def _input(item: Any, i: int, raw: bytes, offset: int) -> tuple[Tensor, int]:
         raise _bad(f"inputs[{i}] must be an object with a name, shape, datatype and data", f"inputs[{i}]")
     name = item["name"]
     datatype = item.get("datatype")
-    if datatype not in DATATYPES:
-        raise _bad(f"input {name!r} has datatype {datatype!r}; expected one of {', '.join(DATATYPES)}", name)
+    if datatype not in DATATYPES and datatype not in INPUT_ONLY:
+        raise _bad(f"input {name!r} has datatype {datatype!r}; expected one of "
+                   f"{', '.join([*DATATYPES, *INPUT_ONLY])}", name)
     shape = item.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
@@ -206,6 +210,8 @@ def _input(item: Any, i: int, raw: bytes, offset: int) -> tuple[Tensor, int]:
     else:
         if "data" not in item:
             raise _bad(f"input {name!r} has neither data nor parameters.binary_data_size", name)
+        if datatype == "BF16":
+            raise _bad(f"input {name!r} is BF16: send it as binary data (binary_data_size), as Triton takes it", name)
         data = _from_json(item["data"], datatype, count, name)
     try:
         data = data.reshape(shape)
@@ -217,6 +223,10 @@ def _input(item: Any, i: int, raw: bytes, offset: int) -> tuple[Tensor, int]:
 def _from_binary(chunk: bytes, datatype: str, count: int, name: str) -> np.ndarray:
     if datatype == "BYTES":
         return deserialize_bytes(chunk, name)
+    if datatype == "BF16":  # the upper half of a float32: widen exactly
+        if len(chunk) != count * 2:
+            raise _bad(f"input {name!r}: {len(chunk)} bytes of BF16 is not the {count} elements of its shape", name)
+        return (np.frombuffer(chunk, dtype="<u2").astype("<u4") << 16).view("<f4")
     dtype = DATATYPES[datatype]
     if len(chunk) != count * dtype.itemsize:
         raise _bad(f"input {name!r}: {len(chunk)} bytes of {datatype} is not the {count} elements of its shape", name)

@@ -178,3 +178,27 @@ def test_model_metadata(onnx_predictor):
     cols = model_metadata("m", [1], "sklearn", schema_from_names(["a", "b"]), [{"name": "predictions",
                                                                                "datatype": "INT64", "shape": [-1]}])
     assert cols["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 2]}]
+
+
+def test_bf16_arrives_as_the_float32_values_it_holds():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    values = np.array([[0.5, -2.0, 3.140625, 1e30, -0.0, 65280.0]], dtype=np.float32)
+    array = values.astype(ml_dtypes.bfloat16)
+    inp = httpclient.InferInput("x", list(array.shape), "BF16")
+    inp.set_data_from_numpy(array, binary_data=True)
+    request = decode_infer_request(*request_bytes([inp], [httpclient.InferRequestedOutput("x", binary_data=True)]))
+    got = request.inputs[0].data
+    assert got.dtype == np.float32 and got.shape == array.shape
+    assert got.tolist() == array.astype(np.float32).tolist()  # exactly: every bfloat16 is a float32
+    body, headers = encode_infer_response("m", {"x": got}, request=request)
+    assert result_of(body, headers).as_numpy("x").dtype == np.float32  # answers are never BF16
+
+
+def test_bf16_as_json_or_with_a_wrong_size_is_refused():
+    doc = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BF16", "data": [1.0, 2.0]}]}
+    with pytest.raises(InvalidInput, match="BF16: send it as binary"):
+        decode_infer_request(json.dumps(doc).encode())
+    header = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BF16", "parameters": {"binary_data_size": 3}}]}
+    raw = json.dumps(header).encode()
+    with pytest.raises(InvalidInput, match="3 bytes of BF16"):
+        decode_infer_request(raw + b"abc", {"Inference-Header-Content-Length": str(len(raw))})

@@ -127,6 +127,13 @@ def test_tritonclient_talks_to_every_deployment(server, models):
         pinned = _infer(client, "churn-api", rows, binary=True, version="2")  # the shadow, pinned
         assert np.allclose(pinned.as_numpy("predictions"), regressor.predict(rows))
         assert pinned.get_response()["model_version"] == "2"
+        import ml_dtypes  # tritonclient's own dependency for BF16
+
+        half = rows.astype(ml_dtypes.bfloat16)
+        inp = httpclient.InferInput("input", list(half.shape), "BF16")
+        inp.set_data_from_numpy(half, binary_data=True)
+        bf16 = client.infer("churn-api", [inp], model_version="1")
+        assert np.array_equal(bf16.as_numpy("predictions"), classifier.predict(half.astype(np.float64)))
     finally:
         client.close()
 
