@@ -7,6 +7,7 @@ import textwrap
 import threading
 import time
 
+import numpy as np
 import pytest
 
 mlflow = pytest.importorskip("mlflow")
@@ -229,3 +230,34 @@ def test_bad_requests_are_mlflow_shaped_4xx(server, method, path, params, body, 
     r = httpx.request(method, f"{url}/api/2.0/mlflow/{path}", params=params, json=body)
     assert 400 <= r.status_code < 500, r.text
     assert r.json()["error_code"] == code and r.json()["message"]
+
+
+def test_models_logged_by_the_mlflow_client_deploy_as_they_are(client, data, server):
+    """``mlflow.sklearn.log_model`` and ``mlflow.pyfunc.log_model(python_model=...)`` with
+    ``registered_model_name``, then a deployment over REST: the predictions are the models' own."""
+    import httpx
+    import pandas as pd
+
+    url, _ = server
+    X, _ = data
+    run_id, info = train(data, auc=0.9, registered_model_name="churn-deploy")
+
+    class Margin(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input["x0"] - model_input["x1"]
+
+    frame = pd.DataFrame(X[:, :2], columns=["x0", "x1"])
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="margin", python_model=Margin(), input_example=frame.head(2),
+                                registered_model_name="margin", pip_requirements=["mlflow"])
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for name, model in (("churn-deploy", "churn-deploy"), ("margin-api", "margin")):
+            made = http.post("/api/v1/deployments", json={"name": name, "model": model, "version": 1})
+            assert made.status_code == 201, made.text
+        sk = http.post("/api/v1/deployments/churn-deploy/predict", json={"inputs": X[:7].tolist()})
+        assert sk.status_code == 200, sk.text
+        assert sk.json()["predictions"] == mlflow.sklearn.load_model(info.model_uri).predict(X[:7]).tolist()
+        py = http.post("/api/v1/deployments/margin-api/predict",
+                       json={"dataframe_split": {"columns": ["x1", "x0"], "data": X[:5, ::-1][:, -2:].tolist()}})
+        assert py.status_code == 200, py.text
+        np.testing.assert_allclose(py.json()["predictions"], X[:5, 0] - X[:5, 1])

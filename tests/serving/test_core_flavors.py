@@ -235,3 +235,26 @@ def test_host_registers_the_builtin_flavors(tmp_path):
         assert {"onnx", "sklearn", "xgboost", "pyfunc", "python_function"} <= set(host.registry("register_flavors"))
     finally:
         host.close()
+
+
+def test_an_mlflow_python_model_loads_through_mlflow_and_gets_a_frame(tmp_path):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    class Scaled(mlflow.pyfunc.PythonModel):
+        def load_context(self, context):
+            self.factor = 3.0
+
+        def predict(self, context, model_input, params=None):
+            assert isinstance(model_input, pd.DataFrame)
+            return model_input["a"] * self.factor + model_input["b"]
+
+    example = pd.DataFrame({"a": [1.0, 2.0], "b": [0.5, 0.25]})
+    mlflow.pyfunc.save_model(tmp_path / "m", python_model=Scaled(), input_example=example,
+                             pip_requirements=["mlflow"])
+    predictor = PyfuncFlavor().load(tmp_path / "m")
+    assert predictor.input_schema.names == ["a", "b"]
+    got = predictor.predict(np.array([[1.0, 0.5], [4.0, 1.0]]))
+    np.testing.assert_allclose(got, [3.5, 13.0])
+    got = predictor.predict({"b": np.array([1.0]), "a": np.array([2.0])})  # columns by name, any order
+    np.testing.assert_allclose(got, [7.0])

@@ -9,7 +9,10 @@ saved without state is built with ``Class()``.
 The same flavor loads MLflow's ``python_function`` models whose ``loader_module`` is
 ``mlflow.sklearn``, ``mlflow.xgboost`` or ``mlflow.onnx`` through the matching built-in flavor,
 and the MLmodel it writes names this module as ``loader_module``, so ``mlflow.pyfunc.load_model``
-reads it too (:func:`_load_pyfunc`).
+reads it too (:func:`_load_pyfunc`). A custom ``mlflow.pyfunc.PythonModel`` (``loader_module:
+mlflow.pyfunc.model``: the object cloudpickled, or MLflow 3's models from code) is loaded by
+``mlflow.pyfunc.load_model`` itself, which needs ``mlflow`` where the model is served, and gets
+its inputs as a DataFrame when its signature names columns (what MLflow hands it).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from matih_lite.serving.flavors.base import (
 )
 
 LOADER_MODULE = "matih_lite.serving.flavors.pyfunc"
+MLFLOW_PYTHON_MODEL = "mlflow.pyfunc.model"
+"""The loader module of models logged with ``mlflow.pyfunc.log_model(python_model=...)``."""
 STATE_FILE = "state.pkl"
 
 
@@ -113,9 +118,11 @@ class PyfuncFlavor:
         loader = str(conf.get("loader_module") or "")
         if loader in LOADER_FLAVORS:
             return builtin_flavor(LOADER_FLAVORS[loader]).load(folder, options)
+        if loader == MLFLOW_PYTHON_MODEL:
+            return _load_mlflow_python_model(folder, doc)
         if loader != LOADER_MODULE or not conf.get("python_class"):
             raise InvalidInput(f"cannot load this python_function model: loader_module {loader or 'none'!r} is not "
-                               f"one matih-lite serves (it serves {LOADER_MODULE} and "
+                               f"one matih-lite serves (it serves {LOADER_MODULE}, {MLFLOW_PYTHON_MODEL} and "
                                f"{', '.join(LOADER_FLAVORS)}); convert it with 'matih-lite models convert' or save "
                                "it with the pyfunc flavor")
         cls = import_class(str(conf["python_class"]))
@@ -137,6 +144,47 @@ class PyfuncFlavor:
             schema = InputSchema()
         names = getattr(model, "output_names", None)
         return PyfuncPredictor(model, schema, tuple(names) if names else ("predictions",))
+
+
+class MlflowPythonModelPredictor:
+    """An ``mlflow.pyfunc.PythonModel`` as MLflow loads it; inputs become a DataFrame when it names columns."""
+
+    def __init__(self, model: Any, schema: InputSchema) -> None:
+        self.raw = model
+        self.input_schema = schema
+        self.output_names: tuple[str, ...] = ("predictions",)
+
+    def predict(self, inputs: Any) -> Any:
+        from matih_lite.serving.flavors.base import columns_of
+
+        if self.input_schema.kind == "columns" and not hasattr(inputs, "columns"):
+            import pandas as pd
+
+            inputs = pd.DataFrame(columns_of(inputs, self.input_schema))
+        out = self.raw.predict(inputs)
+        if hasattr(out, "columns") and hasattr(out, "to_numpy"):  # a DataFrame: one output per column
+            if len(out.columns) == 1:
+                return out.iloc[:, 0].to_numpy()
+            return {str(c): out[c].to_numpy() for c in out.columns}
+        if hasattr(out, "to_numpy"):  # a Series
+            return out.to_numpy()
+        if isinstance(out, Mapping):
+            return {str(k): np.asarray(v) for k, v in out.items()}
+        return np.asarray(out)
+
+
+def _load_mlflow_python_model(folder: Path, doc: Mapping[str, Any]) -> MlflowPythonModelPredictor:
+    try:
+        import mlflow.pyfunc
+    except ImportError as exc:
+        raise InvalidInput("this model is an mlflow.pyfunc.PythonModel: serving it needs mlflow where the model is "
+                           "served (pip install mlflow)") from exc
+    try:
+        model = mlflow.pyfunc.load_model(str(folder))
+    except Exception as exc:  # mlflow's own errors: code that does not import, a missing artifact...
+        raise InvalidInput(f"mlflow cannot load this PythonModel: {type(exc).__name__}: {exc}"[:1000]) from exc
+    schema = signature_schema(doc)
+    return MlflowPythonModelPredictor(model, schema if isinstance(schema, InputSchema) else InputSchema())
 
 
 def builtin_flavor(name: str) -> Any:
