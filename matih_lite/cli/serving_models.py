@@ -1,19 +1,19 @@
 """``matih-lite models convert NAME VERSION --to onnx``: a registered model as ONNX, as a new version.
 
 Joins the registry's ``models`` group. Conversion runs where the artifacts are: on this folder's
-store (embedded), as the local admin.
+store (embedded, as the local admin), or in the service at ``MATIH_URL`` (as the token's user).
 """
 
 from __future__ import annotations
 
 import os
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 
 from matih_lite.cli.cards import models_app
 from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, escape, print_json
-from matih_lite.errors import InvalidInput
 
 
 @models_app.command("convert")
@@ -38,16 +38,22 @@ def convert(
     from matih_lite.identity import LOCAL_ADMIN
     from matih_lite.serving.convert import convert_version
 
+    if not json_out:
+        console(stderr=True).print(f"converting {escape(name)} v{version} to {escape(to)}...")
     if os.environ.get("MATIH_URL"):
-        raise InvalidInput("models convert runs on the machine that holds the artifacts: unset MATIH_URL and run "
-                           "it in the service's folder")
-    host = Host.open(config, profile)
-    try:
-        if not json_out:
-            console(stderr=True).print(f"converting {escape(name)} v{version} to {escape(to)}...")
-        result = convert_version(host, LOCAL_ADMIN, name, version, to=to, rtol=rtol)
-    finally:
-        host.close()
+        from matih_lite.cli.streams import _call, _service
+        from matih_lite.serving.convert import Conversion
+
+        with _service() as http:
+            doc = _call(http, "POST", f"/api/v1/models/{quote(name, safe='')}/versions/{version}/convert",
+                        json={"to": to, "rtol": rtol})
+        result = msgspec.convert(doc, Conversion)
+    else:
+        host = Host.open(config, profile)
+        try:
+            result = convert_version(host, LOCAL_ADMIN, name, version, to=to, rtol=rtol)
+        finally:
+            host.close()
     if json_out:
         print_json(msgspec.to_builtins(result))
         return

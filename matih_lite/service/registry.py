@@ -17,7 +17,9 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter, QueryParameter
 
 from matih_lite.contracts.registry import Approval, AuditEntry, ModelVersion, RegisteredModel
+from matih_lite.errors import InvalidInput
 from matih_lite.host import Host
+from matih_lite.serving.convert import Conversion
 from matih_lite.registry import Registry, Transition
 from matih_lite.registry.policy import Policy
 from matih_lite.service.auth import Principal, principal
@@ -158,6 +160,12 @@ class RegisterVersion(msgspec.Struct, forbid_unknown_fields=True):
 class UpdateVersion(msgspec.Struct, forbid_unknown_fields=True):
     description: str | None = None
     tags: dict[str, str] | None = None
+
+
+class Convert(msgspec.Struct, forbid_unknown_fields=True):
+    to: str = "onnx"
+    rtol: float = 1e-5
+    """Relative tolerance the converted model's outputs must meet on sample rows."""
 
 
 class Promote(msgspec.Struct, forbid_unknown_fields=True):
@@ -309,6 +317,18 @@ class ModelController(Controller):
         if isinstance(result, Approval):
             return Response(approval_out(result), status_code=202)
         return Response(transition_out(result), status_code=200)
+
+    @post("/{name:str}/versions/{version:int}/convert", sync_to_thread=True, status_code=201,
+          summary="Convert a scikit-learn or XGBoost version to ONNX, check it, register it as the next version")
+    def convert(self, name: str, version: Version, data: JSONBody[Convert], principal: PrincipalDep,
+                host: NamedDependency[Host]) -> Conversion:
+        import math
+
+        from matih_lite.serving.convert import convert_version
+
+        if not math.isfinite(data.rtol) or data.rtol < 0:
+            raise InvalidInput("rtol must be a finite number >= 0", detail={"field": "rtol"})
+        return convert_version(host, principal, name, version, to=data.to, rtol=data.rtol)
 
     # governance ------------------------------------------------------------------------------------
     @post("/{name:str}/rollback", sync_to_thread=True, status_code=200,
