@@ -1184,12 +1184,14 @@ class TrafficManager:
 
     # ---- what this process measured ------------------------------------------------------------------------
     def stats(self, tenant: str, name: str, *, since_ms: int = 0) -> dict[str, Any]:
-        """Per-variant requests, errors, error rate and latency (since ``since_ms``), shadows' agreement."""
+        """Per-variant requests, errors, error rate and latency (since ``since_ms``, over the latest samples this
+        process keeps: 20,000 per variant), the totals since the process started, and shadows' agreement."""
         variants = {}
         for version, st in sorted(self._stats.get((tenant, name), {}).copy().items()):
             w = st.window(since_ms)
             variants[variant_name(version)] = {"version": version, "requests": w.requests, "errors": w.errors,
-                                               "error_rate": w.error_rate, "p50_ms": w.p50_ms, "p99_ms": w.p99_ms}
+                                               "error_rate": w.error_rate, "p50_ms": w.p50_ms, "p99_ms": w.p99_ms,
+                                               "total_requests": st.seq, "total_errors": st.errors}
         shadows = {variant_name(v): {"version": v, **s.summary()}
                    for v, s in sorted(self._shadow_stats.get((tenant, name), {}).copy().items())}
         return {"deployment": name, "since": since_ms, "variants": variants, "shadows": shadows}

@@ -683,7 +683,7 @@ class Bench:
         with httpx.Client(base_url=base, timeout=30.0) as client:
             resp = client.get(f"/api/v1/deployments/{deployment}/stats")
             stats = resp.json() if resp.status_code == 200 else {"error": resp.text[:300]}
-        served = {k: v.get("requests") for k, v in (stats.get("variants") or {}).items()}
+        served = {k: v.get("total_requests", v.get("requests")) for k, v in (stats.get("variants") or {}).items()}
         total = sum(v or 0 for v in served.values())
         note["stats"] = stats
         split = ", ".join(f"{k} {n:,} ({100 * n / total:.1f} %)" for k, n in served.items()) if total else "n/a"

@@ -110,6 +110,8 @@ def test_split_routes_within_two_points_of_the_weights_over_5000_requests(two_ve
     stats = manager.stats(T, "scorer-ab")["variants"]
     assert stats["v1"]["requests"] + stats["v2"]["requests"] == 10_000
     assert stats["v1"]["errors"] == stats["v2"]["errors"] == 0
+    assert (stats["v1"]["total_requests"], stats["v2"]["total_requests"]) == \
+           (stats["v1"]["requests"], stats["v2"]["requests"])
 
 
 def test_the_same_request_key_always_meets_the_same_variant(two_versions):
@@ -201,3 +203,12 @@ def test_every_change_is_in_the_history_with_who_and_why(two_versions):
     assert history[2].detail == {"shadows": {"before": [], "after": [3]}}
     with pytest.raises(NotFound):
         deployments.get(LOCAL_ADMIN, "scorer-live")
+
+
+def test_totals_outlive_the_window_of_kept_samples():
+    from matih_lite.serving.deployments import VariantStats
+
+    st = VariantStats(capacity=100)
+    for i in range(250):
+        st.add(1_000 + i, 1.0, failed=(i % 10 == 0))
+    assert st.window().requests == 100 and (st.seq, st.errors) == (250, 25)
