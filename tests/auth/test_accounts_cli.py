@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 
 import pytest
 
 from matih_lite.cli import main
+from matih_lite.testing.service import ServiceThread
 
 
 @pytest.fixture(autouse=True)
@@ -82,12 +80,9 @@ def test_token_secret_is_printed_once_and_listed_never(cli, hermetic):
 
 
 def test_commands_go_through_the_service_with_matih_url(cli, hermetic, tmp_path, monkeypatch):
-    import uvicorn
-
     from matih_lite.auth import Accounts
     from matih_lite.config import load_config
     from matih_lite.host import Host
-    from matih_lite.service import create_app
 
     folder = tmp_path / "server"
     folder.mkdir()
@@ -99,15 +94,9 @@ def test_commands_go_through_the_service_with_matih_url(cli, hermetic, tmp_path,
     accounts.create_user("globex", "gina", ["admin"])
     admin = accounts.create_token("acme", "alice").secret
     editor = accounts.create_token("acme", "ed").secret
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(host), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+    service = ServiceThread(host).start()
     try:
-        while not server.started:
-            time.sleep(0.01)
-        monkeypatch.setenv("MATIH_URL", f"http://127.0.0.1:{sock.getsockname()[1]}")
+        monkeypatch.setenv("MATIH_URL", service.url)
         monkeypatch.setenv("MATIH_TOKEN", admin)
         code, out, _ = cli("users", "list", "--json")
         assert code == 0 and [u["name"] for u in json.loads(out)["users"]] == ["alice", "ed"]
@@ -127,5 +116,4 @@ def test_commands_go_through_the_service_with_matih_url(cli, hermetic, tmp_path,
         assert code == 1 and "bearer token" in err
         assert not (hermetic / ".matih").exists()  # nothing went to the local store
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        service.stop()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import pytest
 
 import matih_lite as ml
 from matih_lite.cli import main
+from matih_lite.testing.service import ServiceThread
 
 
 @pytest.fixture(autouse=True)
@@ -153,24 +152,15 @@ def test_help_teaches_with_examples(cli):
 
 
 def test_commands_work_against_a_server_through_matih_url(cli, hermetic, tmp_path, monkeypatch):
-    import uvicorn
-
     from matih_lite.config import load_config
     from matih_lite.host import Host
-    from matih_lite.service import create_app
 
     folder = tmp_path / "server"
     folder.mkdir()
     host = Host(load_config(cwd=folder, env={"MATIH_HOME": str(folder / ".matih")}))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(host), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+    service = ServiceThread(host).start()
     try:
-        while not server.started:
-            time.sleep(0.01)
-        monkeypatch.setenv("MATIH_URL", f"http://127.0.0.1:{sock.getsockname()[1]}")
+        monkeypatch.setenv("MATIH_URL", service.url)
         with ml.start_run(experiment="remote", capture=False) as run:
             ml.log_metric("auc", 0.77)
         code, out, _ = cli("runs", "list", "-e", "remote", "--json")
@@ -182,5 +172,4 @@ def test_commands_work_against_a_server_through_matih_url(cli, hermetic, tmp_pat
         assert not (hermetic / ".matih").exists()  # nothing went to the local store
     finally:
         ml.end_run()
-        server.should_exit = True
-        thread.join(timeout=10)
+        service.stop()

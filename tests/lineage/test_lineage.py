@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
 import time
 import uuid
 
@@ -244,26 +242,16 @@ def test_registry_reads_log_input_as_training_data(hermetic):
         host.close()
 
 
-def serve(folder):
-    import uvicorn
+def open_service(folder):
+    """The ml-service of ``folder`` on a free port, started; stop it with ``.stop()``."""
+    from matih_lite.testing.service import ServiceThread
 
-    from matih_lite.service import create_app
-
-    host = Host(load_config(cwd=folder, env={"MATIH_HOME": str(folder / ".matih")}))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(host), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the ml-service did not start"
-        time.sleep(0.01)
-    return f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread
+    return ServiceThread(Host(load_config(cwd=folder, env={"MATIH_HOME": str(folder / ".matih")}))).start()
 
 
 def test_log_input_over_http(tmp_path, monkeypatch):
-    url, server, thread = serve(tmp_path / "svc")
+    service = open_service(tmp_path / "svc")
+    url = service.url
     try:
         monkeypatch.setenv("MATIH_URL", url)
         with ml.start_run(experiment="churn", capture=False) as active:
@@ -279,8 +267,7 @@ def test_log_input_over_http(tmp_path, monkeypatch):
             [event] = client.export()
             assert event["inputs"][0]["facets"]["version"]["datasetVersion"] == "v3"
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        service.stop()
 
 
 # ---- REST -----------------------------------------------------------------------------------------------

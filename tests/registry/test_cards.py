@@ -20,6 +20,7 @@ from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.registry import Registry
 from matih_lite.registry.cards import ModelCards, render_html, render_markdown
 from matih_lite.registry.evaluation import evaluate_predictions, resample_counts
+from matih_lite.testing.service import ServiceThread
 
 MLMODEL = ("flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n    model_path: model.pkl\n"
            "  sklearn:\n    pickled_model: model.pkl\n    serialization_format: pickle\n")
@@ -408,28 +409,14 @@ def test_cli_evaluate_card_and_edit(classifier, cli, hermetic):
 
 
 def test_card_client_over_http(classifier, monkeypatch):
-    import socket
-    import threading
-    import time
 
-    import uvicorn
 
     from matih_lite.registry.cards import CardClient
-    from matih_lite.service import create_app
 
     host, _, _ = classifier
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(Host(load_config(cwd=host.config.base_dir))),
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.01)
+    service = ServiceThread(Host(load_config(cwd=host.config.base_dir))).start()
     try:
-        monkeypatch.setenv("MATIH_URL", f"http://127.0.0.1:{sock.getsockname()[1]}")
+        monkeypatch.setenv("MATIH_URL", service.url)
         import pandas as pd
 
         X, y, sex = make_data(300, seed=8)
@@ -444,8 +431,7 @@ def test_card_client_over_http(classifier, monkeypatch):
             with pytest.raises(NotFound, match="no version 9"):
                 client.card("churn", 9)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        service.stop()
 
 
 def test_another_tenant_sees_no_card(classifier):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import textwrap
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -32,28 +29,15 @@ production_approvers = ["owner", "lead"]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The ml-service on a free 127.0.0.1 port, with a governance policy; yields (url, host)."""
-    import uvicorn
-
     from matih_lite.config import load_config
     from matih_lite.host import Host
-    from matih_lite.service import create_app
+    from matih_lite.testing.service import serve
 
     folder = tmp_path_factory.mktemp("mlflow-registry")
     (folder / "matih.toml").write_text(textwrap.dedent(POLICY))
     host = Host(load_config(cwd=folder, env={"MATIH_HOME": str(folder / ".matih")}))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(host), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the ml-service did not start")
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", host
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(host) as url:
+        yield url, host
 
 
 @pytest.fixture

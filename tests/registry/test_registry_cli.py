@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 
 import pytest
 
 import matih_lite as ml
 from matih_lite.cli import main
+from matih_lite.testing.service import ServiceThread
 
 POLICY = """
 [models."*"]
@@ -146,25 +144,16 @@ def test_reject_and_aliases(cli, folder):
 
 
 def test_commands_work_against_a_server_through_matih_url(cli, folder, tmp_path, monkeypatch):
-    import uvicorn
-
     from matih_lite.config import load_config
     from matih_lite.host import Host
-    from matih_lite.service import create_app
 
     server_folder = tmp_path / "server"
     server_folder.mkdir()
     (server_folder / "matih.toml").write_text(POLICY)
     host = Host(load_config(cwd=server_folder, env={"MATIH_HOME": str(server_folder / ".matih")}))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(host), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+    service = ServiceThread(host).start()
     try:
-        while not server.started:
-            time.sleep(0.01)
-        monkeypatch.setenv("MATIH_URL", f"http://127.0.0.1:{sock.getsockname()[1]}")
+        monkeypatch.setenv("MATIH_URL", service.url)
         run_id = trained(0.91)
         code, out, err = cli("models", "register", "remote", "--run", run_id[:8], "--json")
         assert code == 0, err
@@ -181,5 +170,4 @@ def test_commands_work_against_a_server_through_matih_url(cli, folder, tmp_path,
         assert [e["action"] for e in json.loads(out)["entries"]][-1] == "approval.requested"
         assert not (folder / ".matih").exists()  # nothing went to the local store
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        service.stop()

@@ -108,44 +108,24 @@ class Constant:
 
 def test_convert_over_rest_and_the_cli_with_matih_url(host, tmp_path, data, monkeypatch):
     """The service converts where its artifacts are; the CLI with MATIH_URL asks it to."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
+    import httpx
     from sklearn.linear_model import LogisticRegression
 
     from matih_lite.cli import app, load_commands
-    from matih_lite.service import create_app
+    from matih_lite.testing.service import serve
 
     X, y = data
     SklearnFlavor().save(LogisticRegression().fit(X, y), tmp_path / "m", input_example=X[:5])
     v1 = register(host, tmp_path / "m", "churn")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(host), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive()
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
-        import httpx
-
-        with httpx.Client(base_url=url, timeout=60) as http:
-            made = http.post(f"/api/v1/models/churn/versions/{v1.version}/convert", json={"to": "onnx"})
-            assert made.status_code == 201, made.text
-            assert made.json()["version"] == v1.version + 1 and made.json()["from_version"] == v1.version
-            bad = http.post(f"/api/v1/models/churn/versions/{v1.version}/convert", json={"to": "tflite"})
-            assert bad.status_code == 400 and "onnx" in bad.json()["detail"]
-            assert http.post("/api/v1/models/churn/versions/99/convert", json={}).status_code == 404
+    with serve(host) as url, httpx.Client(base_url=url, timeout=60) as http:
+        made = http.post(f"/api/v1/models/churn/versions/{v1.version}/convert", json={"to": "onnx"})
+        assert made.status_code == 201, made.text
+        assert made.json()["version"] == v1.version + 1 and made.json()["from_version"] == v1.version
+        bad = http.post(f"/api/v1/models/churn/versions/{v1.version}/convert", json={"to": "tflite"})
+        assert bad.status_code == 400 and "onnx" in bad.json()["detail"]
+        assert http.post("/api/v1/models/churn/versions/99/convert", json={}).status_code == 404
         monkeypatch.setenv("MATIH_URL", url)
         load_commands()
         out = CliRunner().invoke(app, ["models", "convert", "churn", str(v1.version), "--json"])
         assert out.exit_code == 0, out.output
         assert json.loads(out.output)["version"] == v1.version + 2
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()

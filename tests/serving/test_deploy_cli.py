@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from matih_lite.host import Host
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.registry import Registry
 from matih_lite.serving import flavor as flavor_of
+from matih_lite.testing.service import serve
 from matih_lite.tracking import Tracking
 
 T = "default"
@@ -95,44 +94,29 @@ def test_deploy_list_show_history_predict_delete_embedded(cli, models):
 
 
 def test_the_cli_over_matih_url_and_a_running_service_noticing_embedded_changes(cli, models, monkeypatch):
-    import uvicorn
-
-    from matih_lite.service import create_app
-
     host = Host.open()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(host), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive()
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        assert cli("deploy", "churn-api", "--model", "churn", "--version", "1")[0] == 0  # embedded
-        monkeypatch.setenv("MATIH_URL", url)
-        code, out, err = cli("predict", "request", "churn-api", "--json", '{"dataframe_split": {"data": [[1, 0]]}}')
-        assert code == 0, err
-        assert json.loads(out)["version"] == 1
-        code, out, _ = cli("deployments", "show", "churn-api")
-        assert code == 0 and "v1" in out
-        monkeypatch.delenv("MATIH_URL")
-        assert cli("deploy", "churn-api", "--version", "3")[0] == 0  # embedded, while the service runs
-        monkeypatch.setenv("MATIH_URL", url)
-        deadline = time.monotonic() + 10
-        while True:  # the service reads the change feed about once a second
-            answer = json.loads(cli("predict", "request", "churn-api", "--json", '{"inputs": [[1, 0]]}')[1])
-            if answer["version"] == 3 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert answer["version"] == 3 and answer["predictions"] == [201.0]
-        code, out, _ = cli("deploy", "churn-api", "--shadow", "2", "--json")
-        assert code == 0 and json.loads(out)["shadows"] == [2]
-        code, _, err = cli("predict", "request", "nope", "--json", '{"inputs": [[1, 0]]}')
-        assert code == 1 and "does not exist" in err
+        with serve(host) as url:
+            assert cli("deploy", "churn-api", "--model", "churn", "--version", "1")[0] == 0  # embedded
+            monkeypatch.setenv("MATIH_URL", url)
+            code, out, err = cli("predict", "request", "churn-api", "--json", '{"dataframe_split": {"data": [[1, 0]]}}')
+            assert code == 0, err
+            assert json.loads(out)["version"] == 1
+            code, out, _ = cli("deployments", "show", "churn-api")
+            assert code == 0 and "v1" in out
+            monkeypatch.delenv("MATIH_URL")
+            assert cli("deploy", "churn-api", "--version", "3")[0] == 0  # embedded, while the service runs
+            monkeypatch.setenv("MATIH_URL", url)
+            deadline = time.monotonic() + 10
+            while True:  # the service reads the change feed about once a second
+                answer = json.loads(cli("predict", "request", "churn-api", "--json", '{"inputs": [[1, 0]]}')[1])
+                if answer["version"] == 3 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert answer["version"] == 3 and answer["predictions"] == [201.0]
+            code, out, _ = cli("deploy", "churn-api", "--shadow", "2", "--json")
+            assert code == 0 and json.loads(out)["shadows"] == [2]
+            code, _, err = cli("predict", "request", "nope", "--json", '{"inputs": [[1, 0]]}')
+            assert code == 1 and "does not exist" in err
     finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
         host.close()

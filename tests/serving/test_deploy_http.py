@@ -4,11 +4,8 @@ a model that raises, labels, and concurrent requests that do not wait for each o
 from __future__ import annotations
 
 import asyncio
-import socket
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,6 +18,7 @@ from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.registry import Registry
 from matih_lite.service import create_app
 from matih_lite.serving import flavor as flavor_of
+from matih_lite.testing.service import serve
 from matih_lite.tracking import Tracking
 
 T = "default"
@@ -202,29 +200,6 @@ def test_sticky_key_header_and_labels_by_request_id(client, host):
     window = attach_traffic(host).inference_log.window("churn-api", 0, 2**62)
     labelled = [r for r in window.table.to_pylist() if r["request_id"] == "order-42"]
     assert sorted((r["row"], r["label"]) for r in labelled) == [(0, 1.0), (1, 0.0)]
-
-
-@contextmanager
-def serve(host):
-    """The ml-service under uvicorn on a free 127.0.0.1 port, in a thread."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(host), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the service did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 def test_concurrent_requests_do_not_wait_for_a_slow_model(host):

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import tempfile
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +11,8 @@ import pytest
 from matih_lite.host import Host
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.registry import Registry
-from matih_lite.service import create_app
 from matih_lite.serving import flavor as flavor_of
+from matih_lite.testing.service import serve
 from matih_lite.tracking import Tracking
 
 T = "default"
@@ -39,28 +35,6 @@ def register(host, name, model, flavor, example):
     return Registry(host).register_version(LOCAL_ADMIN, name, run_id=run.run_id, path="model", flavor=flavor)
 
 
-@contextmanager
-def serve(host):
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(host), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the service did not start"
-        time.sleep(0.02)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def models():
     from sklearn.ensemble import GradientBoostingClassifier
@@ -80,10 +54,11 @@ def server(hermetic, models):
     register(host, "churn", classifier, "sklearn", X[:2])
     register(host, "churn", regressor, "sklearn", X[:2])
     register(host, "broken", Raising(), "pyfunc", X[:2])
-    with serve(host) as url:
+    with serve(host) as base:
         import httpx
 
-        with httpx.Client(base_url=f"http://{url}") as c:
+        url = base.removeprefix("http://")  # tritonclient takes host:port
+        with httpx.Client(base_url=base) as c:
             for body in ({"name": "churn-api", "model": "churn", "version": 1, "shadows": [2]},
                          {"name": "broken-api", "model": "broken", "version": 1}):
                 assert c.post("/api/v1/deployments", json=body).status_code == 201

@@ -4,15 +4,13 @@ against a running service over ``MATIH_URL``; mistakes are one line and exit cod
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import pytest
+from test_deploy_cli import cli, models, wide_terminal  # noqa: F401  (fixtures shared with the deploy CLI tests)
 
 from matih_lite.host import Host
-
-from test_deploy_cli import cli, models, wide_terminal  # noqa: F401  (fixtures shared with the deploy CLI tests)
+from matih_lite.testing.service import serve
 
 
 def lines(n, start=0):
@@ -56,46 +54,32 @@ def test_mistakes_are_one_line(cli, models, args, message):  # noqa: F811
 
 
 def test_start_list_stop_in_a_running_service(cli, models, monkeypatch, tmp_path):  # noqa: F811
-    import uvicorn
-
-    from matih_lite.service import create_app
-
     assert cli("deploy", "churn-api", "--model", "churn", "--version", "3")[0] == 0
     host = Host.open()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(host), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive()
-        time.sleep(0.02)
-    monkeypatch.setenv("MATIH_URL", f"http://127.0.0.1:{sock.getsockname()[1]}")
     try:
-        requests = tmp_path / "requests.jsonl"
-        requests.write_text(lines(25))
-        assert cli("predict", "stream", "send", "--topic", "requests", "--file", str(requests))[0] == 0
-        code, out, err = cli("predict", "stream", "start", "churn-api", "--source", "requests", "--sink", "answers")
-        assert code == 0, err
-        assert "consumes requests into answers" in out
-        deadline = time.monotonic() + 20
-        while True:
-            code, out, _ = cli("predict", "stream", "list", "churn-api", "--json")
-            found = json.loads(out)
-            if found[0]["predicted"] == 25 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert (found[0]["predicted"], found[0]["lag"]) == (25, 0)
-        code, out, _ = cli("predict", "stream", "list", "churn-api")
-        assert "requests" in out and "answers" in out
-        code, out, _ = cli("predict", "stream", "read", "--topic", "answers", "--json")
-        assert [json.loads(line)["data"]["predictions"] for line in out.splitlines()] == \
-               [[i + 200.0] for i in range(25)]
-        assert cli("predict", "stream", "stop", "churn-api")[0] == 0
-        code, out, _ = cli("predict", "stream", "list", "churn-api")
-        assert "consumes no stream" in out
+        with serve(host) as url:
+            monkeypatch.setenv("MATIH_URL", url)
+            requests = tmp_path / "requests.jsonl"
+            requests.write_text(lines(25))
+            assert cli("predict", "stream", "send", "--topic", "requests", "--file", str(requests))[0] == 0
+            code, out, err = cli("predict", "stream", "start", "churn-api", "--source", "requests", "--sink", "answers")
+            assert code == 0, err
+            assert "consumes requests into answers" in out
+            deadline = time.monotonic() + 20
+            while True:
+                code, out, _ = cli("predict", "stream", "list", "churn-api", "--json")
+                found = json.loads(out)
+                if found[0]["predicted"] == 25 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert (found[0]["predicted"], found[0]["lag"]) == (25, 0)
+            code, out, _ = cli("predict", "stream", "list", "churn-api")
+            assert "requests" in out and "answers" in out
+            code, out, _ = cli("predict", "stream", "read", "--topic", "answers", "--json")
+            assert [json.loads(line)["data"]["predictions"] for line in out.splitlines()] == \
+                   [[i + 200.0] for i in range(25)]
+            assert cli("predict", "stream", "stop", "churn-api")[0] == 0
+            code, out, _ = cli("predict", "stream", "list", "churn-api")
+            assert "consumes no stream" in out
     finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
         host.close()
