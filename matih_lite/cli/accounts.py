@@ -19,8 +19,9 @@ import typer
 from matih_lite.cli import app
 from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, escape, print_json, table
 from matih_lite.contracts.auth import Token, User
-from matih_lite.errors import InvalidInput, NotFound, StoreError
+from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.identity import DEFAULT_TENANT, ROLES
+from matih_lite.remote import ServiceHttp
 
 users_app = typer.Typer(
     help="Create, list, disable and enable users of a tenant.\n\n"
@@ -94,38 +95,16 @@ class RemoteAccounts:
     """An admin's view over ``/api/v1/auth`` at ``MATIH_URL``: their own tenant only."""
 
     def __init__(self, url: str, token: str | None) -> None:
-        import httpx
-
-        self.url = url.rstrip("/")
-        headers = {"Accept": "application/json", "User-Agent": "matih-lite-cli"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
-        self._httpx = httpx
+        self.http = ServiceHttp(url, token, user_agent="matih-lite-cli",
+                                hint="unset MATIH_URL to manage the accounts of this folder's store")
         self._me: str | None = None
 
     def close(self) -> None:
         self.http.close()
 
-    def _call(self, method: str, path: str, **kw: Any) -> Any:
-        from matih_lite.tracking.client import error_from_response
-
-        try:
-            resp = self.http.request(method, path, **kw)
-        except self._httpx.TransportError as exc:
-            raise StoreError(f"cannot reach the matih-lite service at {self.url} (MATIH_URL): {exc}; unset "
-                             "MATIH_URL to manage the accounts of this folder's store") from exc
-        if resp.status_code >= 400:
-            try:
-                body = resp.json()
-            except ValueError:
-                body = resp.text
-            raise error_from_response(resp.status_code, body, method=method, url=self.url + path)
-        return resp.json()
-
     def tenant(self, given: str | None) -> str:
         if self._me is None:
-            self._me = self._call("GET", "/api/v1/auth/whoami")["tenant"]
+            self._me = self.http.call("GET", "/api/v1/auth/whoami")["tenant"]
         if given and given != self._me:
             raise InvalidInput(f"MATIH_TOKEN belongs to tenant {self._me!r}; it cannot manage tenant {given!r} "
                                "(unset MATIH_URL and run this on the server's folder instead)")
@@ -135,25 +114,25 @@ class RemoteAccounts:
         return [self.tenant(given)]
 
     def create_user(self, tenant: str, name: str, roles: Sequence[str]) -> User:
-        return _user(self._call("POST", "/api/v1/auth/users", json={"name": name, "roles": list(roles)}))
+        return _user(self.http.call("POST", "/api/v1/auth/users", json={"name": name, "roles": list(roles)}))
 
     def list_users(self, tenant: str) -> list[User]:
-        return [_user(u) for u in self._call("GET", "/api/v1/auth/users")["users"]]
+        return [_user(u) for u in self.http.call("GET", "/api/v1/auth/users")["users"]]
 
     def update_user(self, tenant: str, name: str, *, disabled: bool) -> User:
-        return _user(self._call("PATCH", f"/api/v1/auth/users/{quote(name, safe='')}", json={"disabled": disabled}))
+        return _user(self.http.call("PATCH", f"/api/v1/auth/users/{quote(name, safe='')}", json={"disabled": disabled}))
 
     def create_token(self, tenant: str, user: str, **kw: Any) -> tuple[Token, str]:
-        body = self._call("POST", "/api/v1/auth/tokens", json={"user": user, **kw})
+        body = self.http.call("POST", "/api/v1/auth/tokens", json={"user": user, **kw})
         return _token(body["token"], tenant), body["secret"]
 
     def list_tokens(self, tenant: str, user: str | None) -> list[Token]:
         params = {"user": user} if user else {}
-        return [_token(t, tenant) for t in self._call("GET", "/api/v1/auth/tokens", params=params)["tokens"]]
+        return [_token(t, tenant) for t in self.http.call("GET", "/api/v1/auth/tokens", params=params)["tokens"]]
 
     def revoke_token(self, tenant: str | None, token_id: str) -> Token:
         me = self.tenant(tenant)
-        return _token(self._call("DELETE", f"/api/v1/auth/tokens/{quote(token_id, safe='')}"), me)
+        return _token(self.http.call("DELETE", f"/api/v1/auth/tokens/{quote(token_id, safe='')}"), me)
 
 
 def _user(d: dict[str, Any]) -> User:

@@ -10,7 +10,6 @@ the routed version in this process.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,8 +21,9 @@ import typer
 from matih_lite.cli import app
 from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, escape, print_json, table
 from matih_lite.contracts.deployments import Deployment, DeploymentChange
-from matih_lite.errors import InvalidInput, StoreError
+from matih_lite.errors import InvalidInput
 from matih_lite.identity import LOCAL_ADMIN
+from matih_lite.remote import ServiceHttp
 
 deployments_app = typer.Typer(
     help="List, show and delete deployments, and read every change made to them.\n\n"
@@ -39,17 +39,9 @@ class DeploymentClient:
     """Deployments embedded (this folder's store, as the local admin) or over HTTP (``MATIH_URL``)."""
 
     def __init__(self, config: str | None = None, profile: str | None = None) -> None:
-        self.url = (os.environ.get("MATIH_URL") or "").rstrip("/") or None
         self.host: Any = None
-        self.http: Any = None
-        if self.url:
-            import httpx
-
-            headers = {"Accept": "application/json", "User-Agent": "matih-lite-cli"}
-            if os.environ.get("MATIH_TOKEN"):
-                headers["Authorization"] = f"Bearer {os.environ['MATIH_TOKEN']}"
-            self.http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(60, connect=5))
-        else:
+        self.http = ServiceHttp.from_env(user_agent="matih-lite-cli", timeout=60.0)
+        if self.http is None:
             from matih_lite.host import Host
             from matih_lite.serving.deployments import Deployments
 
@@ -68,22 +60,6 @@ class DeploymentClient:
             detach_traffic(self.host)
             self.host.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        from matih_lite.tracking.client import error_from_response
-
-        try:
-            resp = self.http.request(method, path, **kwargs)
-        except Exception as exc:  # httpx.TransportError and friends
-            raise StoreError(f"cannot reach the matih-lite service at {self.url} (MATIH_URL): {exc}; start it with "
-                             "'matih-lite up', or unset MATIH_URL to work on this folder's store") from exc
-        if resp.status_code >= 400:
-            try:
-                body = resp.json()
-            except ValueError:
-                body = resp.text
-            raise error_from_response(resp.status_code, body, method=method, url=self.url + path)
-        return resp.json() if resp.content else None
-
     def deploy(self, name: str, model: str | None, **changes: Any) -> Deployment:
         if self.http is None:
             return self.deployments.deploy(LOCAL_ADMIN, name, model, **changes)
@@ -91,13 +67,14 @@ class DeploymentClient:
         from matih_lite.errors import NotFound
 
         try:
-            self._call("GET", f"/api/v1/deployments/{quote(name, safe='')}")
+            self.http.call("GET", f"/api/v1/deployments/{quote(name, safe='')}")
         except NotFound:
             if not model:
                 raise InvalidInput(f"deployment {name!r} does not exist; give --model to create it") from None
             body.pop("reason", None)
-            return _deployment(self._call("POST", "/api/v1/deployments", json={"name": name, "model": model, **body}))
-        return _deployment(self._call("PATCH", f"/api/v1/deployments/{quote(name, safe='')}", json=body))
+            return _deployment(self.http.call("POST", "/api/v1/deployments",
+                                              json={"name": name, "model": model, **body}))
+        return _deployment(self.http.call("PATCH", f"/api/v1/deployments/{quote(name, safe='')}", json=body))
 
     def list(self, model: str | None) -> list[Deployment]:
         if self.http is None:
@@ -109,30 +86,31 @@ class DeploymentClient:
                 if not token:
                     return out
         params = {"model": model} if model else {}
-        return [_deployment(d) for d in self._call("GET", "/api/v1/deployments", params=params)["deployments"]]
+        return [_deployment(d) for d in self.http.call("GET", "/api/v1/deployments", params=params)["deployments"]]
 
     def get(self, name: str) -> Deployment:
         if self.http is None:
             return self.deployments.get(LOCAL_ADMIN, name)
-        return _deployment(self._call("GET", f"/api/v1/deployments/{quote(name, safe='')}"))
+        return _deployment(self.http.call("GET", f"/api/v1/deployments/{quote(name, safe='')}"))
 
     def history(self, name: str) -> list[DeploymentChange]:
         if self.http is None:
             return self.deployments.history(LOCAL_ADMIN, name, max_results=50_000).items
-        doc = self._call("GET", f"/api/v1/deployments/{quote(name, safe='')}/history", params={"max_results": 50_000})
+        doc = self.http.call("GET", f"/api/v1/deployments/{quote(name, safe='')}/history",
+                             params={"max_results": 50_000})
         return [msgspec.convert({"tenant": "", "deployment": name, **c}, DeploymentChange) for c in doc["changes"]]
 
     def stats(self, name: str) -> dict[str, Any] | None:
         """What the serving process measured (only a running service has traffic to show)."""
         if self.http is None:
             return None
-        return self._call("GET", f"/api/v1/deployments/{quote(name, safe='')}/stats")
+        return self.http.call("GET", f"/api/v1/deployments/{quote(name, safe='')}/stats")
 
     def delete(self, name: str, reason: str) -> None:
         if self.http is None:
             self.deployments.delete(LOCAL_ADMIN, name, reason=reason)
             return
-        self._call("DELETE", f"/api/v1/deployments/{quote(name, safe='')}", params={"reason": reason})
+        self.http.call("DELETE", f"/api/v1/deployments/{quote(name, safe='')}", params={"reason": reason})
 
     def predict(self, name: str, body: dict[str, Any], key: str | None, version: int | None) -> dict[str, Any]:
         if self.http is not None:
@@ -140,8 +118,8 @@ class DeploymentClient:
             if version is not None:
                 raise InvalidInput("--version works embedded only; over HTTP pin a version with the Open Inference "
                                    f"Protocol: POST /v2/models/{name}/versions/{version}/infer")
-            return self._call("POST", f"/api/v1/deployments/{quote(name, safe='')}/predict", json=body,
-                              headers=headers)
+            return self.http.call("POST", f"/api/v1/deployments/{quote(name, safe='')}/predict", json=body,
+                                  headers=headers)
         return _predict_embedded(self.host, name, body, key, version)
 
 

@@ -10,7 +10,6 @@ failed or was cancelled, 2 a bad spec or a job that could never fit its quota.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +20,7 @@ from matih_lite.cli import app
 from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, escape, print_json, table
 from matih_lite.cli.tracking import duration, number, when
 from matih_lite.errors import InvalidInput
+from matih_lite.remote import ServiceHttp
 
 jobs_app = typer.Typer(
     help="Training and tuning jobs: list them (and why they wait), show, read logs, cancel.\n\n"
@@ -51,17 +51,10 @@ class JobsClient:
     """The jobs API through the :class:`~matih_lite.training.jobs.Jobs` service here, or a server at MATIH_URL."""
 
     def __init__(self, config: str | None = None, profile: str | None = None) -> None:
-        self.url = os.environ.get("MATIH_URL") or None
         self._host = None
-        if self.url:
-            import httpx
-
-            headers = {"Accept": "application/json", "User-Agent": "matih-lite-cli"}
-            token = os.environ.get("MATIH_TOKEN")
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            self._http = httpx.Client(base_url=self.url.rstrip("/"), headers=headers, timeout=60.0)
-        else:
+        self._http = ServiceHttp.from_env(user_agent="matih-lite-cli", timeout=60.0,
+                                          hint="start it with 'matih-lite up', or unset MATIH_URL to run jobs here")
+        if self._http is None:
             from matih_lite.host import Host
             from matih_lite.identity import LOCAL_ADMIN
             from matih_lite.training.jobs import Jobs
@@ -74,55 +67,36 @@ class JobsClient:
     def embedded(self) -> bool:
         return self._host is not None
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
-        from matih_lite.errors import StoreError
-        from matih_lite.tracking.client import error_from_response
-
-        try:
-            resp = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise StoreError(f"cannot reach the matih-lite service at {self.url} (MATIH_URL): {exc}; start it "
-                             "with 'matih-lite up', or unset MATIH_URL to run jobs here") from exc
-        if resp.status_code >= 400:
-            try:
-                body = resp.json()
-            except ValueError:
-                body = resp.text
-            raise error_from_response(resp.status_code, body, method=method, url=self.url + path)
-        return resp.json()
-
     def submit(self, spec: dict[str, Any], kind: str, register: str | None) -> dict[str, Any]:
         if self.embedded:
             return job_dict(self.jobs.submit(self.principal, spec, kind=kind, register=register))
-        return self._call("POST", "/api/v1/jobs/", json={"spec": spec, "kind": kind, "register": register})
+        return self._http.call("POST", "/api/v1/jobs/", json={"spec": spec, "kind": kind, "register": register})
 
     def get(self, job_id: str, progress: bool = True) -> dict[str, Any]:
         if self.embedded:
             job = self.jobs.get(self.principal, job_id)
             return job_dict(job, self.jobs.progress(self.principal, job) if progress else None)
-        return self._call("GET", f"/api/v1/jobs/{job_id}", params={"progress": str(progress).lower()})
+        return self._http.call("GET", f"/api/v1/jobs/{job_id}", params={"progress": str(progress).lower()})
 
     def list(self, statuses: list[str], max_results: int) -> list[dict[str, Any]]:
         if self.embedded:
             return [job_dict(j) for j in self.jobs.list(self.principal, statuses=statuses or None,
                                                         max_results=max_results).items]
         params: list[tuple[str, Any]] = [("max_results", max_results)] + [("status", s) for s in statuses]
-        return self._call("GET", "/api/v1/jobs/", params=params)["jobs"]
+        return self._http.call("GET", "/api/v1/jobs/", params=params)["jobs"]
 
     def logs(self, job_id: str, offset: int) -> tuple[str, int, str]:
         if self.embedded:
             job = self.jobs.get(self.principal, job_id)
             text = self.jobs.logs(self.principal, job.job_id, offset)
             return text, offset + len(text), job.status
-        body = self._call("GET", f"/api/v1/jobs/{job_id}/logs", params={"offset": offset})
+        body = self._http.call("GET", f"/api/v1/jobs/{job_id}/logs", params={"offset": offset})
         return body["text"], body["offset"], body["status"]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         if self.embedded:
             return job_dict(self.jobs.cancel(self.principal, job_id))
-        return self._call("POST", f"/api/v1/jobs/{job_id}/cancel")
+        return self._http.call("POST", f"/api/v1/jobs/{job_id}/cancel")
 
     def close(self) -> None:
         if self._host is not None:

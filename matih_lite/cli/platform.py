@@ -12,7 +12,7 @@ import typer
 
 from matih_lite.cli import app
 from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, escape, print_json, table
-from matih_lite.errors import ConfigError, MatihError
+from matih_lite.errors import ConfigError
 
 config_app = typer.Typer(help="Show and check matih.toml.", no_args_is_help=True)
 plugins_app = typer.Typer(help="See which plugins and backends are installed.", no_args_is_help=True)

@@ -41,12 +41,12 @@ def convert(
     if not json_out:
         console(stderr=True).print(f"converting {escape(name)} v{version} to {escape(to)}...")
     if os.environ.get("MATIH_URL"):
-        from matih_lite.cli.streams import _call, _service
+        from matih_lite.cli.streams import _service
         from matih_lite.serving.convert import Conversion
 
         with _service() as http:
-            doc = _call(http, "POST", f"/api/v1/models/{quote(name, safe='')}/versions/{version}/convert",
-                        json={"to": to, "rtol": rtol})
+            doc = http.call("POST", f"/api/v1/models/{quote(name, safe='')}/versions/{version}/convert",
+                            json={"to": to, "rtol": rtol})
         result = msgspec.convert(doc, Conversion)
     else:
         host = Host.open(config, profile)

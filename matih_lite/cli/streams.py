@@ -22,6 +22,7 @@ import typer
 from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, escape, print_json, table
 from matih_lite.errors import ConfigError, InvalidInput
 from matih_lite.identity import LOCAL_ADMIN
+from matih_lite.remote import ServiceHttp
 
 stream_app = typer.Typer(
     help="Answer a topic of requests through a deployment, into a topic of predictions.\n\n"
@@ -49,35 +50,13 @@ GroupOption = Annotated[str | None, typer.Option("--group", "-g", help="Consumer
 BatchOption = Annotated[int, typer.Option("--batch-size", help="Requests read per round.", min=1, max=5000)]
 
 
-def _service() -> Any:
-    import httpx
-
-    url = (os.environ.get("MATIH_URL") or "").rstrip("/")
-    if not url:
+def _service() -> ServiceHttp:
+    http = ServiceHttp.from_env(user_agent="matih-lite-cli", timeout=60.0, hint="")
+    if http is None:
         raise ConfigError("stream consumers run inside the ml-service: set MATIH_URL (e.g. http://127.0.0.1:8000) "
                           "to the running 'matih-lite up', or consume in this process with 'predict stream run'",
                           key="MATIH_URL")
-    headers = {"Accept": "application/json", "User-Agent": "matih-lite-cli"}
-    if os.environ.get("MATIH_TOKEN"):
-        headers["Authorization"] = f"Bearer {os.environ['MATIH_TOKEN']}"
-    return httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(60, connect=5))
-
-
-def _call(http: Any, method: str, path: str, **kwargs: Any) -> Any:
-    from matih_lite.errors import StoreError
-    from matih_lite.tracking.client import error_from_response
-
-    try:
-        resp = http.request(method, path, **kwargs)
-    except Exception as exc:  # httpx.TransportError and friends
-        raise StoreError(f"cannot reach the matih-lite service at {http.base_url} (MATIH_URL): {exc}") from exc
-    if resp.status_code >= 400:
-        try:
-            body = resp.json()
-        except ValueError:
-            body = resp.text
-        raise error_from_response(resp.status_code, body, method=method, url=str(http.base_url) + path)
-    return resp.json() if resp.content else None
+    return http
 
 
 def _rows(consumers: list[dict[str, Any]]) -> list[list[Any]]:
@@ -97,8 +76,8 @@ def start(
 ) -> None:
     """Start a consumer in the running service (MATIH_URL); it starts again when the service does."""
     with _service() as http:
-        doc = _call(http, "POST", f"/api/v1/deployments/{quote(deployment, safe='')}/streams",
-                    json={"source": source, "sink": sink, "group": group, "batch_size": batch_size})
+        doc = http.call("POST", f"/api/v1/deployments/{quote(deployment, safe='')}/streams",
+                        json={"source": source, "sink": sink, "group": group, "batch_size": batch_size})
     if json_out:
         print_json(doc)
         return
@@ -113,7 +92,7 @@ def list_(
 ) -> None:
     """The deployment's consumers in the running service: counts, lag, last error."""
     with _service() as http:
-        found = _call(http, "GET", f"/api/v1/deployments/{quote(deployment, safe='')}/streams")
+        found = http.call("GET", f"/api/v1/deployments/{quote(deployment, safe='')}/streams")
     if json_out:
         print_json(found)
         return
@@ -132,7 +111,7 @@ def stop(
     """Stop a consumer of the running service; its committed offset stays for a later start."""
     group = group or deployment
     with _service() as http:
-        _call(http, "DELETE", f"/api/v1/deployments/{quote(deployment, safe='')}/streams/{quote(group, safe='')}")
+        http.call("DELETE", f"/api/v1/deployments/{quote(deployment, safe='')}/streams/{quote(group, safe='')}")
     console().print(f"stopped group {escape(group)} of deployment [bold]{escape(deployment)}[/bold]")
 
 
@@ -230,8 +209,8 @@ def read(
     """Read a topic's records from an offset (JSON lines with --json)."""
     if os.environ.get("MATIH_URL"):
         with _service() as http:
-            page = _call(http, "GET", f"/api/v1/streams/{quote(topic, safe='')}/records",
-                         params={"from_offset": from_offset, "max_results": max_results})
+            page = http.call("GET", f"/api/v1/streams/{quote(topic, safe='')}/records",
+                             params={"from_offset": from_offset, "max_results": max_results})
         records = page["records"]
     else:
         from matih_lite.host import Host
@@ -279,8 +258,8 @@ def _records(file: Path) -> list[dict[str, Any]]:
 def _append(topic: str, records: list[dict[str, Any]], config: str | None, profile: str | None) -> int:
     if os.environ.get("MATIH_URL"):
         with _service() as http:
-            return _call(http, "POST", f"/api/v1/streams/{quote(topic, safe='')}/records",
-                         json={"records": records})["first_offset"]
+            return http.call("POST", f"/api/v1/streams/{quote(topic, safe='')}/records",
+                             json={"records": records})["first_offset"]
     from matih_lite.host import Host
     from matih_lite.serving.streams import tenant_stream
 

@@ -774,13 +774,7 @@ class CardClient:
             return ModelCards(self.host).render(self.principal, name, version, fmt)
         if fmt not in FORMATS:
             raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-        path = self._path(name, version, "card")
-        try:
-            resp = self._http.http.get(path, params={"format": fmt})
-        except self._http._httpx.TransportError as exc:
-            raise self._http._unreachable(exc) from exc
-        if resp.status_code >= 400:
-            raise self._http._error(resp, "GET", path)
+        resp = self._http.service.send("GET", self._path(name, version, "card"), params={"format": fmt})
         return resp.text if fmt != "json" else json.dumps(resp.json(), indent=2) + "\n"
 
     def edit(self, name: str, version: int | str, **fields: Any) -> dict[str, Any]:

@@ -20,9 +20,9 @@ import msgspec
 
 from matih_lite.contracts.records import Page
 from matih_lite.contracts.registry import Approval, AuditEntry, ModelVersion, RegisteredModel
-from matih_lite.errors import StoreError
 from matih_lite.identity import LOCAL_ADMIN, Principal
 from matih_lite.registry.service import Transition
+from matih_lite.remote import ServiceHttp
 
 
 def _seg(value: Any) -> str:
@@ -61,44 +61,6 @@ class _Embedded:
             self.host.close()
 
 
-class _Http:
-    name = "http"
-
-    def __init__(self, url: str, token: str | None, timeout: float) -> None:
-        import httpx
-
-        self._httpx = httpx
-        self.location = url.rstrip("/")
-        headers = {"Accept": "application/json", "User-Agent": "matih-lite-sdk"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self.http = httpx.Client(base_url=self.location, headers=headers,
-                                 timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-                                 transport=httpx.HTTPTransport(retries=2))
-
-    def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        from matih_lite.tracking.client import error_from_response
-
-        try:
-            resp = self.http.request(method, path, **kwargs)
-        except self._httpx.TransportError as exc:
-            raise StoreError(f"cannot reach the matih-lite service at {self.location} (MATIH_URL): "
-                             f"{type(exc).__name__}: {exc or 'no detail'}; start it with 'matih-lite up', or unset "
-                             "MATIH_URL to work on this folder's store") from exc
-        if resp.status_code >= 400:
-            try:
-                body = resp.json()
-            except ValueError:
-                body = resp.text
-            raise error_from_response(resp.status_code, body, method=method, url=self.location + path)
-        if resp.status_code == 204 or not resp.content:
-            return resp.status_code, None
-        return resp.status_code, resp.json()
-
-    def close(self) -> None:
-        self.http.close()
-
-
 class RegistryClient:
     """Registered models, versions, promotions, approvals, aliases and audit logs, embedded or over HTTP.
 
@@ -122,7 +84,7 @@ class RegistryClient:
                 raise InvalidInput("over HTTP (MATIH_URL) the service names the caller from its token; acting as "
                                    "another user works only embedded")
             token = token if token is not None else (os.environ.get("MATIH_TOKEN") or None)
-            self._http: _Http | None = _Http(url, token, timeout)
+            self._http: ServiceHttp | None = ServiceHttp(url, token, timeout=timeout, retries=2)
             self._embedded: _Embedded | None = None
         else:
             self._http = None
@@ -135,7 +97,7 @@ class RegistryClient:
 
     @property
     def location(self) -> str:
-        return self._http.location if self._http else self._embedded.location  # type: ignore[union-attr]
+        return self._http.url if self._http else self._embedded.location  # type: ignore[union-attr]
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -148,11 +110,11 @@ class RegistryClient:
 
     def _get(self, path: str, **params: Any) -> Any:
         assert self._http is not None
-        return self._http.request("GET", path, params={k: v for k, v in params.items() if v is not None})[1]
+        return self._http.call("GET", path, params={k: v for k, v in params.items() if v is not None})
 
     def _send(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         assert self._http is not None
-        return self._http.request(method, path, json=body)
+        return self._http.call_with_status(method, path, json=body)
 
     # ---- models -----------------------------------------------------------------------------------
     def create_model(self, name: str, *, description: str = "",

@@ -30,16 +30,8 @@ from urllib.parse import quote
 
 from matih_lite.contracts.artifacts import ArtifactInfo
 from matih_lite.contracts.records import Experiment, Metric, Page, Run
-from matih_lite.errors import (
-    Conflict,
-    Forbidden,
-    GovernanceRefused,
-    InvalidInput,
-    MatihError,
-    NotFound,
-    StoreError,
-    Unauthorized,
-)
+from matih_lite.errors import Conflict, InvalidInput, MatihError, NotFound, StoreError
+from matih_lite.remote import ServiceHttp, error_from_response  # noqa: F401 - error_from_response's old home
 from matih_lite.tracking.service import MAX_BATCH_METRICS, MAX_BATCH_PARAMS, MAX_BATCH_TAGS, check_key, to_metric
 
 log = logging.getLogger("matih_lite.sdk")
@@ -204,32 +196,6 @@ class EmbeddedTransport:
 
 
 # ---- HTTP --------------------------------------------------------------------------------------
-_ERRORS: dict[int, type[MatihError]] = {400: InvalidInput, 401: Unauthorized, 403: Forbidden, 404: NotFound,
-                                        409: Conflict, 422: GovernanceRefused}
-
-
-def error_from_response(status: int, body: Any, *, method: str = "", url: str = "") -> MatihError:
-    """The :mod:`matih_lite.errors` exception for a problem-details response (RFC 9457).
-
-    400 InvalidInput, 401 Unauthorized, 403 Forbidden, 404 NotFound, 409 Conflict,
-    422 GovernanceRefused, 408/429/5xx StoreError (worth retrying), other 4xx InvalidInput.
-    Extra members of the problem (``position``, ``unmet``...) land in ``exc.detail``.
-    """
-    problem = body if isinstance(body, dict) else {}
-    message = str(problem.get("detail") or problem.get("title") or "").strip()
-    if not message:
-        text = body.strip() if isinstance(body, str) else ""
-        message = f"{method} {url} answered {status}" + (f": {text[:300]}" if text else "")
-    errors = problem.get("errors")
-    if isinstance(errors, list) and errors:
-        message += ": " + "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors[:5])
-    cls = _ERRORS.get(status)
-    if cls is None:
-        cls = StoreError if status >= 500 or status in (408, 429) else InvalidInput
-    detail = {k: v for k, v in problem.items() if k not in ("type", "title", "status", "detail", "instance")}
-    return cls(message, detail=detail)
-
-
 _SPECIAL_FLOATS = {"nan": math.nan, "infinity": math.inf, "inf": math.inf, "-infinity": -math.inf, "-inf": -math.inf}
 
 
@@ -278,54 +244,21 @@ def _seg(value: str) -> str:
 
 
 class HttpTransport:
-    """The ml-service's ``/api/v1`` over one keep-alive ``httpx.Client`` (thread-safe)."""
+    """The ml-service's ``/api/v1`` over one :class:`~matih_lite.remote.ServiceHttp` (thread-safe)."""
 
     name = "http"
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
-        import httpx
-
-        self._httpx = httpx
-        self.location = url.rstrip("/")
-        headers = {"Accept": "application/json", "User-Agent": "matih-lite-sdk"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self.http = httpx.Client(base_url=self.location, headers=headers,
-                                 timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-                                 transport=httpx.HTTPTransport(retries=2))  # retries connecting only
+        self.service = ServiceHttp(url, token, timeout=timeout, retries=2)
+        self.location = self.service.url
+        self.http = self.service.http
 
     # plumbing -------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            resp = self.http.request(method, path, **kwargs)
-        except self._httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
-        if resp.status_code >= 400:
-            raise self._error(resp, method, path)
-        if resp.status_code == 204 or not resp.content:
-            return None
-        return resp.json()
+        return self.service.call(method, path, **kwargs)
 
     def _request_text(self, method: str, path: str, **kwargs: Any) -> str:
-        try:
-            resp = self.http.request(method, path, **kwargs)
-        except self._httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
-        if resp.status_code >= 400:
-            raise self._error(resp, method, path)
-        return resp.text
-
-    def _unreachable(self, exc: Exception) -> StoreError:
-        return StoreError(f"cannot reach the matih-lite service at {self.location} (MATIH_URL): "
-                          f"{type(exc).__name__}: {exc or 'no detail'}; start it with 'matih-lite up', or unset "
-                          "MATIH_URL to work on this folder's store")
-
-    def _error(self, resp: Any, method: str, path: str) -> MatihError:
-        try:
-            body = resp.json()
-        except ValueError:
-            body = resp.text
-        return error_from_response(resp.status_code, body, method=method, url=self.location + path)
+        return self.service.send(method, path, **kwargs).text
 
     # experiments ------------------------------------------------------------------------------------
     def create_experiment(self, name, description, tags):
@@ -452,20 +385,14 @@ class HttpTransport:
     def copy_artifact(self, run_id, path, out):
         url = f"/api/v1/runs/{_seg(run_id)}/artifacts/{quote(path, safe='/')}"
         n = 0
-        try:
-            with self.http.stream("GET", url, headers={"Accept": "application/octet-stream"}) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise self._error(resp, "GET", url)
-                for chunk in resp.iter_bytes(_CHUNK):
-                    out.write(chunk)
-                    n += len(chunk)
-        except self._httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
+        with self.service.stream("GET", url, headers={"Accept": "application/octet-stream"}) as resp:
+            for chunk in resp.iter_bytes(_CHUNK):
+                out.write(chunk)
+                n += len(chunk)
         return n
 
     def close(self) -> None:
-        self.http.close()
+        self.service.close()
 
 
 # ---- the client --------------------------------------------------------------------------------
