@@ -33,7 +33,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "matih_lite.builtin.lineage_events",
     "matih_lite.builtin.duckdb_events",
     "matih_lite.builtin.ray_local",
-    "matih_lite.builtin.job_supervision",
     "matih_lite.builtin.flavors",
     "matih_lite.builtin.inprocess_serving",
     "matih_lite.builtin.deployment_events",

@@ -399,12 +399,6 @@ class JobSupervisor:
         return found
 
     @classmethod
-    def shutdown_for(cls, host: Any, reason: str) -> list[Job]:
-        """Cancel the running jobs ``host``'s supervisor owns and stop it (a no-op without one)."""
-        found = _supervisors.get(host)
-        return found.shutdown(reason) if found is not None else []
-
-    @classmethod
     def wake_all(cls, host: Any) -> None:
         found = _supervisors.get(host)
         if found is not None:
@@ -425,29 +419,6 @@ class JobSupervisor:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-
-    def shutdown(self, reason: str) -> list[Job]:
-        """Stop supervising: the running jobs this process owns are cancelled on the compute backend and
-        end CANCELLED, saying ``reason``, with their runs KILLED. Their compute goes with this process
-        anyway (a local Ray stops with it), and otherwise they would be reported lost only once their
-        heartbeat is older than :data:`STALE_AFTER_S`. Queued jobs stay queued for the next service."""
-        self.stop()
-        cancelled = []
-        for job in self.owned():
-            if job.status not in ("STARTING", "RUNNING"):
-                continue
-            try:
-                self.jobs.compute.cancel(job.job_id)
-            except MatihError:
-                pass  # the backend no longer knows it: it ends all the same
-            try:
-                self._finish(job, JobState("CANCELLED", f"cancelled: {reason}"))
-            except MatihError as exc:
-                log.warning("job %s could not be marked cancelled: %s", job.job_id, exc.message)
-                continue
-            cancelled.append(job)
-            log.info("job %s (%s) cancelled: %s", job.job_id, job.name, reason)
-        return cancelled
 
     def _loop(self) -> None:
         idle_since: float | None = None

@@ -218,23 +218,3 @@ def test_cancelling_a_running_job_from_another_process_stops_it(open_host, ray_s
                                   filter=f"tags.`mlflow.parentRunId` = '{run.run_id}'").items
     assert [t.status for t in trials] == ["KILLED"]
     assert [a["type"] for a in capture.alerts] == ["job.cancelled"]
-
-
-def test_a_service_stopping_cancels_the_jobs_it_runs_at_once(open_host, ray_session, hermetic):
-    """The shutdown hook (what 'matih-lite up' runs on Ctrl-C) ends the running job CANCELLED with why,
-    and its run KILLED, instead of leaving it RUNNING to be found lost half a minute later."""
-    host = open_host('[quotas."*"]\njobs = 1\n')
-    jobs = Jobs(host)
-    marker = hermetic / "started.txt"
-    job = jobs.submit(LOCAL_ADMIN, spec("jobfns:sleepy", params={"seconds": 120, "marker": str(marker)}))
-    wait_for(marker.exists, timeout=120, what="the job to start")
-    queued = jobs.submit(LOCAL_ADMIN, spec("jobfns:sleepy", params={"seconds": 1}))  # waits: 1 job at a time
-    started = time.monotonic()
-    host.pm.hook.shutdown(host=host)
-    assert time.monotonic() - started < 10
-    done = jobs.get(LOCAL_ADMIN, job.job_id)
-    assert done.status == "CANCELLED" and done.message == "cancelled: the ml-service supervising it stopped"
-    from matih_lite.tracking.service import Tracking
-
-    assert Tracking(host).get_run("default", done.run_id).status == "KILLED"
-    assert jobs.get(LOCAL_ADMIN, queued.job_id).status == "QUEUED"  # for the next service
