@@ -81,6 +81,10 @@ class RayLocalBackend:
         self._lock = threading.RLock()
         self._owns_ray = False
         self._driver: Any = None
+        self._home_thread: Any = None
+        """The thread ``ray.init`` ran on, kept alive until ``ray.shutdown`` runs on it too: Ray's core
+        worker belongs to the thread that started it, and shutting it down from another thread after that
+        one has ended aborts the process (a job's supervisor thread ends when it has nothing to watch)."""
 
     # ---- Ray, lazily -------------------------------------------------------------------------------
     def temp_dir(self) -> Path:
@@ -107,7 +111,10 @@ class RayLocalBackend:
                 for key in ("num_cpus", "num_gpus", "object_store_memory"):
                     if getattr(self.settings, key) is not None:
                         kwargs[key] = getattr(self.settings, key)
-                ray.init(**kwargs)
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._home_thread = ThreadPoolExecutor(1, thread_name_prefix="matih-ray")
+                self._home_thread.submit(ray.init, **kwargs).result()
                 self._owns_ray = True
                 log.info("started a local Ray in %.1fs (%s)", time.monotonic() - started, temp)
             if self._driver is None:
@@ -233,7 +240,13 @@ class RayLocalBackend:
                         except Exception:
                             pass
                 if self._owns_ray:
-                    ray.shutdown()
+                    if self._home_thread is not None:
+                        self._home_thread.submit(ray.shutdown).result()
+                    else:
+                        ray.shutdown()
+            if self._home_thread is not None:
+                self._home_thread.shutdown(wait=True)
+                self._home_thread = None
             self._owns_ray = False
             self._driver = None
 
