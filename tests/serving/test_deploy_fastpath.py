@@ -3,22 +3,17 @@ errors, metrics and OpenAPI entries as every other route, with tokens on and two
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import pytest
 from litestar.testing import TestClient
+from serving_helpers import register_model
 
 from matih_lite.auth import Accounts
 from matih_lite.config import load_config
 from matih_lite.host import Host
 from matih_lite.identity import Principal
-from matih_lite.registry import Registry
 from matih_lite.service import create_app
-from matih_lite.serving import flavor as flavor_of
 from matih_lite.serving.deployments import Deployments
-from matih_lite.tracking import Tracking
 
 PREDICT = "/api/v1/deployments/scorer/predict"
 INFER = "/v2/models/scorer/infer"
@@ -42,14 +37,7 @@ def service(tmp_path_factory):
         accounts.create_user(tenant, user, roles)
         tokens[user] = accounts.create_token(tenant, user, name="tests").secret
     ed = Principal("acme", "ed", ("editor",))
-    tracking = Tracking(host)
-    run = tracking.create_run("acme", tracking.get_or_create_experiment("acme", "fast").experiment_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        flavor_of(host, "pyfunc").save(Doubler(), tmp, input_example=np.array([[1.0, 2.0, 3.0]]))
-        for f in sorted(Path(tmp).rglob("*")):
-            if f.is_file():
-                tracking.log_artifact("acme", run.run_id, f"model/{f.relative_to(tmp).as_posix()}", f.read_bytes())
-    Registry(host).register_version(ed, "doubler", run_id=run.run_id, path="model", flavor="pyfunc")
+    register_model(host, "doubler", Doubler(), example=np.array([[1.0, 2.0, 3.0]]), principal=ed)
     Deployments(host).create(ed, "scorer", "doubler", version=1)
     with TestClient(create_app(host)) as client:
         yield client, tokens

@@ -4,22 +4,17 @@ a model that raises, labels, and concurrent requests that do not wait for each o
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from litestar.testing import TestClient
+from serving_helpers import register_model
 
 from matih_lite.host import Host
-from matih_lite.identity import LOCAL_ADMIN
-from matih_lite.registry import Registry
 from matih_lite.service import create_app
-from matih_lite.serving import flavor as flavor_of
 from matih_lite.testing.service import serve
-from matih_lite.tracking import Tracking
 
 T = "default"
 COLUMNS = ["age", "income", "tenure", "calls"]
@@ -44,18 +39,6 @@ class Slow:
         return np.asarray(inputs, dtype=np.float64)[:, 0]
 
 
-def register(host, name, model, flavor, example):
-    tracking = Tracking(host)
-    exp = tracking.get_or_create_experiment(T, "http-tests")
-    run = tracking.create_run(T, exp.experiment_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        flavor_of(host, flavor).save(model, tmp, input_example=example)
-        for f in sorted(Path(tmp).rglob("*")):
-            if f.is_file():
-                tracking.log_artifact(T, run.run_id, f"model/{f.relative_to(tmp).as_posix()}", f.read_bytes())
-    return Registry(host).register_version(LOCAL_ADMIN, name, run_id=run.run_id, path="model", flavor=flavor)
-
-
 @pytest.fixture(scope="module")
 def classifier():
     from sklearn.linear_model import LogisticRegression
@@ -71,9 +54,9 @@ def host(hermetic, classifier):
     h = Host.open()
     model, X = classifier
     example = {c: X[:3, i].tolist() for i, c in enumerate(COLUMNS)}
-    register(h, "churn", model, "sklearn", example)
-    register(h, "churn", model, "sklearn", example)
-    register(h, "bomb", Exploding(), "pyfunc", np.array([[1.0, 2.0]]))
+    register_model(h, "churn", model, "sklearn", example)
+    register_model(h, "churn", model, "sklearn", example)
+    register_model(h, "bomb", Exploding(), "pyfunc", np.array([[1.0, 2.0]]))
     yield h
     h.close()
 
@@ -203,8 +186,8 @@ def test_sticky_key_header_and_labels_by_request_id(client, host):
 
 
 def test_concurrent_requests_do_not_wait_for_a_slow_model(host):
-    register(host, "slow", Slow(1.5), "pyfunc", np.array([[1.0, 2.0]]))
-    register(host, "fast", Slow(0.0), "pyfunc", np.array([[1.0, 2.0]]))
+    register_model(host, "slow", Slow(1.5), "pyfunc", np.array([[1.0, 2.0]]))
+    register_model(host, "fast", Slow(0.0), "pyfunc", np.array([[1.0, 2.0]]))
     with serve(host) as url:
         with httpx.Client(base_url=url) as c:
             for name in ("slow", "fast"):

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import pytest
+from serving_helpers import register_model
 
 from matih_lite.host import Host
-from matih_lite.identity import LOCAL_ADMIN
-from matih_lite.registry import Registry
-from matih_lite.serving import flavor as flavor_of
 from matih_lite.testing.service import serve
-from matih_lite.tracking import Tracking
 
 T = "default"
 
@@ -21,18 +15,6 @@ T = "default"
 class Raising:
     def predict(self, inputs):
         raise ZeroDivisionError("the model divided by zero")
-
-
-def register(host, name, model, flavor, example):
-    tracking = Tracking(host)
-    exp = tracking.get_or_create_experiment(T, "oip-tests")
-    run = tracking.create_run(T, exp.experiment_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        flavor_of(host, flavor).save(model, tmp, input_example=example)
-        for f in sorted(Path(tmp).rglob("*")):
-            if f.is_file():
-                tracking.log_artifact(T, run.run_id, f"model/{f.relative_to(tmp).as_posix()}", f.read_bytes())
-    return Registry(host).register_version(LOCAL_ADMIN, name, run_id=run.run_id, path="model", flavor=flavor)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +33,9 @@ def models():
 def server(hermetic, models):
     classifier, regressor, X = models
     host = Host.open()
-    register(host, "churn", classifier, "sklearn", X[:2])
-    register(host, "churn", regressor, "sklearn", X[:2])
-    register(host, "broken", Raising(), "pyfunc", X[:2])
+    register_model(host, "churn", classifier, "sklearn", X[:2])
+    register_model(host, "churn", regressor, "sklearn", X[:2])
+    register_model(host, "broken", Raising(), "pyfunc", X[:2])
     with serve(host) as base:
         import httpx
 

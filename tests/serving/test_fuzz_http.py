@@ -4,21 +4,16 @@ never a 500, and the service keeps answering correctly afterwards."""
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
+from serving_helpers import register_model
 
 from matih_lite.host import Host
-from matih_lite.identity import LOCAL_ADMIN
-from matih_lite.registry import Registry
 from matih_lite.service import create_app
-from matih_lite.serving import flavor as flavor_of
-from matih_lite.tracking import Tracking
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
@@ -46,15 +41,7 @@ def client(tmp_path_factory):
         mp.setenv("MATIH_HOME", str(folder / ".matih"))
         mp.chdir(folder)
         host = Host.open()
-        tracking = Tracking(host)
-        run = tracking.create_run("default", tracking.get_or_create_experiment("default", "fuzz").experiment_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            flavor_of(host, "pyfunc").save(Summer(), tmp, input_example=np.array([[1.0, 2.0, 3.0]]))
-            for f in sorted(Path(tmp).rglob("*")):
-                if f.is_file():
-                    tracking.log_artifact("default", run.run_id, f"model/{f.relative_to(tmp).as_posix()}",
-                                          f.read_bytes())
-        Registry(host).register_version(LOCAL_ADMIN, "summer", run_id=run.run_id, path="model", flavor="pyfunc")
+        register_model(host, "summer", Summer(), example=np.array([[1.0, 2.0, 3.0]]))
         with TestClient(create_app(host)) as c:
             assert c.post("/api/v1/deployments", json={"name": "sum", "model": "summer", "version": 1}
                           ).status_code == 201

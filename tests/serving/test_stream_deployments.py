@@ -4,20 +4,15 @@ the consumer starts again with the service, from where its group stopped."""
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from litestar.testing import TestClient
+from serving_helpers import register_model
 
 from matih_lite.host import Host
-from matih_lite.identity import LOCAL_ADMIN
-from matih_lite.registry import Registry
 from matih_lite.service import create_app
-from matih_lite.serving import flavor as flavor_of
-from matih_lite.tracking import Tracking
 
 T = "default"
 
@@ -32,22 +27,11 @@ class Weighted:
         return np.asarray(inputs, dtype=np.float64).sum(axis=1) * self.factor
 
 
-def register(host, model):
-    tracking = Tracking(host)
-    run = tracking.create_run(T, tracking.get_or_create_experiment(T, "streams").experiment_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        flavor_of(host, "pyfunc").save(model, tmp, input_example=np.array([[1.0, 2.0]]))
-        for f in sorted(Path(tmp).rglob("*")):
-            if f.is_file():
-                tracking.log_artifact(T, run.run_id, f"model/{f.relative_to(tmp).as_posix()}", f.read_bytes())
-    return Registry(host).register_version(LOCAL_ADMIN, "weighted", run_id=run.run_id, path="model", flavor="pyfunc")
-
-
 @pytest.fixture
 def home(hermetic):
     host = Host.open()
-    register(host, Weighted(1.0))
-    register(host, Weighted(10.0))
+    register_model(host, "weighted", Weighted(1.0), example=np.array([[1.0, 2.0]]))
+    register_model(host, "weighted", Weighted(10.0), example=np.array([[1.0, 2.0]]))
     host.close()
 
 
