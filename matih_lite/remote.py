@@ -138,3 +138,39 @@ class ServiceHttp:
         except ValueError:
             body = resp.text
         return error_from_response(resp.status_code, body, method=method, url=self.url + path)
+
+
+class HostOrService:
+    """The opening and closing shared by the domain clients (drift, cards) that work either on this
+    folder's host (embedded, acting as ``principal``, the local admin by default) or through the
+    ml-service at ``url`` / ``MATIH_URL`` (the token naming the caller). A host passed in is used as
+    it is and left open; one opened here is closed with the client."""
+
+    def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
+                 profile: str | None = None, host: Any = None, principal: Any = None) -> None:
+        from matih_lite.identity import LOCAL_ADMIN
+
+        url = url if url is not None else (os.environ.get("MATIH_URL") or None)
+        self._http: Any = None
+        self._owns = host is None
+        self.principal = principal or LOCAL_ADMIN
+        self.host = host
+        if url and host is None:
+            from matih_lite.tracking.client import HttpTransport
+
+            self._http = HttpTransport(url, token if token is not None else (os.environ.get("MATIH_TOKEN") or None))
+            return
+        if host is None:
+            from matih_lite.host import Host
+
+            self.host = Host.open(config, profile)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns:
+            (self._http or self.host).close()

@@ -42,9 +42,10 @@ import numpy as np
 from matih_lite.contracts.artifacts import clean_path
 from matih_lite.errors import ConfigError, Conflict, InvalidInput, MatihError, NotFound
 from matih_lite.events import PlatformEvent
-from matih_lite.identity import LOCAL_ADMIN, Principal
+from matih_lite.identity import Principal
 from matih_lite.monitoring import stats
 from matih_lite.monitoring.profile import BASELINE_TAG, Profile, aggregate_features, build_profile, window_aggregate
+from matih_lite.remote import HostOrService
 
 log = logging.getLogger("matih_lite.monitoring")
 
@@ -960,7 +961,7 @@ def _read_job_spec(config: Any, path: str) -> dict[str, Any]:
 
 
 # ---- the client (embedded or HTTP), for the CLI and scripts ---------------------------------------------
-class DriftClient:
+class DriftClient(HostOrService):
     """Drift over this folder's store or the ml-service at ``MATIH_URL``, like the card client.
 
     Embedded, it acts as ``principal`` (the local admin unless told otherwise); over HTTP the
@@ -970,34 +971,9 @@ class DriftClient:
 
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
                  profile: str | None = None, host: Any = None, principal: Principal | None = None) -> None:
-        import os
-
-        url = url if url is not None else (os.environ.get("MATIH_URL") or None)
-        self._http = None
-        self._owns = host is None
-        if url and host is None:
-            from matih_lite.tracking.client import HttpTransport
-
-            token = token if token is not None else (os.environ.get("MATIH_TOKEN") or None)
-            self._http = HttpTransport(url, token)
-            return
-        if host is None:
-            from matih_lite.host import Host
-
-            host = Host.open(config, profile)
-        self.host = host
-        self.principal = principal or LOCAL_ADMIN
-        self.monitoring = Monitoring(host)
-
-    def __enter__(self) -> DriftClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns:
-            (self._http or self.host).close()
+        super().__init__(url, token=token, config=config, profile=profile, host=host, principal=principal)
+        if self._http is None:
+            self.monitoring = Monitoring(self.host)
 
     @staticmethod
     def _seg(text: Any) -> str:

@@ -36,7 +36,8 @@ import msgspec
 from matih_lite.contracts.artifacts import clean_path
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.events import PlatformEvent
-from matih_lite.identity import LOCAL_ADMIN, Principal
+from matih_lite.identity import Principal
+from matih_lite.remote import HostOrService
 
 CARD_SCHEMA = "matih-lite/model-card/v1"
 EVALUATION_SCHEMA = "matih-lite/evaluation/v1"
@@ -725,42 +726,12 @@ def render_html(card: Mapping[str, Any]) -> str:
 
 
 # ---- the client (embedded or HTTP), for the CLI and scripts -------------------------------------------
-class CardClient:
+class CardClient(HostOrService):
     """Cards over this folder's store or the ml-service at ``MATIH_URL``, like the tracking client.
 
     Embedded, it acts as ``principal`` (the local admin unless told otherwise); over HTTP the
     token names the caller.
     """
-
-    def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
-                 profile: str | None = None, host: Any = None, principal: Principal | None = None) -> None:
-        import os
-
-        url = url if url is not None else (os.environ.get("MATIH_URL") or None)
-        self._http = None
-        self._owns = host is None
-        if url and host is None:
-            from matih_lite.tracking.client import HttpTransport
-
-            token = token if token is not None else (os.environ.get("MATIH_TOKEN") or None)
-            self._http = HttpTransport(url, token)
-            return
-        if host is None:
-            from matih_lite.host import Host
-
-            host = Host.open(config, profile)
-        self.host = host
-        self.principal = principal or LOCAL_ADMIN  # as the registry's embedded client acts
-
-    def __enter__(self) -> CardClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns:
-            (self._http or self.host).close()
 
     @staticmethod
     def _path(name: str, version: int | str, leaf: str) -> str:
