@@ -81,3 +81,5 @@ class StoreError(MatihError):
 
     status = 503
     title = "Backend unavailable"
+    retry_after: int | None = 5
+    """Seconds a client should wait before retrying (the ``Retry-After`` header); the backend may recover."""

@@ -27,6 +27,9 @@ def problem_of(exc: BaseException, method: str, path: str) -> tuple[int, dict[st
         if exc.status >= 500:
             log.error("%s %s failed: %s", method, path, exc.message)
         status, title, detail, extra = exc.status, exc.title, exc.message, dict(exc.detail)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
     elif isinstance(exc, HTTPException):
         extra = {}
         if isinstance(exc, ValidationException) and exc.extra:
