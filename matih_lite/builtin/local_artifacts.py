@@ -89,6 +89,13 @@ class LocalArtifactStore:
         rel, target = self._file(path)
         if target.is_dir():
             raise InvalidInput(f"artifact path {path!r} is a folder")
+        for above in target.parents:
+            if above == self.root:
+                break
+            if above.is_file():
+                raise InvalidInput(f"artifact path {rel!r} is inside {above.relative_to(self.root).as_posix()!r}, "
+                                   "which is a file")
+        created = [p for p in (target.parent, *target.parent.parents) if self.root in p.parents and not p.exists()]
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
@@ -111,6 +118,11 @@ class LocalArtifactStore:
             os.replace(tmp, target)  # the file appears whole or not at all
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
+            for folder in created:  # the folders this put made, deepest first: a failed put leaves none
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break  # another put has filled it meanwhile
             raise
         return ArtifactInfo(rel, size, sha)
 

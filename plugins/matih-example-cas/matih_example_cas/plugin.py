@@ -26,6 +26,29 @@ class CasSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Folder for blobs and the index; default ``<home>/cas``."""
 
 
+class BlobReader(io.RawIOBase):
+    """Streams a blob and raises StoreError at EOF if it no longer hashes to its name."""
+
+    def __init__(self, handle: BinaryIO, sha: str, path: str) -> None:
+        self._handle, self._sha, self._path = handle, sha, path
+        self._hash = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        n = self._handle.readinto(buffer)
+        if n:
+            self._hash.update(memoryview(buffer)[:n])
+        elif self._hash.hexdigest() != self._sha:
+            raise StoreError(f"artifact {self._path!r} is corrupt: its blob no longer matches sha256 {self._sha}")
+        return n
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
+
+
 class CasArtifactStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -52,14 +75,24 @@ class CasArtifactStore:
         rel, entry = self._entry(path)
         if entry.is_dir():
             raise InvalidInput(f"artifact path {path!r} is a folder")
+        for above in entry.parents:
+            if above == self.index:
+                break
+            if above.is_file():  # a path is a file or a folder, never both
+                raise InvalidInput(f"artifact path {rel!r} is inside {above.relative_to(self.index).as_posix()!r}, "
+                                   "which is a file")
         stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
         digest, size = hashlib.sha256(), 0
         fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as out:
-            while chunk := stream.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+        except BaseException:
+            os.unlink(tmp)  # a put cut off half-way leaves nothing behind
+            raise
         sha = digest.hexdigest()
         blob = self._blob(sha)
         blob.parent.mkdir(exist_ok=True)
@@ -68,7 +101,10 @@ class CasArtifactStore:
         else:
             os.replace(tmp, blob)
         entry.parent.mkdir(parents=True, exist_ok=True)
-        entry.write_text(f"{sha} {size}\n")
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{sha} {size}\n")
+        os.replace(tmp, entry)  # the index entry appears whole or not at all
         return ArtifactInfo(rel, size, sha)
 
     def _read_entry(self, rel: str, entry: Path) -> tuple[str, int]:
@@ -78,15 +114,13 @@ class CasArtifactStore:
         return sha, int(size)
 
     def open(self, path: str) -> BinaryIO:
-        return io.BytesIO(self.get(path))  # type: ignore[return-value]
-
-    def get(self, path: str) -> bytes:
         rel, entry = self._entry(path)
         sha, _ = self._read_entry(rel, entry)
-        data = self._blob(sha).read_bytes()
-        if hashlib.sha256(data).hexdigest() != sha:
-            raise StoreError(f"artifact {rel!r} is corrupt: its blob no longer matches sha256 {sha}")
-        return data
+        return io.BufferedReader(BlobReader(self._blob(sha).open("rb"), sha, rel))  # type: ignore[return-value]
+
+    def get(self, path: str) -> bytes:
+        with self.open(path) as handle:
+            return handle.read()
 
     def stat(self, path: str) -> ArtifactInfo:
         rel, entry = self._entry(path, allow_root=True)
@@ -101,6 +135,8 @@ class CasArtifactStore:
             return []
         out = []
         for item in (base.rglob("*") if recursive else base.iterdir()):
+            if item.name.startswith(".tmp-"):
+                continue  # an index entry being written
             child = item.relative_to(self.index).as_posix()
             if item.is_dir():
                 if not recursive:
@@ -127,7 +163,7 @@ class CasArtifactStore:
 
     def _collect_garbage(self) -> None:
         """Remove blobs no index entry points at any more."""
-        live = {p.read_text().split()[0] for p in self.index.rglob("*") if p.is_file()}
+        live = {p.read_text().split()[0] for p in self.index.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")}
         for blob in self.blobs.glob("*/*"):
             if blob.name not in live and not blob.name.startswith(".tmp-"):
                 blob.unlink()
