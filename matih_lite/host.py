@@ -25,21 +25,29 @@ from matih_lite.errors import ConfigError, PluginError
 
 log = logging.getLogger("matih_lite.host")
 
-BUILTIN_PLUGINS: tuple[str, ...] = (
+LITE_BACKENDS: tuple[str, ...] = (
     "matih_lite.builtin.sqlite_store",
     "matih_lite.builtin.local_artifacts",
-    "matih_lite.builtin.notifiers",
-    "matih_lite.builtin.autologgers",
-    "matih_lite.builtin.lineage_events",
     "matih_lite.builtin.duckdb_events",
     "matih_lite.builtin.ray_local",
-    "matih_lite.builtin.flavors",
     "matih_lite.builtin.inprocess_serving",
-    "matih_lite.builtin.deployment_events",
-    "matih_lite.builtin.drift_tests",
     "matih_lite.builtin.inprocess_drift",
-    "matih_lite.builtin.webhook_notifier",
 )
+"""The lite slot backends (``matih_lite/builtin/``): they see only the contracts, like any backend."""
+
+DOMAIN_PLUGINS: tuple[str, ...] = (
+    "matih_lite.alerts.log",
+    "matih_lite.tracking.autologgers",
+    "matih_lite.lineage.plugin",
+    "matih_lite.serving.flavors.plugin",
+    "matih_lite.serving.plugin",
+    "matih_lite.monitoring.plugin",
+    "matih_lite.alerts.webhook",
+)
+"""The domains' own plugins (notifiers, autologgers, flavors, drift tests, event subscribers), each beside
+its domain. Registration order is call order reversed: the drift runner starts before the deployments."""
+
+BUILTIN_PLUGINS: tuple[str, ...] = LITE_BACKENDS + DOMAIN_PLUGINS
 """The built-in plugins, registered like any other: a plugin may replace any of them."""
 
 ENTRY_POINT_GROUP = "matih_lite"

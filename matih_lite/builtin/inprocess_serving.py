@@ -1,10 +1,12 @@
 """``serving = { backend = "inprocess" }``: models loaded into this process and predicted on its threads.
 
-Loading imports the flavor's framework (onnxruntime, scikit-learn, XGBoost) then and not before,
-so ``matih-lite up`` starts without them. Flavors that can run code while loading (pickle,
-cloudpickle, skops, pyfunc state) load only from the serving cache of the registry's artifacts
-(:func:`matih_lite.serving.materialize.materialize`). Every method may be called from many threads:
-predictions run side by side; a load for a key happens once while other keys keep predicting.
+A model arrives as a :class:`~matih_lite.contracts.flavors.ModelLoad` and is loaded with its
+``loader`` (the flavor a plugin contributed), which imports the flavor's framework (onnxruntime,
+scikit-learn, XGBoost) then and not before, so ``matih-lite up`` starts without them. Flavors that
+can run code while loading (pickle, cloudpickle, skops, pyfunc state) load only from the serving
+cache (``BackendContext.model_cache``: verified copies of the registry's artifacts) or a folder the
+settings list in ``trusted_dirs``. Every method may be called from many threads: predictions run
+side by side; a load for a key happens once while other keys keep predicting.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from typing import Any
 import msgspec
 
 from matih_lite.contracts import BackendContext, Health
+from matih_lite.contracts.flavors import LoadOptions, ModelLoad, is_verified_copy
 from matih_lite.contracts.slots import ServedModel
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.hookspecs import hookimpl
-from matih_lite.serving.flavors.base import LoadOptions
-from matih_lite.serving.materialize import cache_root, is_materialized
 
 
 class InprocessSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -46,10 +47,10 @@ class _Loaded:
 class InprocessServing:
     """The :class:`~matih_lite.contracts.ServingBackend` contract in this process."""
 
-    def __init__(self, settings: InprocessSettings | None = None, home: str | Path = ".matih",
+    def __init__(self, settings: InprocessSettings | None = None, *, model_cache: str | Path,
                  base_dir: str | Path = ".") -> None:
         self.settings = settings or InprocessSettings()
-        self.home = Path(home)
+        self.model_cache = Path(model_cache)
         self.options = LoadOptions(intra_op_threads=self.settings.intra_op_threads,
                                    inter_op_threads=self.settings.inter_op_threads,
                                    trusted_types=tuple(self.settings.trusted_types))
@@ -67,27 +68,33 @@ class InprocessServing:
             detail += f"; raising lately: {', '.join(failing[:5])}"
         return Health(True, detail)
 
-    def load(self, key: str, model_dir: str | Path, flavor: Any) -> ServedModel:
+    def load(self, model: ModelLoad) -> ServedModel:
+        key, loader = model.key, model.loader
         if not isinstance(key, str) or not key:
             raise InvalidInput("a serving key must be a non-empty string")
-        flavor = _flavor(flavor)
-        folder = Path(model_dir).resolve()
+        if loader is None or not callable(getattr(loader, "load", None)):
+            raise InvalidInput(f"the inprocess backend loads a {model.flavor!r} model with its flavor object, and "
+                               "none was given: install the plugin that registers that flavor (register_flavors)")
+        folder = Path(model.model_dir).resolve()
         if not folder.is_dir():
-            raise NotFound(f"model folder {model_dir} does not exist")
+            raise NotFound(f"model folder {model.model_dir} does not exist")
         with self._lock:
             key_lock = self._loading.setdefault(key, threading.Lock())
         with key_lock:
             current = self._models.get(key)
-            if current is not None and current.info.model_dir == str(folder) and current.info.flavor == flavor.name:
+            if current is not None and current.info.model_dir == str(folder) and current.info.flavor == model.flavor:
                 return current.info
-            if getattr(flavor, "needs_trusted_source", True) and not self._trusted(folder):
+            runs_code = model.needs_trusted_source or getattr(loader, "needs_trusted_source", True)
+            if runs_code and not self._trusted(folder):
                 raise InvalidInput(
-                    f"the {flavor.name} flavor unpickles code, so it loads only from the registry's artifacts: "
-                    f"{model_dir} is not in the serving cache ({cache_root(self.home)}). Materialize the version "
+                    f"the {model.flavor} flavor unpickles code, so it loads only from the registry's artifacts: "
+                    f"{model.model_dir} is not in the serving cache ({self.model_cache}). Materialize the version "
                     "first (matih_lite.serving.load_version), or list the folder in the backend's trusted_dirs")
-            predictor = flavor.load(folder, self.options)
-            info = ServedModel(key=key, flavor=flavor.name, model_dir=str(folder), loaded_at=int(time.time() * 1000),
-                               input_schema=predictor.input_schema, output_names=tuple(predictor.output_names))
+            predictor = loader.load(folder, self.options)
+            info = ServedModel(key=key, flavor=model.flavor, model_dir=str(folder),
+                               loaded_at=int(time.time() * 1000), input_schema=predictor.input_schema,
+                               output_names=tuple(predictor.output_names),
+                               output_specs=tuple(getattr(predictor, "output_specs", ()) or ()))
             with self._lock:
                 self._models[key] = _Loaded(predictor, info)
             return info
@@ -111,13 +118,6 @@ class InprocessServing:
             model.info.predictions += 1
         return out
 
-    def predictor(self, key: str) -> Any:
-        """The loaded predictor itself (for callers that batch or inspect). Raises NotFound."""
-        model = self._models.get(key)
-        if model is None:
-            raise NotFound(f"no model is loaded under {key!r}")
-        return model.predictor
-
     def unload(self, key: str) -> None:
         with self._lock:
             self._models.pop(key, None)
@@ -137,27 +137,13 @@ class InprocessServing:
             self._models.clear()
 
     def _trusted(self, folder: Path) -> bool:
-        if is_materialized(folder, self.home):
+        if is_verified_copy(folder, self.model_cache):
             return True
         return any(folder == d or d in folder.parents for d in self._trusted_dirs)
 
 
-def _flavor(flavor: Any) -> Any:
-    if isinstance(flavor, str):
-        from matih_lite.serving.flavors.pyfunc import builtin_flavor
-
-        try:
-            return builtin_flavor(flavor)
-        except InvalidInput:
-            raise InvalidInput(f"unknown flavor {flavor!r}: pass the flavor object from the host's register_flavors "
-                               "registry (matih_lite.serving.flavor(host, name))") from None
-    if not hasattr(flavor, "load") or not isinstance(getattr(flavor, "name", None), str):
-        raise InvalidInput(f"{flavor!r} is not a model flavor (it needs a name and load())")
-    return flavor
-
-
 def create_backend(settings: InprocessSettings | None, context: BackendContext) -> InprocessServing:
-    return InprocessServing(settings, home=context.home, base_dir=context.base_dir)
+    return InprocessServing(settings, model_cache=context.model_cache, base_dir=context.base_dir)
 
 
 @hookimpl

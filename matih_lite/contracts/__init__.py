@@ -25,6 +25,12 @@ class BackendContext:
     base_dir: Path
     profile: str
 
+    @property
+    def model_cache(self) -> Path:
+        """The serving cache: verified copies of the registry's model files, the only folders from which a
+        serving backend loads models whose loading runs code (see :mod:`matih_lite.contracts.flavors`)."""
+        return self.home / "serving-cache"
+
     def resolve(self, path: str | Path) -> Path:
         """A settings path made absolute against ``base_dir``."""
         p = Path(path).expanduser()

@@ -1,16 +1,18 @@
-"""Contracts of the slots whose domains arrive in later work: each is small and has ``health()``.
+"""The contracts of the compute, serving, events, drift and features slots: each small, each with ``health()``.
 
-They say what the domain code will call; the issue that builds a domain fills in the
-methods it needs and a built-in backend that implements them.
+Each says what the domain code calls and what a backend may raise; the matching kit in
+:mod:`matih_lite.testing` proves a backend by behaviour.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
+from matih_lite.contracts.flavors import InputSchema, ModelLoad, TensorSpec
 from matih_lite.contracts.jobs import JobRequest, JobState, Resources
 from matih_lite.contracts.records import Health
 from matih_lite.contracts.streams import STREAM_NAME, EventRecord, record_columns, unflatten  # noqa: F401
@@ -30,11 +32,21 @@ class ComputeBackend(Protocol):
     def capacity(self) -> Resources | None:
         """The most one job could ever get (a local Ray's CPUs and GPUs); None when elastic or unknown."""
 
+    def service_url(self) -> str | None:
+        """The ml-service's URL as the job's processes reach it when they cannot open this platform's stores
+        (a cluster): the domain then gives the job that URL and a job-scoped token. None: they open the
+        stores themselves (a Ray on this machine)."""
+
+    def render(self, request: JobRequest) -> list[dict[str, Any]]:
+        """What :meth:`submit` would send for ``request`` (Kubernetes objects, a Jobs API request), sending nothing."""
+
     def submit(self, request: JobRequest) -> None:
-        """Start the job (returns at once). Raises Conflict for a job id already submitted, StoreError."""
+        """Start the job (returns at once). Raises Conflict for a job id already submitted; StoreError when the
+        cluster cannot be reached (the domain keeps the job queued and tries again)."""
 
     def status(self, job_id: str) -> JobState:
-        """The job's state. Raises NotFound for a job this backend does not know."""
+        """The job's state. Raises NotFound for a job this backend does not know; StoreError when the cluster
+        cannot be reached now (the domain fails the job once that has lasted too long)."""
 
     def logs(self, job_id: str, offset: int = 0) -> str:
         """The job's output from character ``offset`` on (empty when none yet). Raises NotFound."""
@@ -54,9 +66,11 @@ class ServedModel(msgspec.Struct):
     model_dir: str
     loaded_at: int
     """Milliseconds since the epoch."""
-    input_schema: Any = None
-    """What ``predict`` takes (a :class:`matih_lite.serving.flavors.InputSchema` for the built-ins)."""
+    input_schema: InputSchema | None = None
+    """What ``predict`` takes (None when nothing is known: any rows)."""
     output_names: tuple[str, ...] = ()
+    output_specs: tuple[TensorSpec, ...] = ()
+    """Each output's dtype and shape, when the backend knows them (Open Inference Protocol metadata)."""
     predictions: int = 0
     """Calls to ``predict`` that returned."""
     rejected: int = 0
@@ -68,25 +82,31 @@ class ServedModel(msgspec.Struct):
 
 @runtime_checkable
 class ServingBackend(Protocol):
-    """Holds loaded model versions and answers predictions. Every method is safe to call from many threads."""
+    """Holds loaded model versions and answers predictions. Every method is safe to call from many threads.
+
+    Proved by :class:`matih_lite.testing.ServingBackendContract`.
+    """
 
     def health(self) -> Health:
-        """Whether the backend can load and serve models."""
+        """Whether the backend can load and serve models; never raises."""
 
-    def load(self, key: str, model_dir: str, flavor: Any) -> ServedModel:
-        """Load the model saved in ``model_dir`` under ``key`` with ``flavor`` (a flavor from the
-        ``register_flavors`` hook; remote backends use its ``name``). Loading the same folder again is a
-        no-op; another folder replaces the model. Raises InvalidInput, NotFound."""
+    def load(self, model: ModelLoad) -> ServedModel:
+        """Load ``model.model_dir`` under ``model.key``; the same folder again is a no-op, another folder
+        replaces the model. Raises InvalidInput (a model it cannot or may not load, with the reason), NotFound."""
 
     def predict(self, key: str, inputs: Any) -> Any:
-        """Run the loaded model. Raises NotFound if ``key`` is not loaded, InvalidInput on bad inputs;
+        """Run the loaded model on a batch (see :class:`~matih_lite.contracts.flavors.Predictor`). Raises
+        NotFound if ``key`` is not loaded, InvalidInput on bad inputs, StoreError when a remote server is down;
         an exception of the model itself propagates as it is."""
 
     def unload(self, key: str) -> None:
         """Drop a loaded model; unknown keys are ignored."""
 
     def loaded(self) -> dict[str, ServedModel]:
-        """Every loaded model by key, with its counters."""
+        """Every loaded model by key, with its counters (copies)."""
+
+    def close(self) -> None:
+        """Unload everything and release the backend (idempotent)."""
 
 
 @runtime_checkable
@@ -130,34 +150,55 @@ class EventStore(Protocol):
         """Release the store (idempotent); later calls raise StoreError."""
 
 
+@dataclass(frozen=True)
+class DriftWindow:
+    """One tumbling window size the drift checks use (``[drift] windows``)."""
+
+    label: str
+    """As matih.toml writes it: ``1h``, ``1d``."""
+    size_ms: int
+
+
+@dataclass(frozen=True)
+class DriftPlan:
+    """What a drift runner is started with: the windows and the monitoring domain's two entry points.
+
+    Data and callables, never the host, so a runner may live in another process (a Flink job
+    computes the windows itself and hands back each result through ``record``).
+    """
+
+    windows: tuple[DriftWindow, ...]
+    """The default window sizes, smallest first (a model's ``[drift.models.NAME]`` may name others)."""
+    grace_ms: int
+    """How long after a window ends it is checked (late inference-log writes)."""
+    check_due: Callable[[int], list[dict[str, Any]]]
+    """``check_due(now_ms)``: check, here, every window of every deployment that is due at ``now_ms`` and not
+    checked yet (catching up after a pause, oldest first), taking the configured actions; returns the reports."""
+    record: Callable[[Mapping[str, Any]], dict[str, Any] | None]
+    """``record(report)``: apply a window's report computed elsewhere as a local check's is applied (history,
+    alerts, health tags, retraining, rollback); None when that window was recorded already (idempotent)."""
+
+
 @runtime_checkable
 class DriftRunner(Protocol):
-    """Runs the windowed drift checks on a schedule (a thread in the service, or a Flink job).
+    """Decides where and when the windowed drift checks run (a thread in the service, or a Flink job).
 
-    Whatever runs them, the statistics are :mod:`matih_lite.monitoring.stats` (numpy only) and a
-    window's result is what :meth:`matih_lite.monitoring.Monitoring.check` reports; the runner
-    decides only where and when. The ``startup`` hook calls :meth:`start`, ``shutdown`` :meth:`stop`.
+    What a check is stays in :mod:`matih_lite.monitoring` (statistics in ``monitoring.stats``, numpy only);
+    the monitoring domain starts whichever runner fills the slot with a :class:`DriftPlan`. Proved by
+    :class:`matih_lite.testing.DriftRunnerContract`.
     """
 
     def health(self) -> Health:
         """Whether windows are being checked on schedule (and the last error, if any); never raises."""
 
-    def start(self, host: Any) -> None:
-        """Begin checking the deployments of ``host`` (a :class:`~matih_lite.host.Host`); idempotent."""
+    def start(self, plan: DriftPlan) -> None:
+        """Begin checking on schedule (returns at once); idempotent while running."""
 
     def stop(self) -> None:
         """Stop scheduling, letting a check in progress finish; idempotent."""
 
+    def close(self) -> None:
+        """Stop and release what the runner holds (idempotent)."""
 
-@runtime_checkable
-class FeatureStore(Protocol):
-    """Feature definitions, point-in-time retrieval, materialization and online lookup."""
 
-    def health(self) -> Health:
-        """Whether the offline and online stores answer."""
-
-    def get_historical_features(self, entity_rows: Any, features: Sequence[str]) -> Any:
-        """A point-in-time correct join of ``features`` onto ``entity_rows``."""
-
-    def get_online_features(self, entity_keys: Sequence[Mapping[str, Any]], features: Sequence[str]) -> Any:
-        """Latest materialized feature values for each entity."""
+from matih_lite.contracts.features import FeatureStore  # noqa: E402,F401  (the features slot has its own module)

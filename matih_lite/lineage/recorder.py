@@ -9,9 +9,9 @@ globals, no host smuggled through ``PlatformEvent.data`` (events stay plain data
 stored and sent to Kafka).
 
 Who attaches it: the ml-service, through the built-in plugin's ``startup`` hook
-(:mod:`matih_lite.builtin.lineage_events`); embedded, every :class:`~matih_lite.lineage.Lineage`
+(:mod:`matih_lite.lineage.plugin`); embedded, every :class:`~matih_lite.lineage.Lineage`
 built on a host (``ml.log_input``, the lineage CLI, model cards). Blocking the built-in
-plugin (``pm.set_blocked("matih_lite.builtin.lineage_events")``) turns automatic recording off.
+plugin (``pm.set_blocked("matih_lite.lineage.plugin")``) turns automatic recording off.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from matih_lite.hookspecs import hookimpl
 
 log = logging.getLogger("matih_lite.lineage")
 
-PLUGIN = "matih_lite.builtin.lineage_events"
+PLUGIN = "matih_lite.lineage.plugin"
 """The built-in plugin that asks for recording; when it is blocked, nothing is attached."""
 RECORDER = "matih_lite.lineage.recorder"
 """The name a host's recorder is registered under (one per plugin manager)."""

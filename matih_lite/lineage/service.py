@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from matih_lite import __version__
+from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.lineage import Direction, LineageEdge, LineageNode
 from matih_lite.errors import InvalidInput, NotFound
 
@@ -52,10 +52,6 @@ _FACET_SCHEMAS = {
     "version": "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json"
                "#/$defs/DatasetVersionDatasetFacet",
 }
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # ---- keys ---------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ import msgspec
 import numpy as np
 
 from matih_lite.contracts.artifacts import clean_path
+from matih_lite.contracts.clock import now_ms
 from matih_lite.errors import ConfigError, Conflict, InvalidInput, MatihError, NotFound
 from matih_lite.events import PlatformEvent
 from matih_lite.identity import Principal
@@ -62,10 +63,6 @@ _ALERT_LOCK = threading.Lock()
 """Serializes the read-modify-write of the alert dedupe records within this process."""
 MAX_CACHED_WINDOWS = 64
 """Aggregated windows kept per deployment for merging (a day of hours, and then some)."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def parse_duration(text: Any, what: str = "window") -> int:
@@ -130,6 +127,8 @@ class DriftSettings(msgspec.Struct, forbid_unknown_fields=True):
     rollback: bool = False
     grace: str = "1m"
     """How long after a window ends the scheduler checks it (late inference-log writes)."""
+    catch_up: int = 24
+    """After a pause, how many missed windows of each size the scheduler checks (oldest first)."""
     models: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
 
@@ -516,6 +515,27 @@ class Monitoring:
         report["seconds"] = round(time.perf_counter() - started, 4)
         return report, parts, d, settings
 
+    def record(self, report: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Apply a window's report computed elsewhere (a drift runner in another process) as :meth:`check`
+        applies its own: the configured actions, then the report into the history. Returns it with its
+        actions, or None when that window of that deployment was recorded already (a runner may resend)."""
+        from matih_lite.serving.deployments import Deployments
+
+        tenant = str(report.get("tenant") or "default")
+        principal = Principal(tenant, MONITOR_USER, ("admin",))
+        try:
+            self.artifacts.stat(_report_path(tenant, report))
+            return None
+        except NotFound:
+            pass
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"not a drift report: {exc}") from None
+        d = Deployments(self.host).get(principal, str(report["deployment"]))
+        out = dict(report)
+        out["actions"] = self.act(principal, d, out, self.settings(d.model))
+        self._store_report(tenant, out)
+        return out
+
     def compare(self, agg: stats.WindowAggregate, profile: Profile | None, settings: DriftSettings,
                 tests: Mapping[str, Any] | None = None, version: int | None = None) -> dict[str, Any]:
         """One version's drift in one window (see :func:`compare_window`), with the plugins' tests."""
@@ -560,7 +580,7 @@ class Monitoring:
             "data_drift": v["data_drift"], "concept_drift": _brief(v.get("concept_drift")),
             "performance": v.get("performance"), "timestamp": now_ms(),
         }
-        from matih_lite.serving.deployments import send_alert
+        from matih_lite.alerts import send_alert
 
         send_alert(self.host, alert)
         self.host.emit(PlatformEvent("drift.detected", f"{d.model}/{v['version']}", principal.tenant,
@@ -653,9 +673,7 @@ class Monitoring:
 
     # ---- stored reports -------------------------------------------------------------------------
     def _store_report(self, tenant: str, report: dict[str, Any]) -> None:
-        suffix = "" if report.get("aligned") else "-manual"
-        rel = (f"{tenant}/_drift/reports/{_segment(report['deployment'])}/{report['window']}/"
-               f"{report['end']:013d}{suffix}.json")
+        rel = _report_path(tenant, report)
         try:
             self.artifacts.put(rel, json.dumps(report, default=str, allow_nan=False).encode())
         except (MatihError, ValueError) as exc:
@@ -915,6 +933,13 @@ def _is_float(column: Any) -> bool:
 
     values = pc.drop_null(column).to_numpy(zero_copy_only=False)[:10_000]
     return bool(values.size) and bool(np.any(values != np.round(values)))
+
+
+def _report_path(tenant: str, report: Mapping[str, Any]) -> str:
+    """Where a window's report is kept: one file per (deployment, window size, end); manual checks apart."""
+    suffix = "" if report.get("aligned") else "-manual"
+    return (f"{tenant}/_drift/reports/{_segment(str(report['deployment']))}/{report['window']}/"
+            f"{int(report['end']):013d}{suffix}.json")
 
 
 def _segment(name: str) -> str:

@@ -27,13 +27,13 @@ import html
 import io
 import json
 import pickle
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 
 from matih_lite.contracts.artifacts import clean_path
+from matih_lite.contracts.clock import now_ms
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.events import PlatformEvent
 from matih_lite.identity import Principal
@@ -51,10 +51,6 @@ MAX_ROWS = 1_000_000
 FORMATS = ("json", "md", "html")
 _ARTIFACT_PREFIX = "mlflow-artifacts:/"
 _PICKLE_FLAVORS = ("sklearn", "")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class ModelCards:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from typing import Any
 import msgspec
 
 from matih_lite.contracts.artifacts import clean_path
+from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.records import Page
 from matih_lite.contracts.registry import (
     STAGES,
@@ -61,10 +61,6 @@ _ALIAS = re.compile(r"^[\w\-]+$")
 _VERSION_ALIAS = re.compile(r"^[vV]\d+$")
 _LOGGED_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
 _STAGE_NAMES = {s.lower(): s for s in STAGES} | {"none": "Development", "dev": "Development", "prod": "Production"}
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def normalize_stage(stage: Any) -> str:

@@ -109,15 +109,7 @@ class OpenInferenceController(Controller):
         target = await manager.target(who.tenant, name, version=version if version is not None else
                                       _primary(live))
         served = target.served
-        predictor = None
-        backend = manager.host.backend("serving")
-        if hasattr(backend, "predictor"):
-            try:
-                predictor = backend.predictor(served.key)
-            except MatihError:
-                predictor = None
-        outputs = output_specs(predictor) if predictor is not None else \
-            [{"name": n, "datatype": "FP64", "shape": [-1]} for n in getattr(served.info, "output_names", ())]
+        outputs = output_specs(served.info)
         versions = [version] if version is not None else list(live.versions)
         return _json_response(model_metadata(name, versions, served.flavor, served.schema, outputs))
 

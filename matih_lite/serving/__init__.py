@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from matih_lite.errors import InvalidInput
+from matih_lite.contracts.flavors import ModelLoad
+from matih_lite.errors import InvalidInput, MatihError
 from matih_lite.serving.flavors.base import Flavor, InputSchema, LoadOptions, Predictor, detect_flavor, read_mlmodel
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "flavor",
     "flavors",
     "load_version",
+    "model_load",
     "resolve_flavor",
     "serving_key",
 ]
@@ -68,6 +70,35 @@ def load_version(host: Any, tenant: str, version: Any, *, key: str | None = None
     from matih_lite.serving.materialize import materialize
 
     folder = materialize(host, tenant, version)
-    chosen = resolve_flavor(host, getattr(version, "flavor", None), folder)
-    key = key or serving_key(tenant, version.name, version.version)
-    return host.backend("serving").load(key, str(folder), chosen)
+    return host.backend("serving").load(model_load(host, folder, getattr(version, "flavor", None),
+                                                   key or serving_key(tenant, version.name, version.version)))
+
+
+def model_load(host: Any, folder: Any, flavor_name: str | None, key: str) -> ModelLoad:
+    """What the serving backend is handed for the model in ``folder``: the flavor by name and as the
+    host's loader, and the input schema and outputs its MLmodel signature declares."""
+    chosen = resolve_flavor(host, flavor_name, folder)
+    try:
+        signature = read_mlmodel(folder).get("signature")
+    except MatihError:  # a bare model file (model.onnx) without an MLmodel beside it
+        signature = None
+    signature = dict(signature) if isinstance(signature, dict) else None
+    return ModelLoad(key=key, model_dir=str(folder), flavor=chosen.name, loader=chosen,
+                     input_schema=InputSchema.from_signature(signature), signature=signature,
+                     output_names=output_names_of(signature),
+                     needs_trusted_source=bool(getattr(chosen, "needs_trusted_source", True)))
+
+
+def output_names_of(signature: dict[str, Any] | None) -> tuple[str, ...]:
+    """The output names an MLflow signature declares (none when it names none)."""
+    import json
+
+    outputs = (signature or {}).get("outputs")
+    if isinstance(outputs, str):
+        try:
+            outputs = json.loads(outputs)
+        except ValueError:
+            return ()
+    if not isinstance(outputs, list):
+        return ()
+    return tuple(str(o["name"]) for o in outputs if isinstance(o, dict) and o.get("name"))

@@ -53,6 +53,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from matih_lite.alerts import send_alert
+from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.deployments import CanaryState, Deployment, DeploymentChange, Route
 from matih_lite.contracts.records import Page
 from matih_lite.errors import ConfigError, Conflict, Forbidden, GovernanceRefused, InvalidInput, MatihError, NotFound
@@ -68,10 +70,6 @@ MAX_NAME = 128
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SPLIT_ITEM = re.compile(r"^\s*(\d+)\s*=\s*(\d+(?:\.\d+)?)\s*%?\s*$")
 _RETRIES = 5
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # ---- names, splits, routing ------------------------------------------------------------------------
@@ -375,31 +373,6 @@ def _primary_output(outputs: Any) -> np.ndarray:
 
 
 # ---- notifications -----------------------------------------------------------------------------------------
-def send_alert(host: Any, alert: Mapping[str, Any]) -> None:
-    """Send an alert to every notifier in ``[notifiers]`` (the ``log`` notifier when none is configured).
-
-    A notifier that fails is logged, never raised: an alert must not undo what it reports.
-    """
-    try:
-        configured = host.config.section("notifiers") or {}
-        factories = host.registry("register_notifiers")
-    except MatihError:
-        log.exception("cannot read the notifiers to send alert %s", alert.get("type"))
-        return
-    if not isinstance(configured, Mapping) or not configured:
-        configured = {"log": {}}
-    for name, settings in configured.items():
-        factory = factories.get(name)
-        if factory is None:
-            log.error("alert %s: notifier %r is not installed (installed: %s)", alert.get("type"), name,
-                      ", ".join(sorted(factories)) or "none")
-            continue
-        try:
-            factory(dict(settings) if isinstance(settings, Mapping) else {}).notify(dict(alert))
-        except Exception:
-            log.exception("notifier %r failed sending alert %s", name, alert.get("type"))
-
-
 # ---- the rules --------------------------------------------------------------------------------------------------
 class CanaryVerdict(msgspec.Struct, frozen=True):
     """What a canary step decided: ``wait``, ``step``, ``promote`` or ``rollback``, and why."""
@@ -997,7 +970,7 @@ class TrafficManager:
     """Serves deployments of one host: routing, loading, micro-batching, shadows, canary stepping, logging.
 
     Attached to its host with :func:`attach_traffic` (the service does it at startup, through the
-    built-in :mod:`matih_lite.builtin.deployment_events` plugin), so ``on_event`` reaches it. The
+    built-in :mod:`matih_lite.serving.plugin` plugin), so ``on_event`` reaches it. The
     request path (:meth:`target`, :meth:`infer`) is async and does no synchronous I/O: records
     come from an in-memory cache (a miss is read on a worker thread), models are loaded on worker
     threads, and every prediction goes through the version's :class:`~matih_lite.serving.batcher.MicroBatcher`.
@@ -1533,7 +1506,7 @@ def _setting(section: Any, name: str, default: Any, kind: type, where: str) -> A
 
 
 # ---- one manager per host ------------------------------------------------------------------------------------------
-PLUGIN = "matih_lite.builtin.deployment_events"
+PLUGIN = "matih_lite.serving.plugin"
 """The built-in plugin that asks for following and canary stepping; when it is blocked, deployments
 are served as they are."""
 MANAGER = "matih_lite.serving.traffic"

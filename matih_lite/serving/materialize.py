@@ -21,17 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from matih_lite.contracts.artifacts import clean_path
+from matih_lite.contracts.flavors import MANIFEST, SERVING_CACHE, is_verified_copy
 from matih_lite.errors import InvalidInput, NotFound, StoreError
 
-CACHE_DIR = "serving-cache"
 ARTIFACT_SCHEME = "mlflow-artifacts:/"
-MANIFEST = ".matih-manifest.json"
 _CHUNK = 1 << 20
 
 
 def cache_root(home: str | Path) -> Path:
     """Where materialized models live under a state folder."""
-    return Path(home) / CACHE_DIR
+    return Path(home) / SERVING_CACHE
 
 
 def artifact_prefix(tenant: str, version_or_prefix: Any) -> str:
@@ -101,12 +100,7 @@ def materialize(host: Any, tenant: str, version_or_prefix: Any, *, root: str | P
 
 def is_materialized(path: str | Path, home: str | Path) -> bool:
     """Whether ``path`` is inside the serving cache of ``home`` and was copied whole."""
-    root = cache_root(home).resolve()
-    resolved = Path(path).resolve()
-    if root not in resolved.parents:
-        return False
-    top = root / resolved.relative_to(root).parts[0]
-    return (top / MANIFEST).is_file()
+    return is_verified_copy(path, cache_root(home))
 
 
 def _copy(store: Any, path: str, dest: Path, expected: str | None) -> None:

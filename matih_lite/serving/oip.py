@@ -486,28 +486,19 @@ def _json_data(arr: np.ndarray, datatype: str) -> list[Any]:
     return flat.tolist()
 
 
-def output_specs(predictor: Any) -> list[dict[str, Any]]:
-    """The outputs a predictor advertises: ONNX models know theirs; others are described from the model."""
-    session = getattr(predictor, "session", None)
-    if session is not None and hasattr(session, "get_outputs"):
-        from matih_lite.serving.flavors.onnx import ONNX_TYPES
-
-        out = []
-        for o in session.get_outputs():
-            dtype = ONNX_TYPES.get(o.type, "object")
-            shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (o.shape or [-1])]
-            out.append({"name": o.name, "datatype": datatype_of("object" if dtype == "str" else dtype),
-                        "shape": shape})
-        return out
-    raw = getattr(predictor, "raw", None)
-    classes = getattr(raw, "classes_", None)
-    if classes is not None:
-        datatype = datatype_of(np.asarray(classes).dtype)
-    elif type(raw).__name__ == "Booster":
-        datatype = "FP32"
-    else:
-        datatype = "FP64"
-    return [{"name": n, "datatype": datatype, "shape": [-1]} for n in getattr(predictor, "output_names", ())]
+def output_specs(served: Any) -> list[dict[str, Any]]:
+    """The outputs a served model advertises (a backend's :class:`~matih_lite.contracts.slots.ServedModel`):
+    as its backend described them, else FP64 for each output name."""
+    specs = {spec.name: spec for spec in getattr(served, "output_specs", ()) or ()}
+    out = []
+    for name in getattr(served, "output_names", ()) or tuple(specs):
+        spec = specs.get(name)
+        if spec is None:
+            out.append({"name": name, "datatype": "FP64", "shape": [-1]})
+            continue
+        dtype = "object" if spec.dtype in ("str", "bytes", "object") else spec.dtype
+        out.append({"name": name, "datatype": datatype_of(dtype), "shape": list(spec.shape or (-1,))})
+    return out
 
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn", "xgboost": "xgboost", "pyfunc": "python",

@@ -13,7 +13,15 @@ Importing this package needs pytest; the core never imports it.
 """
 
 from matih_lite.testing.artifacts import ArtifactStoreContract
+from matih_lite.testing.drift import DriftRunnerContract
 from matih_lite.testing.events import EventStoreContract
 from matih_lite.testing.metadata import MetadataStoreContract
+from matih_lite.testing.serving import ServingBackendContract
 
-__all__ = ["ArtifactStoreContract", "EventStoreContract", "MetadataStoreContract"]
+__all__ = [
+    "ArtifactStoreContract",
+    "DriftRunnerContract",
+    "EventStoreContract",
+    "MetadataStoreContract",
+    "ServingBackendContract",
+]

@@ -1,7 +1,7 @@
 """``matih_lite.autolog()``: training code logs itself into the active run (or a new one).
 
 Each framework is an auto-logger contributed through the ``register_autologgers`` hook; the
-built-ins (scikit-learn, XGBoost, PyTorch loops) live in :mod:`matih_lite.builtin.autologgers`,
+built-ins (scikit-learn, XGBoost, PyTorch loops) live in :mod:`matih_lite.tracking.autologgers`,
 and a plugin can add more. ``autolog()`` enables every registered framework that is importable.
 """
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import re
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from matih_lite.contracts import ArtifactInfo, Experiment, Metric, Page, Run
 from matih_lite.contracts.artifacts import clean_path
+from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.records import RUN_STATUSES, TERMINAL_STATUSES
 from matih_lite.contracts.search import OrderBy, RunFilter, parse_filter, parse_order_by
 from matih_lite.errors import InvalidInput, NotFound
@@ -36,10 +36,6 @@ RUN_NAME_TAG = "mlflow.runName"
 PARENT_TAG = "mlflow.parentRunId"
 USER_TAG = "mlflow.user"
 _KEY = re.compile(r"^[\w\-./ :]+$")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def check_key(key: Any, what: str) -> str:

@@ -386,8 +386,8 @@ def test_service_startup_attaches_the_recorder(hermetic):
 
 def test_blocking_the_builtin_plugin_turns_recording_off(hermetic):
     pset = get_plugin_manager()
-    pset.pm.unregister(name="matih_lite.builtin.lineage_events")
-    pset.pm.set_blocked("matih_lite.builtin.lineage_events")
+    pset.pm.unregister(name="matih_lite.lineage.plugin")
+    pset.pm.set_blocked("matih_lite.lineage.plugin")
     host = Host(load_config(cwd=hermetic), plugins=pset)
     try:
         Lineage(host)

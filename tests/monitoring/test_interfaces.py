@@ -12,7 +12,7 @@ from drift_helpers import HOUR, T0, deploy, log_traffic, make_host, register_mod
 from litestar.testing import TestClient
 from typer.testing import CliRunner
 
-from matih_lite.builtin.webhook_notifier import SIGNATURE_HEADER, WebhookNotifier, sign, verify
+from matih_lite.alerts.webhook import SIGNATURE_HEADER, WebhookNotifier, sign, verify
 from matih_lite.cli import load_commands
 from matih_lite.errors import ConfigError, StoreError
 from matih_lite.monitoring import Monitoring
@@ -185,7 +185,7 @@ def test_webhook_settings_are_checked():
 
 
 def test_drift_alerts_reach_a_configured_webhook(hermetic, monkeypatch):
-    import matih_lite.builtin.webhook_notifier as webhook
+    import matih_lite.alerts.webhook as webhook
 
     received = []
 

@@ -20,7 +20,7 @@ from drift_helpers import (
     training_data,
 )
 
-from matih_lite.builtin.inprocess_drift import InProcessDriftRunner, InProcessDriftSettings
+from matih_lite.monitoring.schedule import DriftSchedule
 from matih_lite.errors import ConfigError, NotFound
 from matih_lite.monitoring import BASELINE_TAG, HEALTH_TAG, Monitoring, Profile
 from matih_lite.registry import Registry
@@ -265,14 +265,12 @@ def test_scheduler_checks_tumbling_windows_and_merges_hours_into_the_longer_wind
     for hour in range(4):
         log_traffic(host, traffic(1500, seed=hour, age_shift=3 * hour), start=T0 + hour * HOUR,
                     end=T0 + (hour + 1) * HOUR)
-    runner = InProcessDriftRunner(InProcessDriftSettings(enabled=False))
-    runner.start(host)
-    runner.monitoring = Monitoring(host)  # made on the first tick otherwise; here to watch its reads
+    schedule = DriftSchedule(host)
     reads = []
-    real = runner.monitoring.read_window
-    runner.monitoring.read_window = lambda *a: reads.append(a[2:]) or real(*a)
+    real = schedule.monitoring.read_window
+    schedule.monitoring.read_window = lambda *a: reads.append(a[2:]) or real(*a)
     for hour in range(1, 5):
-        reports = runner.run_due(T0 + hour * HOUR + 2 * 60_000)
+        reports = schedule.run_due(T0 + hour * HOUR + 2 * 60_000)
         assert [r["window"] for r in reports][0] == "1h"
     assert [r["window"] for r in reports] == ["1h", "4h"]
     # Each hour was read once; the 4h window ending T0 + 4h was merged from them, not read (the one
@@ -283,10 +281,9 @@ def test_scheduler_checks_tumbling_windows_and_merges_hours_into_the_longer_wind
     scanned = Monitoring(host).check(P, "churn", "4h", end=T0 + 4 * HOUR, act=False)
     for a, b in zip(merged["versions"][0]["features"], scanned["versions"][0]["features"]):
         assert a["feature"] == b["feature"] and a["statistic"] == pytest.approx(b["statistic"], rel=1e-9)
-    assert runner.run_due(T0 + 4 * HOUR + 3 * 60_000) == []  # nothing new is due
-    assert runner.health().ok
-    again = InProcessDriftRunner(InProcessDriftSettings(enabled=False))  # a restart remembers the checks
-    again.start(host)
+    assert schedule.run_due(T0 + 4 * HOUR + 3 * 60_000) == []  # nothing new is due
+    assert schedule.stats["errors"] == 0
+    again = DriftSchedule(host)  # a restart remembers the checks
     assert again.run_due(T0 + 4 * HOUR + 3 * 60_000) == []
     host.close()
 
@@ -302,3 +299,48 @@ def test_the_service_starts_and_stops_the_runner(host):
         runner = host.backend("drift")
         assert runner._thread is not None and runner._thread.is_alive()
     assert runner._thread is None
+
+
+def test_a_plugin_that_replaces_the_drift_runner_gets_it_started_with_the_schedule(hermetic):
+    """The monitoring domain starts whatever fills the drift slot, with data and callables, never the host."""
+    import types
+
+    from litestar.testing import TestClient
+
+    from matih_lite.config import load_config
+    from matih_lite.contracts.slots import DriftPlan
+    from matih_lite.host import Host, get_plugin_manager
+    from matih_lite.hookspecs import hookimpl
+    from matih_lite.service import create_app
+
+    class Runner:
+        def __init__(self):
+            self.plans, self.stopped = [], 0
+
+        def health(self):
+            from matih_lite.contracts import Health
+            return Health(True, "custom")
+
+        def start(self, plan):
+            self.plans.append(plan)
+
+        def stop(self):
+            self.stopped += 1
+
+        def close(self):
+            pass
+
+    runner = Runner()
+    plugin = types.SimpleNamespace(register_backends=hookimpl(
+        lambda register: register("drift", "custom", lambda settings, context: runner)))
+    (hermetic / "matih.toml").write_text("[profiles.lite]\ndrift = { backend = 'custom' }\n[drift]\nwindows = ['30m', '1d']\n")
+    pset = get_plugin_manager(entry_points=False, plugins=[("custom", plugin)])
+    pset.pm.unregister(name="matih_lite.builtin.inprocess_drift")
+    host = Host(load_config(), plugins=pset)
+    with TestClient(create_app(host)):
+        assert len(runner.plans) == 1
+        plan = runner.plans[0]
+        assert isinstance(plan, DriftPlan)
+        assert [(w.label, w.size_ms) for w in plan.windows] == [("30m", 1_800_000), ("1d", 86_400_000)]
+        assert plan.check_due(T0) == []  # nothing is deployed: nothing is due
+    assert runner.stopped == 1

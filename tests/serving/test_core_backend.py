@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from matih_lite.config import load_config
+from matih_lite.contracts.flavors import ModelLoad
 from matih_lite.errors import InvalidInput, NotFound, StoreError
 from matih_lite.host import Host
 from matih_lite.identity import LOCAL_ADMIN
@@ -94,7 +95,7 @@ def test_pickles_load_only_from_the_serving_cache(host, tmp_path, model_and_rows
     SklearnFlavor().save(model, tmp_path / "m", serialization_format="pickle")
     backend = host.backend("serving")
     with pytest.raises(InvalidInput, match="registry's artifacts"):
-        backend.load("k", str(tmp_path / "m"), "sklearn")
+        backend.load(ModelLoad("k", str(tmp_path / "m"), "sklearn", loader=host.registry("register_flavors")["sklearn"]))
 
 
 def test_onnx_loads_from_any_folder_and_threads_share_it(host, tmp_path, model_and_rows):
@@ -105,7 +106,8 @@ def test_onnx_loads_from_any_folder_and_threads_share_it(host, tmp_path, model_a
     model, X = model_and_rows
     OnnxFlavor().save(to_onnx(model, X[:1].astype(np.float32), options={"zipmap": False}), tmp_path / "onnx")
     backend = host.backend("serving")
-    backend.load("onnx", str(tmp_path / "onnx"), host.registry("register_flavors")["onnx"])
+    backend.load(ModelLoad("onnx", str(tmp_path / "onnx"), "onnx", loader=host.registry("register_flavors")["onnx"],
+                           needs_trusted_source=False))
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: backend.predict("onnx", X[i:i + 1])["label"][0], range(len(X))))
     np.testing.assert_array_equal(results, model.predict(X))
@@ -119,8 +121,8 @@ def test_model_errors_are_counted_and_raised(host, tmp_path):
     backend = host.backend("serving")
     from matih_lite.builtin.inprocess_serving import InprocessServing, InprocessSettings
 
-    trusting = InprocessServing(InprocessSettings(trusted_dirs=[str(tmp_path)]), home=host.context.home)
-    trusting.load("boom", str(tmp_path / "boom"), "pyfunc")
+    trusting = InprocessServing(InprocessSettings(trusted_dirs=[str(tmp_path)]), model_cache=host.context.model_cache)
+    trusting.load(ModelLoad("boom", str(tmp_path / "boom"), "pyfunc", loader=PyfuncFlavor()))
     with pytest.raises(RuntimeError, match="boom"):
         trusting.predict("boom", np.zeros((1, 2)))
     assert trusting.loaded()["boom"].errors == 1 and "boom" in trusting.loaded()["boom"].last_error

@@ -21,13 +21,21 @@ import json
 import os
 import platform
 from collections.abc import Mapping, Sequence
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, TypeAlias
 
-import msgspec
 import numpy as np
 
+from matih_lite.contracts.flavors import (  # noqa: F401  (re-exported: the flavors' shared types are the contract's)
+    MLFLOW_TYPES,
+    NUMERIC_KINDS,
+    Flavor,
+    InputSchema,
+    LoadOptions,
+    Predictor,
+    TensorSpec,
+    dtype_name,
+)
 from matih_lite.errors import InvalidInput, NotFound
 
 MLMODEL = "MLmodel"
@@ -37,127 +45,6 @@ Inputs: TypeAlias = "np.ndarray | Mapping[str, np.ndarray]"
 """Rows as one 2-D array, or named columns/tensors."""
 Outputs: TypeAlias = "np.ndarray | dict[str, np.ndarray]"
 """One array for a one-output model, else a dict by output name (first = primary)."""
-
-# MLflow column types -> numpy dtype names. ``str``/``bytes``/``object`` columns become object arrays.
-MLFLOW_TYPES: dict[str, str] = {
-    "boolean": "bool", "integer": "int32", "long": "int64", "float": "float32", "double": "float64",
-    "string": "str", "binary": "bytes", "datetime": "object", "object": "object",
-}
-NUMERIC_KINDS = "biuf"
-
-
-class TensorSpec(msgspec.Struct, frozen=True):
-    """One input: a named column (``shape`` None) or a tensor (``shape`` with -1 where any size goes)."""
-
-    name: str
-    dtype: str
-    """A numpy dtype name (``float64``, ``int64``, ``bool``...) or ``str``, ``bytes``, ``object``."""
-    shape: tuple[int, ...] | None = None
-    optional: bool = False
-
-    @property
-    def numeric(self) -> bool:
-        return self.dtype not in ("str", "bytes", "object")
-
-    def np_dtype(self) -> np.dtype:
-        return np.dtype(self.dtype) if self.numeric else np.dtype(object)
-
-
-class InputSchema(msgspec.Struct, frozen=True, dict=True):
-    """What a model takes, in order.
-
-    ``kind`` is ``columns`` (named scalar columns: an MLflow column signature, or scikit-learn's
-    ``feature_names_in_``), ``tensors`` (named tensors with shapes: ONNX inputs, an MLflow tensor
-    signature, or one unnamed ``(-1, n_features)`` tensor), or ``any`` (nothing is known).
-    """
-
-    kind: str = "any"
-    specs: tuple[TensorSpec, ...] = ()
-
-    @cached_property
-    def names(self) -> list[str]:
-        return [s.name for s in self.specs]
-
-    @cached_property
-    def numeric(self) -> bool:
-        """Every input is a number or a boolean: the rows fit one 2-D array."""
-        return all(s.numeric for s in self.specs)
-
-    def row_dtype(self) -> np.dtype:
-        """The dtype of the 2-D array of rows when every column is numeric (float64 when they mix)."""
-        return self._row_dtype
-
-    @cached_property
-    def _row_dtype(self) -> np.dtype:
-        if not self.specs:
-            return np.dtype(np.float64)
-        dtypes = {s.dtype for s in self.specs}
-        if len(dtypes) == 1:
-            return np.dtype(dtypes.pop())
-        found = np.result_type(*[np.dtype(d) for d in dtypes])
-        return found if found.kind != "b" else np.dtype(np.float64)
-
-    @cached_property
-    def width(self) -> int | None:
-        """Columns per row: the column count, or a single tensor's last dimension when it is 2-D."""
-        if self.kind == "columns":
-            return len(self.specs)
-        if self.kind == "tensors" and len(self.specs) == 1:
-            shape = self.specs[0].shape
-            if shape is not None and len(shape) == 2 and shape[1] > 0:
-                return shape[1]
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "inputs": [
-            {"name": s.name, "dtype": s.dtype, **({"shape": list(s.shape)} if s.shape is not None else {})}
-            for s in self.specs]}
-
-    @classmethod
-    def from_signature(cls, signature: Mapping[str, Any] | None) -> InputSchema | None:
-        """The schema of an MLflow signature (``{"inputs": [...]}``, as the registry keeps it), or None."""
-        if not signature:
-            return None
-        cols = signature.get("inputs")
-        if isinstance(cols, str):
-            try:
-                cols = json.loads(cols)
-            except ValueError:
-                return None
-        if not isinstance(cols, list) or not cols:
-            return None
-        specs: list[TensorSpec] = []
-        tensors = all(isinstance(c, Mapping) and c.get("type") == "tensor" for c in cols)
-        for i, col in enumerate(cols):
-            if not isinstance(col, Mapping):
-                return None
-            name = col.get("name")
-            name = str(name) if name is not None else ("" if len(cols) == 1 else str(i))
-            optional = col.get("required") is False or bool(col.get("optional", False))
-            if col.get("type") == "tensor":
-                spec = col.get("tensor-spec") or {}
-                dtype = _dtype_name(spec.get("dtype", "float64"))
-                shape = spec.get("shape")
-                specs.append(TensorSpec(name, dtype, tuple(int(d) for d in shape) if shape else None, optional))
-            else:
-                kind = col.get("type")
-                dtype = MLFLOW_TYPES.get(kind, "object") if isinstance(kind, str) else "object"
-                specs.append(TensorSpec(name, dtype, None, optional))
-        return cls("tensors" if tensors else "columns", tuple(specs))
-
-
-def _dtype_name(value: Any) -> str:
-    text = str(value)
-    if text in ("str", "string", "object", "bytes"):
-        return {"string": "str"}.get(text, text)
-    try:
-        dt = np.dtype(text)
-    except TypeError:
-        return "object"
-    if dt.kind in "US":
-        return "str" if dt.kind == "U" else "bytes"
-    return dt.name if dt.kind in NUMERIC_KINDS else "object"
-
 
 def signature_of_example(example: Any) -> dict[str, Any]:
     """An MLflow signature for an input example: a tensor spec for a numpy array (as MLflow writes
@@ -180,46 +67,6 @@ def schema_from_width(n_features: int | None, dtype: str = "float64") -> InputSc
 
 def schema_from_names(names: Sequence[Any], dtype: str = "float64") -> InputSchema:
     return InputSchema("columns", tuple(TensorSpec(str(n), dtype) for n in names))
-
-
-class LoadOptions(msgspec.Struct, frozen=True):
-    """How the serving backend wants a model loaded; flavors ignore what does not concern them."""
-
-    intra_op_threads: int = 1
-    """Threads one prediction may use (onnxruntime intra-op, XGBoost nthread); 0 lets the library choose."""
-    inter_op_threads: int = 1
-    trusted_types: tuple[str, ...] = ()
-    """skops types trusted beyond the ones the model's MLmodel lists (``sklearn.tree._tree.Tree``...)."""
-
-
-@runtime_checkable
-class Predictor(Protocol):
-    """A loaded model: ``predict`` over numpy arrays, and what it takes and gives."""
-
-    input_schema: InputSchema
-    output_names: tuple[str, ...]
-
-    def predict(self, inputs: Any) -> Any:
-        """Outputs for a batch of rows (see the module docstring). Raises InvalidInput on unusable inputs."""
-
-
-@runtime_checkable
-class Flavor(Protocol):
-    """How one kind of model is saved to a folder and loaded back as a :class:`Predictor`."""
-
-    name: str
-    needs_trusted_source: bool
-    """True when loading runs a deserializer that can execute code (pickle, cloudpickle, skops)."""
-
-    def save(self, model: Any, folder: str | Path, *, signature: Mapping[str, Any] | None = None,
-             input_example: Any = None) -> Path:
-        """Write the model and its MLmodel file into ``folder``; returns the folder."""
-
-    def load(self, folder: str | Path, options: LoadOptions | None = None) -> Predictor:
-        """A predictor for the model saved in ``folder``. Raises InvalidInput, NotFound."""
-
-    def accepts(self, model: Any) -> bool:
-        """Whether ``save`` knows this model object."""
 
 
 # ---- MLmodel files -------------------------------------------------------------------------------
@@ -345,6 +192,19 @@ def columns_of(inputs: Any, schema: InputSchema) -> dict[str, np.ndarray]:
     if arr.ndim == 1:
         arr = arr.reshape(1, -1) if len(schema.specs) > 1 else arr.reshape(-1, 1)
     return {n: arr[:, i] for i, n in enumerate(schema.names)}
+
+
+def described_outputs(raw: Any, output_names: Sequence[str]) -> tuple[TensorSpec, ...]:
+    """Each output's dtype as far as the model object tells: a classifier's class labels, an XGBoost
+    booster's float32, float64 otherwise; one dimension of any length."""
+    classes = getattr(raw, "classes_", None)
+    if classes is not None:
+        dtype = dtype_name(np.asarray(classes).dtype)
+    elif type(raw).__name__ == "Booster":
+        dtype = "float32"
+    else:
+        dtype = "float64"
+    return tuple(TensorSpec(name, dtype, (-1,)) for name in output_names)
 
 
 def named_outputs(outputs: Any, output_names: Sequence[str]) -> dict[str, np.ndarray]:

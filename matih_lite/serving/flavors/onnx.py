@@ -45,6 +45,16 @@ class OnnxPredictor:
         self._dtypes = {n: np.dtype(t) for n, t, _ in self._inputs if t not in ("str", "object")}
         self.model_schema = InputSchema("tensors", tuple(TensorSpec(n, t, s) for n, t, s in self._inputs))
         self.input_schema = schema or self.model_schema
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+        self._refused = InvalidArgument
+
+    @property
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        """Each output's dtype and shape as the ONNX graph declares them (-1 where any size goes)."""
+        return tuple(TensorSpec(o.name, ONNX_TYPES.get(o.type, "object"),
+                                tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (o.shape or [-1])))
+                     for o in self.session.get_outputs())
 
     def _cast(self, name: str, dtype: str, shape: tuple[int, ...] | None, value: Any) -> np.ndarray:
         arr = np.asarray(value)
@@ -92,7 +102,10 @@ class OnnxPredictor:
                            f"({', '.join(n for n, _, _ in self._inputs)}); send them by name")
 
     def predict(self, inputs: Any) -> Any:
-        results = self.session.run(list(self.output_names), self.feeds(inputs))
+        try:
+            results = self.session.run(list(self.output_names), self.feeds(inputs))
+        except self._refused as exc:  # the inputs do not fit the graph (dimensions, types): the caller's fault
+            raise InvalidInput(f"the model refused these inputs: {str(exc).split(' : ', 2)[-1].strip()}") from None
         outputs = {name: _as_array(value) for name, value in zip(self.output_names, results)}
         return outputs[self.output_names[0]] if len(outputs) == 1 else outputs
 

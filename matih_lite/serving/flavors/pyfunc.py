@@ -31,6 +31,8 @@ from matih_lite.serving.flavors.base import (
     PYFUNC,
     InputSchema,
     LoadOptions,
+    TensorSpec,
+    described_outputs,
     flavor_conf,
     read_mlmodel,
     signature_of_example,
@@ -51,6 +53,11 @@ class PyfuncPredictor:
         self.raw = model
         self.input_schema = schema
         self.output_names = output_names
+
+    @property
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        """Each output's dtype and shape, for the Open Inference Protocol's model metadata."""
+        return described_outputs(self.raw, self.output_names)
 
     def predict(self, inputs: Any) -> Any:
         out = self.raw.predict(inputs)
@@ -153,6 +160,11 @@ class MlflowPythonModelPredictor:
         self.raw = model
         self.input_schema = schema
         self.output_names: tuple[str, ...] = ("predictions",)
+
+    @property
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        """Each output's dtype and shape, for the Open Inference Protocol's model metadata."""
+        return described_outputs(self.raw, self.output_names)
 
     def predict(self, inputs: Any) -> Any:
         from matih_lite.serving.flavors.base import columns_of

@@ -26,8 +26,10 @@ from matih_lite.serving.flavors.base import (
     PYFUNC,
     InputSchema,
     LoadOptions,
+    TensorSpec,
     as_rows,
     columns_of,
+    described_outputs,
     flavor_conf,
     read_mlmodel,
     schema_from_names,
@@ -49,6 +51,11 @@ class SklearnPredictor:
         self.output_names: tuple[str, ...] = ("predictions",)
         self.frame = frame
         self._width = schema.width
+
+    @property
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        """Each output's dtype and shape, for the Open Inference Protocol's model metadata."""
+        return described_outputs(self.raw, self.output_names)
 
     def predict(self, inputs: Any) -> np.ndarray:
         return np.asarray(self.raw.predict(self._prepare(inputs)))

@@ -20,7 +20,9 @@ from matih_lite.serving.flavors.base import (
     PYFUNC,
     InputSchema,
     LoadOptions,
+    TensorSpec,
     as_rows,
+    described_outputs,
     flavor_conf,
     read_mlmodel,
     schema_from_names,
@@ -43,6 +45,11 @@ class XGBoostPredictor:
         self._booster = type(model).__name__ == "Booster"
         self._inplace = inplace
         self._width = schema.width
+
+    @property
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        """Each output's dtype and shape, for the Open Inference Protocol's model metadata."""
+        return described_outputs(self.raw, self.output_names)
 
     def predict(self, inputs: Any) -> np.ndarray:
         rows = as_rows(inputs, self.input_schema)

@@ -1,4 +1,8 @@
-"""Built-in drift tests: ``ks``, ``psi``, ``chi2``, ``jensen_shannon`` and ``wasserstein``.
+"""The monitoring domain's plugin: the built-in drift tests, and starting the drift slot's runner.
+
+``startup`` starts whichever runner fills the drift slot (the built-in ``inprocess`` one or a
+plugin's) with the :class:`~matih_lite.monitoring.schedule.DriftSchedule` of that host; ``shutdown``
+stops it. The built-in drift tests are ``ks``, ``psi``, ``chi2``, ``jensen_shannon`` and ``wasserstein``.
 
 Each is a :class:`~matih_lite.monitoring.stats.DriftTest`: a pure function of a baseline's and a
 window's aggregates, with a default threshold (override it in ``[drift] thresholds``):
@@ -19,11 +23,39 @@ threshold=None)`` returns the same dict and has ``threshold``, ``kind`` and ``ap
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from matih_lite.hookspecs import hookimpl
 from matih_lite.monitoring.stats import BUILTIN_TESTS
+
+log = logging.getLogger("matih_lite.monitoring")
 
 
 @hookimpl
 def register_drift_tests(register):
     for test in BUILTIN_TESTS:
         register(test.name, test)
+
+
+@hookimpl
+def startup(host: Any) -> None:
+    """Start the drift slot's runner with this host's schedule; drift monitoring never keeps the service down."""
+    if host.active("drift") is None:
+        return
+    from matih_lite.monitoring.schedule import DriftSchedule
+
+    try:
+        host.backend("drift").start(DriftSchedule(host).plan())
+    except Exception:
+        log.exception("the drift runner did not start")
+
+
+@hookimpl
+def shutdown(host: Any) -> None:
+    if host.active("drift") is None:
+        return
+    try:
+        host.backend("drift").stop()
+    except Exception:
+        log.exception("the drift runner did not stop cleanly")

@@ -1,7 +1,7 @@
 """Built-in: deployments follow the registry, and the ml-service runs their canaries.
 
 ``startup(host)`` attaches a :class:`~matih_lite.serving.deployments.TrafficManager` to that
-host's own plugin manager (the way :mod:`matih_lite.builtin.lineage_events` attaches its
+host's own plugin manager (the way :mod:`matih_lite.lineage.plugin` attaches its
 recorder: one object per host, no globals), so the host's ``on_event`` calls reach it: a version
 promoted into a stage, an alias moved or a registry rollback updates every deployment that
 follows it. It also starts the traffic manager's loops (the change feed and the canary
