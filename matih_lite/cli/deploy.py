@@ -55,7 +55,7 @@ class DeploymentClient:
         if self.http is not None:
             self.http.close()
         if self.host is not None:
-            from matih_lite.serving.deployments import detach_traffic
+            from matih_lite.serving.traffic import detach_traffic
 
             detach_traffic(self.host)
             self.host.close()
@@ -131,7 +131,7 @@ def _predict_embedded(host: Any, name: str, body: dict[str, Any], key: str | Non
                       version: int | None) -> dict[str, Any]:
     import asyncio
 
-    from matih_lite.serving.deployments import attach_traffic
+    from matih_lite.serving.traffic import attach_traffic
     from matih_lite.serving.payload import parse_scoring_request, predictions_json
 
     manager = attach_traffic(host)

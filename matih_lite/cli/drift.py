@@ -35,7 +35,7 @@ EXIT_DRIFT = 3
 
 
 def _client(config: str | None, profile: str | None):
-    from matih_lite.monitoring.service import DriftClient
+    from matih_lite.monitoring.client import DriftClient
 
     return DriftClient(config=config, profile=profile)
 

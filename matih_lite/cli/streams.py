@@ -130,7 +130,7 @@ def run(
     import asyncio
 
     from matih_lite.host import Host
-    from matih_lite.serving.deployments import attach_traffic, detach_traffic
+    from matih_lite.serving.traffic import attach_traffic, detach_traffic
     from matih_lite.serving.streams import DeploymentStreams
 
     host = Host.open(config, profile)

@@ -3,8 +3,11 @@
 - :mod:`~matih_lite.monitoring.stats`: the statistics and mergeable aggregates (numpy only, so a
   Flink job can ship the file -- or import ``matih_lite.monitoring.stats`` -- without the rest).
 - :mod:`~matih_lite.monitoring.profile`: baselines (:class:`Profile`) built from training data.
-- :mod:`~matih_lite.monitoring.service`: :class:`Monitoring` -- windows over the inference log,
-  checks, alerts, health, retraining and rollback -- and :class:`DriftClient` for the CLI.
+- :mod:`~matih_lite.monitoring.settings`: ``[drift]`` (:class:`DriftSettings`), durations.
+- :mod:`~matih_lite.monitoring.service`: :class:`Monitoring` -- windows over the inference log, checks,
+  stored reports; :mod:`~matih_lite.monitoring.actions` what a check does about drift (alerts, health,
+  retraining, rollback); :mod:`~matih_lite.monitoring.schedule` when windows are due.
+- :mod:`~matih_lite.monitoring.client`: :class:`DriftClient`, embedded or over HTTP, for the CLI.
 - :mod:`~matih_lite.monitoring.report`: the self-contained HTML report.
 
 Names below are imported on first use, so importing the package (or ``stats``) loads no more
@@ -18,8 +21,8 @@ from typing import Any
 
 _LAZY = {
     "BASELINE_TAG": "profile", "Profile": "profile", "build_profile": "profile",
-    "HEALTH_TAG": "service", "HEALTH_DETAIL_TAG": "service", "DriftClient": "service", "DriftSettings": "service",
-    "Monitoring": "service", "drift_settings": "service",
+    "HEALTH_TAG": "actions", "HEALTH_DETAIL_TAG": "actions", "DriftClient": "client", "DriftSettings": "settings",
+    "Monitoring": "service", "drift_settings": "settings", "DriftSchedule": "schedule",
 }
 
 __all__ = [*_LAZY, "build_baseline"]

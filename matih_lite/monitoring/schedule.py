@@ -20,7 +20,8 @@ from typing import Any
 from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.slots import DriftPlan, DriftWindow
 from matih_lite.identity import Principal
-from matih_lite.monitoring.service import MONITOR_USER, Monitoring, format_duration, parse_duration
+from matih_lite.monitoring.service import Monitoring
+from matih_lite.monitoring.settings import MONITOR_USER, format_duration, parse_duration
 
 log = logging.getLogger("matih_lite.monitoring.schedule")
 

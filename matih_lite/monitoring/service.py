@@ -29,144 +29,37 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from matih_lite.contracts.artifacts import clean_path
 from matih_lite.contracts.clock import now_ms
-from matih_lite.errors import ConfigError, Conflict, InvalidInput, MatihError, NotFound
+from matih_lite.errors import ConfigError, InvalidInput, MatihError, NotFound
 from matih_lite.events import PlatformEvent
 from matih_lite.identity import Principal
 from matih_lite.monitoring import stats
+from matih_lite.monitoring.actions import DriftActions
 from matih_lite.monitoring.profile import BASELINE_TAG, Profile, aggregate_features, build_profile, window_aggregate
-from matih_lite.remote import HostOrService
+from matih_lite.monitoring.settings import (
+    MONITOR_USER,
+    DriftSettings,
+    FeatureSettings,
+    drift_settings,
+    format_duration,
+    parse_duration,
+    segment,
+)
 
 log = logging.getLogger("matih_lite.monitoring")
 
 REPORT_SCHEMA = "matih-lite/drift-report/v1"
-HEALTH_TAG = "matih.health"
-HEALTH_DETAIL_TAG = "matih.health.detail"
-HEALTH = ("healthy", "warning", "drifting", "degraded", "unknown")
-"""Version health: ``warning`` some features drift, ``drifting`` data or concept drift, ``degraded``
-performance drift, ``unknown`` no baseline or too few rows."""
-MONITOR_USER = "drift-monitor"
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
-_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_ALERT_LOCK = threading.Lock()
-"""Serializes the read-modify-write of the alert dedupe records within this process."""
 MAX_CACHED_WINDOWS = 64
 """Aggregated windows kept per deployment for merging (a day of hours, and then some)."""
-
-
-def parse_duration(text: Any, what: str = "window") -> int:
-    """``"30m"``, ``"1h"``, ``"1d"``, ``"1w"`` (or milliseconds as an int) in milliseconds."""
-    if isinstance(text, int) and not isinstance(text, bool) and text > 0:
-        return text
-    match = _DURATION.match(str(text)) if isinstance(text, str) else None
-    if not match or int(match.group(1)) <= 0:
-        raise InvalidInput(f"{what} must be a duration like 30m, 1h or 1d, not {text!r}")
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def format_duration(ms: int) -> str:
-    for unit in ("w", "d", "h", "m", "s"):
-        if ms % _UNITS[unit] == 0:
-            return f"{ms // _UNITS[unit]}{unit}"
-    return f"{ms}ms"
-
-
-# ---- settings -----------------------------------------------------------------------------------------
-class FeatureSettings(msgspec.Struct, forbid_unknown_fields=True):
-    """``[drift.features.NAME]``: one feature's test, threshold and kind, or ``ignore = true``."""
-
-    test: str | None = None
-    threshold: float | None = None
-    kind: str | None = None
-    """``numeric`` or ``categorical``, used when the baseline is built."""
-    ignore: bool = False
-
-
-class DriftSettings(msgspec.Struct, forbid_unknown_fields=True):
-    """``[drift]`` in matih.toml (every key optional; ``[drift.models.NAME]`` overrides for one model)."""
-
-    windows: list[str] = msgspec.field(default_factory=lambda: ["1h", "1d"])
-    """Tumbling windows the scheduler checks."""
-    test: str = "auto"
-    """The test for every feature: ``auto`` (by data size, as Evidently), or ks, psi, chi2, jensen_shannon,
-    wasserstein (or a plugin's)."""
-    prediction_test: str = "auto"
-    thresholds: dict[str, float] = msgspec.field(default_factory=dict)
-    """Per test, e.g. ``{ wasserstein = 0.15, psi = 0.25 }``; a test's own default otherwise."""
-    features: dict[str, FeatureSettings] = msgspec.field(default_factory=dict)
-    drift_share: float = 0.5
-    """Data drift when at least this share of the tested features drift."""
-    min_rows: int = 100
-    """Windows with fewer rows (for a version) are reported but do not act."""
-    small_sample: int = stats.SMALL_SAMPLE
-    """``auto`` picks p-value tests (KS, chi-squared) up to this many rows on either side."""
-    bins: int = stats.DEFAULT_BINS
-    coarse_bins: int = stats.DEFAULT_COARSE_BINS
-    sample_cap: int = stats.DEFAULT_SAMPLE_CAP
-    max_categories: int = stats.DEFAULT_MAX_CATEGORIES
-    performance_threshold: float = 0.05
-    """Performance drift when the primary metric (accuracy, rmse) is this much worse, relative to the baseline."""
-    min_labels: int = 100
-    """Labelled rows needed before performance drift is judged."""
-    alerts: bool = True
-    health: bool = True
-    retrain: bool = False
-    retrain_on: list[str] = msgspec.field(default_factory=lambda: ["performance", "data"])
-    retrain_cooldown: str = "1d"
-    rollback: bool = False
-    grace: str = "1m"
-    """How long after a window ends the scheduler checks it (late inference-log writes)."""
-    catch_up: int = 24
-    """After a pause, how many missed windows of each size the scheduler checks (oldest first)."""
-    models: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
-
-
-KNOWN_SIGNALS = ("feature", "data", "concept", "performance")
-
-
-def drift_settings(config: Any, model: str | None = None) -> DriftSettings:
-    """``[drift]`` (with ``[drift.models.MODEL]`` over it) as :class:`DriftSettings`. Raises ConfigError."""
-    raw = config.section("drift") if hasattr(config, "section") else (config or {})
-    if not isinstance(raw, Mapping):
-        raise ConfigError("expected a table", key="drift")
-    data = dict(raw)
-    models = data.get("models") or {}
-    if model is not None and isinstance(models, Mapping) and isinstance(models.get(model), Mapping):
-        override = dict(models[model])
-        if "features" in override and isinstance(data.get("features"), Mapping):
-            override["features"] = {**data["features"], **override["features"]}
-        data.update(override)
-    try:
-        settings = msgspec.convert(data, DriftSettings, strict=False)
-    except msgspec.ValidationError as exc:
-        text, _, path = str(exc).partition(" - at `$.")
-        key = "drift" + ("." + path.rstrip("`") if path else "")
-        raise ConfigError(f"{text} (see the [drift] section in the README)", key=key) from None
-    for w in settings.windows:
-        try:
-            parse_duration(w)
-        except InvalidInput as exc:
-            raise ConfigError(exc.message, key="drift.windows") from None
-    for signal in settings.retrain_on:
-        if signal not in KNOWN_SIGNALS:
-            raise ConfigError(f"unknown signal {signal!r}; one of {', '.join(KNOWN_SIGNALS)}", key="drift.retrain_on")
-    if not 0 < settings.drift_share <= 1:
-        raise ConfigError("must be in (0, 1]", key="drift.drift_share")
-    for name, fs in settings.features.items():
-        if fs.kind is not None and fs.kind not in ("numeric", "categorical"):
-            raise ConfigError("kind must be numeric or categorical", key=f"drift.features.{name}.kind")
-    return settings
 
 
 # ---- the domain service -------------------------------------------------------------------------------
@@ -189,6 +82,7 @@ class Monitoring:
         self._spans: dict[tuple[str, str, int], set[int]] = {}
         """Starts of the aligned windows aggregated so far (with or without rows), per window size."""
         self._lock = threading.RLock()
+        self.actions = DriftActions(self)
 
     @property
     def artifacts(self) -> Any:
@@ -237,7 +131,7 @@ class Monitoring:
                                 sample_cap=settings.sample_cap, max_categories=settings.max_categories,
                                 created_by=principal.user, source=source)
         profile.notes[:0] = notes
-        rel = f"_drift/{_segment(name)}/v{mv.version}/baseline.json"
+        rel = f"_drift/{segment(name)}/v{mv.version}/baseline.json"
         self.artifacts.put(f"{principal.tenant}/{rel}", profile.to_json())
         self.registry.update_version(principal, name, mv.version, tags={BASELINE_TAG: rel})
         with self._lock:
@@ -355,8 +249,8 @@ class Monitoring:
         one (so requests still queued are written first), else straight from the events slot."""
         if self._window_source is not None:
             return self._window_source(deployment, start, end)
-        from matih_lite.serving.deployments import MANAGER, inference_log_name
         from matih_lite.serving.inference_log import read_window
+        from matih_lite.serving.traffic import MANAGER, inference_log_name
 
         stream = inference_log_name(tenant, deployment)
         manager = self.host.pm.get_plugin(MANAGER)
@@ -483,7 +377,7 @@ class Monitoring:
         """
         report, _, d, settings = self._evaluate(principal, deployment, window, end, aligned)
         if act:
-            report["actions"] = self.act(principal, d, report, settings)
+            report["actions"] = self.actions.act(principal, d, report, settings)
             self._store_report(principal.tenant, report)
         return report
 
@@ -532,7 +426,7 @@ class Monitoring:
             raise InvalidInput(f"not a drift report: {exc}") from None
         d = Deployments(self.host).get(principal, str(report["deployment"]))
         out = dict(report)
-        out["actions"] = self.act(principal, d, out, self.settings(d.model))
+        out["actions"] = self.actions.act(principal, d, out, self.settings(d.model))
         self._store_report(tenant, out)
         return out
 
@@ -541,135 +435,6 @@ class Monitoring:
         """One version's drift in one window (see :func:`compare_window`), with the plugins' tests."""
         return compare_window(agg, profile, settings, self.tests() if tests is None else tests, version)
 
-    # ---- actions --------------------------------------------------------------------------------
-    def act(self, principal: Principal, d: Any, report: dict[str, Any],
-            settings: DriftSettings) -> list[dict[str, Any]]:
-        """Alert, annotate health, trigger retraining, roll back -- as configured. Returns what was done."""
-        actions: list[dict[str, Any]] = []
-        system = Principal(principal.tenant, MONITOR_USER, ("admin",))
-        for v in report["versions"]:
-            if v["status"] == "unknown" and not v["features"]:
-                continue
-            signals = _signals(v)
-            if settings.alerts and signals and v["status"] != "unknown":
-                actions.append(self._alert(system, d, report, v, signals))
-            if settings.health and v["status"] != "unknown":
-                actions.append(self._annotate(system, d, report, v))
-            if settings.retrain and v["status"] != "unknown" and set(signals) & set(settings.retrain_on):
-                actions.append(self._retrain(system, d, report, v, signals, settings))
-            perf = v.get("performance") or {}
-            if settings.rollback and perf.get("detected"):
-                actions.append(self._rollback(principal, d, report, v))
-        return [a for a in actions if a]
-
-    def _alert(self, principal: Principal, d: Any, report: dict[str, Any], v: dict[str, Any],
-               signals: list[str]) -> dict[str, Any]:
-        bucket = -(-report["end"] // parse_duration(report["window"])) * parse_duration(report["window"])
-        wanted = [r["feature"] for r in v["features"] if r["drifted"]]
-        wanted += [f"__{s}__" for s in signals if s != "feature"]
-        fresh = self._not_yet_alerted(principal.tenant, d.model, wanted, report["window"], bucket)
-        if not fresh:
-            return {"action": "alert", "sent": False, "reason": "already alerted for this window"}
-        alert = {
-            "type": "drift.detected", "severity": "critical" if v["status"] == "degraded" else "warning",
-            "tenant": principal.tenant, "model": d.model, "version": v["version"], "deployment": d.name,
-            "window": report["window"], "start": report["start"], "end": report["end"], "status": v["status"],
-            "signals": signals, "rows": v["rows"],
-            "features": [{k: r.get(k) for k in ("feature", "test", "statistic", "p_value", "threshold")}
-                         for r in v["features"] if r["drifted"] and r["feature"] in fresh][:50],
-            "data_drift": v["data_drift"], "concept_drift": _brief(v.get("concept_drift")),
-            "performance": v.get("performance"), "timestamp": now_ms(),
-        }
-        from matih_lite.alerts import send_alert
-
-        send_alert(self.host, alert)
-        self.host.emit(PlatformEvent("drift.detected", f"{d.model}/{v['version']}", principal.tenant,
-                                     {k: alert[k] for k in ("model", "version", "deployment", "window", "start", "end",
-                                                            "status", "signals")}))
-        return {"action": "alert", "sent": True, "version": v["version"], "keys": sorted(fresh)}
-
-    def _not_yet_alerted(self, tenant: str, model: str, features: Sequence[str], window: str, bucket: int) -> set[str]:
-        """The features not alerted yet for (model, window); marks them alerted."""
-        path = f"{tenant}/_drift/alerts/{_segment(model)}.json"
-        with _ALERT_LOCK:
-            try:
-                seen = json.loads(self.artifacts.get(path))
-            except (NotFound, ValueError):
-                seen = {}
-            cutoff = now_ms() - 30 * _UNITS["d"]
-            seen = {k: t for k, t in seen.items() if isinstance(t, int) and t >= cutoff}
-            fresh = set()
-            for feature in features:
-                key = f"{feature}|{window}|{bucket}"
-                if key not in seen:
-                    fresh.add(feature)
-                    seen[key] = now_ms()
-            if fresh:
-                self.artifacts.put(path, json.dumps(seen, sort_keys=True).encode())
-        return fresh
-
-    def _annotate(self, principal: Principal, d: Any, report: dict[str, Any], v: dict[str, Any]) -> dict[str, Any]:
-        detail = {"status": v["status"], "deployment": d.name, "window": report["window"], "start": report["start"],
-                  "end": report["end"], "rows": v["rows"], "checked_at": report["checked_at"],
-                  "drifted_features": (v["data_drift"] or {}).get("drifted_features", [])[:20],
-                  "data_drift_share": (v["data_drift"] or {}).get("share"),
-                  "concept_drift": bool((v.get("concept_drift") or {}).get("drifted")),
-                  "performance": {k: (v.get("performance") or {}).get(k) for k in ("metric", "change", "labelled")}}
-        text = json.dumps(detail, sort_keys=True, default=str)
-        if len(text) > 7900:
-            detail["drifted_features"] = detail["drifted_features"][:3]
-            text = json.dumps(detail, sort_keys=True, default=str)[:7900]
-        try:
-            self.registry.update_version(principal, d.model, v["version"],
-                                         tags={HEALTH_TAG: v["status"], HEALTH_DETAIL_TAG: text})
-        except MatihError as exc:
-            return {"action": "health", "version": v["version"], "done": False, "reason": exc.message}
-        return {"action": "health", "version": v["version"], "done": True, "status": v["status"]}
-
-    def _retrain(self, principal: Principal, d: Any, report: dict[str, Any], v: dict[str, Any], signals: list[str],
-                 settings: DriftSettings) -> dict[str, Any]:
-        base = {"action": "retrain", "version": v["version"], "submitted": False}
-        spec_path = _model_setting(self.host.config, d.model, "retrain_spec")
-        if self.host.active("compute") is None:
-            return {**base, "reason": "no compute backend is configured (profiles.<name>.compute); no job submitted"}
-        if not spec_path:
-            return {**base, "reason": f"[models.{d.model}] retrain_spec is not set; no job submitted"}
-        cooldown = parse_duration(settings.retrain_cooldown, "retrain_cooldown")
-        bucket = report["end"] // cooldown * cooldown
-        if not self._not_yet_alerted(principal.tenant, d.model, ["__retrain__"], f"cooldown{cooldown}", bucket):
-            return {**base, "reason": f"a retraining job was submitted within retrain_cooldown = "
-                                      f"{settings.retrain_cooldown}"}
-        try:
-            spec = _read_job_spec(self.host.config, spec_path)
-            spec = {**spec, "trigger": {"kind": "drift", "model": d.model, "version": v["version"],
-                                        "deployment": d.name, "window": report["window"], "signals": signals,
-                                        "start": report["start"], "end": report["end"]}}
-            job_id = self.host.backend("compute").submit(spec)
-        except MatihError as exc:
-            return {**base, "reason": exc.message}
-        except Exception as exc:  # a backend's own failure: recorded, never fatal to the check
-            return {**base, "reason": f"{type(exc).__name__}: {exc}"}
-        self.host.emit(PlatformEvent("drift.retrain.submitted", f"{d.model}/{v['version']}", principal.tenant,
-                                     {"model": d.model, "version": v["version"], "job_id": job_id, "signals": signals}))
-        return {**base, "submitted": True, "job_id": job_id}
-
-    def _rollback(self, principal: Principal, d: Any, report: dict[str, Any], v: dict[str, Any]) -> dict[str, Any]:
-        from matih_lite.serving.deployments import Deployments
-
-        perf = v["performance"]
-        reason = (f"performance drift: {perf['metric']} {perf['metrics'].get(perf['metric']):.4g} vs baseline "
-                  f"{perf['baseline'].get(perf['metric']):.4g} ({perf['change']:+.1%}) over {perf['labelled']} "
-                  f"labelled rows in the {report['window']} window ending {_iso(report['end'])}")
-        system = Principal(principal.tenant, MONITOR_USER, ("admin",))
-        base = {"action": "rollback", "deployment": d.name, "version": v["version"], "done": False}
-        try:
-            rolled = rollback_deployment(self.host, Deployments(self.host), system, d.name, v["version"], reason)
-        except MatihError as exc:
-            return {**base, "reason": exc.message}
-        self.host.emit(PlatformEvent("drift.rollback", d.name, principal.tenant,
-                                     {"deployment": d.name, "model": d.model, "version": v["version"],
-                                      "reason": reason, **rolled}))
-        return {**base, "done": True, "reason": reason, **rolled}
 
     # ---- stored reports -------------------------------------------------------------------------
     def _store_report(self, tenant: str, report: dict[str, Any]) -> None:
@@ -682,7 +447,7 @@ class Monitoring:
     def history(self, principal: Principal, deployment: str, *, window: str | None = None,
                 max_results: int = 50) -> list[dict[str, Any]]:
         """Stored reports of a deployment, newest first (of one window size when given)."""
-        prefix = f"{principal.tenant}/_drift/reports/{_segment(deployment)}"
+        prefix = f"{principal.tenant}/_drift/reports/{segment(deployment)}"
         if window is not None:
             prefix += f"/{format_duration(parse_duration(window))}"
         try:
@@ -701,7 +466,7 @@ class Monitoring:
 
     def last_checked(self, tenant: str, deployment: str, window: str) -> int | None:
         """The end of the last stored aligned check of a deployment's window size, or None."""
-        prefix = f"{tenant}/_drift/reports/{_segment(deployment)}/{window}"
+        prefix = f"{tenant}/_drift/reports/{segment(deployment)}/{window}"
         try:
             names = [i.path.rsplit("/", 1)[-1] for i in self.artifacts.list(prefix) if i.path.endswith(".json")]
         except NotFound:
@@ -807,94 +572,9 @@ def _performance(agg: stats.WindowAggregate, profile: Profile, settings: DriftSe
     return out
 
 
-# ---- deployment rollback ----------------------------------------------------------------------------------
-def rollback_deployment(host: Any, deployments: Any, principal: Principal, name: str, version: int,
-                        reason: str) -> dict[str, Any]:
-    """Take ``version`` out of a deployment's traffic, through the traffic manager's own operations.
-
-    ``Deployments.rollback(principal, name, reason=...)`` when the traffic manager has one;
-    otherwise: a deployment that follows Production is rolled back in the registry (and follows
-    it); one with fixed versions goes back to the routes it had before ``version`` entered
-    them (from its history), or drops ``version`` from a split. Raises Conflict when there is
-    nothing to go back to.
-    """
-    own = getattr(deployments, "rollback", None)
-    if callable(own):
-        result = own(principal, name, reason=reason)
-        return {"method": "deployments.rollback", "routes": _plain_routes(getattr(result, "routes", []))}
-    d = deployments.get(principal, name)
-    if d.target == "stage" and d.follows == "Production":
-        from matih_lite.registry import Registry
-
-        transition = Registry(host).rollback(principal, d.model, reason=reason)
-        deployments.sync(principal.tenant, d.model, stage="Production")
-        return {"method": "registry rollback", "to_version": transition.version}
-    if d.target != "versions":
-        raise Conflict(f"deployment {name!r} follows {d.target} {d.follows!r}; move the {d.target} to roll it back")
-    live = [r for r in d.routes if r.weight > 0]
-    if len(live) > 1 and any(r.version == version for r in live):
-        rest = [r for r in live if r.version != version]
-        total = sum(r.weight for r in rest)
-        split = _split_percent({r.version: r.weight * 100.0 / total for r in rest})
-        updated = deployments.update(principal, name, split=split, reason=reason)
-        return {"method": "dropped from the split", "routes": _plain_routes(updated.routes)}
-    previous = _routes_before(deployments, principal, name, version)
-    if previous is None:
-        raise Conflict(f"deployment {name!r} never served another version before {version}; nothing to roll back to")
-    if len(previous) == 1:
-        updated = deployments.update(principal, name, version=previous[0]["version"], reason=reason)
-    else:
-        updated = deployments.update(principal, name, split=_split_percent(
-            {r["version"]: r["weight"] for r in previous}), reason=reason)
-    return {"method": "previous routes", "routes": _plain_routes(updated.routes)}
-
-
-def _split_percent(weights: Mapping[int, float]) -> dict[int, float]:
-    """Weights rounded to 0.01 % that still add up to exactly 100."""
-    items = sorted(weights.items())
-    out = {v: round(w, 2) for v, w in items}
-    out[items[-1][0]] = round(100.0 - sum(out[v] for v, _ in items[:-1]), 2)
-    return out
-
-
-def _routes_before(deployments: Any, principal: Principal, name: str, version: int) -> list[dict[str, Any]] | None:
-    """The live routes the deployment had just before ``version`` entered them (its history, newest first)."""
-    token = None
-    changes = []
-    while True:
-        page = deployments.history(principal, name, max_results=1000, page_token=token)
-        changes.extend(page.items)
-        token = page.next_token
-        if not token:
-            break
-    for change in reversed(changes):
-        routes = (change.detail or {}).get("routes")
-        if not isinstance(routes, Mapping):
-            continue
-        before = [r for r in routes.get("before") or [] if r.get("weight", 0) > 0]
-        after = [r for r in routes.get("after") or [] if r.get("weight", 0) > 0]
-        if any(r.get("version") == version for r in after) and before and \
-                not any(r.get("version") == version for r in before):
-            return before
-    return None
-
-
-def _plain_routes(routes: Any) -> list[dict[str, Any]]:
-    return [msgspec.to_builtins(r) if not isinstance(r, Mapping) else dict(r) for r in routes or []]
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
-def _signals(v: dict[str, Any]) -> list[str]:
-    out = []
-    if any(r["drifted"] for r in v["features"]):
-        out.append("feature")
-    if (v.get("data_drift") or {}).get("detected"):
-        out.append("data")
-    if (v.get("concept_drift") or {}).get("drifted"):
-        out.append("concept")
-    if (v.get("performance") or {}).get("detected"):
-        out.append("performance")
-    return out
 
 
 def _severity(result: Mapping[str, Any]) -> float:
@@ -913,10 +593,6 @@ def _worst(statuses: Sequence[str]) -> str:
     return max(statuses, key=lambda s: order.get(s, 0))
 
 
-def _brief(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if not result:
-        return None
-    return {k: result.get(k) for k in ("test", "statistic", "p_value", "threshold", "drifted")}
 
 
 def _version_order(text: Any) -> tuple[int, str]:
@@ -938,125 +614,15 @@ def _is_float(column: Any) -> bool:
 def _report_path(tenant: str, report: Mapping[str, Any]) -> str:
     """Where a window's report is kept: one file per (deployment, window size, end); manual checks apart."""
     suffix = "" if report.get("aligned") else "-manual"
-    return (f"{tenant}/_drift/reports/{_segment(str(report['deployment']))}/{report['window']}/"
+    return (f"{tenant}/_drift/reports/{segment(str(report['deployment']))}/{report['window']}/"
             f"{int(report['end']):013d}{suffix}.json")
 
 
-def _segment(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))[:200] or "model"
 
 
-def _iso(ms: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
 
 
-def _model_setting(config: Any, model: str, key: str) -> Any:
-    models = config.section("models") or {}
-    own = models.get(model) if isinstance(models, Mapping) else None
-    default = models.get("*") if isinstance(models, Mapping) else None
-    for table in (own, default):
-        if isinstance(table, Mapping) and table.get(key):
-            return table[key]
-    return None
 
 
-def _read_job_spec(config: Any, path: str) -> dict[str, Any]:
-    """A training job spec (JSON or TOML) named by ``[models.NAME] retrain_spec``, relative to matih.toml."""
-    import tomllib
-    from pathlib import Path
-
-    p = Path(path).expanduser()
-    if not p.is_absolute():
-        p = Path(config.base_dir) / p
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the retraining job spec {p}: {exc.strerror or exc}",
-                          key="models.retrain_spec") from None
-    try:
-        spec = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"the retraining job spec {p} is not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: "
-                          f"{exc}", key="models.retrain_spec") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"the retraining job spec {p} must be an object", key="models.retrain_spec")
-    return spec
 
 
-# ---- the client (embedded or HTTP), for the CLI and scripts ---------------------------------------------
-class DriftClient(HostOrService):
-    """Drift over this folder's store or the ml-service at ``MATIH_URL``, like the card client.
-
-    Embedded, it acts as ``principal`` (the local admin unless told otherwise); over HTTP the
-    token names the caller. While ``matih-lite up`` runs it owns the events file: set
-    ``MATIH_URL`` to check through it.
-    """
-
-    def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
-                 profile: str | None = None, host: Any = None, principal: Principal | None = None) -> None:
-        super().__init__(url, token=token, config=config, profile=profile, host=host, principal=principal)
-        if self._http is None:
-            self.monitoring = Monitoring(self.host)
-
-    @staticmethod
-    def _seg(text: Any) -> str:
-        from urllib.parse import quote
-
-        return quote(str(text), safe="")
-
-    def check(self, deployment: str, window: str = "1h", *, end: int | None = None, act: bool = True) -> dict[str, Any]:
-        if self._http is None:
-            return self.monitoring.check(self.principal, deployment, window, end=end, act=act)
-        body = {"window": window, "act": act, **({"end": end} if end is not None else {})}
-        return self._http._request("POST", f"/api/v1/drift/deployments/{self._seg(deployment)}/check", json=body)
-
-    def report_html(self, deployment: str, window: str = "1h", *, end: int | None = None) -> str:
-        if self._http is None:
-            return self.monitoring.report_html(self.principal, deployment, window, end=end)
-        params: dict[str, Any] = {"window": window}
-        if end is not None:
-            params["end"] = end
-        return self._http._request_text("GET", f"/api/v1/drift/deployments/{self._seg(deployment)}/report",
-                                        params=params)
-
-    def history(self, deployment: str, window: str | None = None, max_results: int = 50) -> list[dict[str, Any]]:
-        if self._http is None:
-            return self.monitoring.history(self.principal, deployment, window=window, max_results=max_results)
-        params: dict[str, Any] = {"max_results": max_results}
-        if window:
-            params["window"] = window
-        body = self._http._request("GET", f"/api/v1/drift/deployments/{self._seg(deployment)}/reports", params=params)
-        return body["reports"]
-
-    def build_baseline(self, name: str, version: int, data: Any, **options: Any) -> dict[str, Any]:
-        """Build a version's baseline; over HTTP the data travels as columns (JSON)."""
-        if self._http is None:
-            return self.monitoring.build_baseline(self.principal, name, version, data, **options).summary()
-        from matih_lite.monitoring.profile import columns_of
-
-        columns = {k: _json_column(v) for k, v in columns_of(data).items()}
-        body = {"columns": columns, **{k: v for k, v in options.items() if v is not None}}
-        return self._http._request("POST", f"/api/v1/drift/baselines/{self._seg(name)}/versions/{int(version)}",
-                                   json=body)
-
-    def tests(self) -> list[dict[str, Any]]:
-        if self._http is None:
-            return describe_tests(self.monitoring.tests())
-        return self._http._request("GET", "/api/v1/drift/tests")["tests"]
-
-
-def describe_tests(tests: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [{"name": name, "threshold": getattr(t, "threshold", None), "kind": getattr(t, "kind", None),
-             "applies_to": list(getattr(t, "applies_to", ())), "description": getattr(t, "description", "")}
-            for name, t in sorted(tests.items())]
-
-
-def _json_column(values: Any) -> list[Any]:
-    if hasattr(values, "to_pylist"):
-        return values.to_pylist()
-    arr = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
-    if arr.dtype.kind == "f":
-        return [None if not np.isfinite(x) else float(x) for x in arr.tolist()]
-    return [x.item() if hasattr(x, "item") else x for x in arr.tolist()]

@@ -1,7 +1,7 @@
 """``/api/v1/deployments``: deployments over REST, and predictions in MLflow's scoring shapes.
 
 Thin: records go through :class:`~matih_lite.serving.deployments.Deployments`, requests through
-the host's :class:`~matih_lite.serving.deployments.TrafficManager`. The predict route is the hot
+the host's :class:`~matih_lite.serving.traffic.TrafficManager`. The predict route is the hot
 path: it reads the body, routes (``X-Request-Key`` header or ``request_key`` in the body for a
 sticky variant), parses the body straight to arrays for the routed version's input schema,
 awaits the micro-batched prediction and writes the JSON itself; the record it routes by comes
@@ -25,7 +25,8 @@ from matih_lite.errors import InvalidInput
 from matih_lite.host import Host
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.service.auth import Principal, principal
-from matih_lite.serving.deployments import Deployments, attach_traffic
+from matih_lite.serving.deployments import Deployments
+from matih_lite.serving.traffic import attach_traffic
 
 MaxResults = Annotated[int, Parameter(ge=1, le=50_000)]
 REQUEST_KEY = "x-request-key"
@@ -177,7 +178,7 @@ def stream_out(d: dict[str, Any]) -> StreamOut:
 
 def streams_of(host: Host) -> Any:
     """The host's stream consumers; ModelUnavailable (503) when the service's loop is not running."""
-    from matih_lite.serving.deployments import ModelUnavailable
+    from matih_lite.serving.traffic import ModelUnavailable
     from matih_lite.serving.streams import attach_streams
 
     streams = attach_streams(host)

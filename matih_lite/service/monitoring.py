@@ -25,7 +25,8 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
 from matih_lite.host import Host
-from matih_lite.monitoring.service import Monitoring, describe_tests
+from matih_lite.monitoring.client import describe_tests
+from matih_lite.monitoring.service import Monitoring
 from matih_lite.service.auth import Principal, principal
 
 MonitoringDep = NamedDependency[Monitoring]

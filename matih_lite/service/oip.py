@@ -21,7 +21,7 @@ from matih_lite import __version__
 from matih_lite.errors import InvalidInput, MatihError
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.service.deployments import REQUEST_ID, REQUEST_KEY, checked_request_id
-from matih_lite.serving.deployments import attach_traffic
+from matih_lite.serving.traffic import attach_traffic
 
 _json = msgspec.json.Encoder()
 
@@ -165,7 +165,7 @@ async def infer_call(host: Any, who: Any, name: str, version: int | None, body: 
 
 def _primary(live: Any) -> int | None:
     """The version metadata and readiness describe: the deployment's heaviest route (None: route as usual)."""
-    from matih_lite.serving.deployments import primary_version
+    from matih_lite.serving.routing import primary_version
 
     return primary_version(live.deployment)
 

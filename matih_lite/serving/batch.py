@@ -262,7 +262,8 @@ def load_scorer(host: Any, principal: Any, *, deployment: str | None = None, mod
     registry = Registry(host)
     via = ""
     if deployment:
-        from matih_lite.serving.deployments import Deployments, primary_version
+        from matih_lite.serving.deployments import Deployments
+        from matih_lite.serving.routing import primary_version
 
         d = Deployments(host).get(principal, deployment)
         version = primary_version(d)

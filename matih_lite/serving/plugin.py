@@ -1,6 +1,6 @@
 """Built-in: deployments follow the registry, and the ml-service runs their canaries.
 
-``startup(host)`` attaches a :class:`~matih_lite.serving.deployments.TrafficManager` to that
+``startup(host)`` attaches a :class:`~matih_lite.serving.traffic.TrafficManager` to that
 host's own plugin manager (the way :mod:`matih_lite.lineage.plugin` attaches its
 recorder: one object per host, no globals), so the host's ``on_event`` calls reach it: a version
 promoted into a stage, an alias moved or a registry rollback updates every deployment that
@@ -22,7 +22,7 @@ log = logging.getLogger("matih_lite.serving")
 
 @hookimpl
 def startup(host: Any) -> None:
-    from matih_lite.serving.deployments import attach_traffic
+    from matih_lite.serving.traffic import attach_traffic
 
     manager = attach_traffic(host)
     if manager is not None:
@@ -39,7 +39,7 @@ def startup(host: Any) -> None:
 
 @hookimpl
 def shutdown(host: Any) -> None:
-    from matih_lite.serving.deployments import detach_traffic
+    from matih_lite.serving.traffic import detach_traffic
     from matih_lite.serving.streams import detach_streams
 
     detach_streams(host)

@@ -2,7 +2,7 @@
 answer them through a deployment's routes, and write the answers to another topic.
 
 A consumer (:class:`~matih_lite.serving.streaming.StreamingInference`) runs in a thread; its
-``predict`` hands each batch to the :class:`~matih_lite.serving.deployments.TrafficManager` on
+``predict`` hands each batch to the :class:`~matih_lite.serving.traffic.TrafficManager` on
 the service's event loop, so a streamed request meets the same routing as an HTTP one: the A/B
 split (sticky by the record's ``request_key``), shadows, the canary's counts, micro-batching
 with the HTTP traffic, and the inference log. The records::
@@ -35,7 +35,8 @@ import numpy as np
 from matih_lite.contracts.streams import STREAM_NAME
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.identity import Principal
-from matih_lite.serving.deployments import check_deployment_name, inference_log_name
+from matih_lite.serving.routing import check_deployment_name
+from matih_lite.serving.traffic import inference_log_name
 
 log = logging.getLogger("matih_lite.serving.streams")
 
@@ -244,7 +245,7 @@ MANAGER = "matih_lite.serving.streams"
 def attach_streams(host: Any) -> DeploymentStreams | None:
     """The host's deployment consumers (made on first call, on the traffic manager's loop); None before the
     traffic manager has a loop (the service starts it at startup)."""
-    from matih_lite.serving.deployments import attach_traffic
+    from matih_lite.serving.traffic import attach_traffic
 
     found = host.pm.get_plugin(MANAGER)
     if found is not None:

@@ -175,7 +175,7 @@ def run_evidently(n: int, _: Path) -> dict[str, Any]:
 
 
 def _matih_settings() -> Any:
-    from matih_lite.monitoring.service import DriftSettings, FeatureSettings
+    from matih_lite.monitoring.settings import DriftSettings, FeatureSettings
 
     features = {c: FeatureSettings(test="wasserstein", threshold=THRESHOLD) for c in NUMERIC}
     features.update({c: FeatureSettings(test="jensen_shannon", threshold=THRESHOLD) for c in CATEGORICAL})

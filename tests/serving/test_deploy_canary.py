@@ -19,7 +19,9 @@ from matih_lite.host import Host, get_plugin_manager
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.registry import Registry
 from matih_lite.serving import flavor as flavor_of
-from matih_lite.serving.deployments import Deployments, ModelFailed, attach_traffic, detach_traffic, now_ms
+from matih_lite.contracts.clock import now_ms
+from matih_lite.serving.deployments import Deployments
+from matih_lite.serving.traffic import ModelFailed, attach_traffic, detach_traffic
 from matih_lite.tracking import Tracking
 
 T = "default"

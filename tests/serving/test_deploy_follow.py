@@ -13,7 +13,8 @@ from matih_lite.host import Host
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.registry import Registry
 from matih_lite.serving import flavor as flavor_of
-from matih_lite.serving.deployments import Deployments, ModelUnavailable, attach_traffic, detach_traffic
+from matih_lite.serving.deployments import Deployments
+from matih_lite.serving.traffic import ModelUnavailable, attach_traffic, detach_traffic
 from matih_lite.tracking import Tracking
 
 T = "default"

@@ -178,7 +178,7 @@ def test_sticky_key_header_and_labels_by_request_id(client, host):
     assert posted.status_code == 202 and posted.json() == {"accepted": 1}
     assert client.post("/api/v1/deployments/churn-api/labels", json={"labels": []}).status_code == 400
     assert client.post("/api/v1/deployments/nope/labels", json={"request_id": "x", "label": 1}).status_code == 404
-    from matih_lite.serving.deployments import attach_traffic
+    from matih_lite.serving.traffic import attach_traffic
 
     window = attach_traffic(host).inference_log.window("churn-api", 0, 2**62)
     labelled = [r for r in window.table.to_pylist() if r["request_id"] == "order-42"]

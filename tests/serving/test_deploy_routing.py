@@ -21,15 +21,9 @@ from matih_lite.host import Host
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.registry import Registry
 from matih_lite.serving import flavor as flavor_of
-from matih_lite.serving.deployments import (
-    BUCKETS,
-    Deployments,
-    TrafficSplit,
-    attach_traffic,
-    bucket_of,
-    detach_traffic,
-    parse_split,
-)
+from matih_lite.serving.deployments import Deployments
+from matih_lite.serving.routing import BUCKETS, TrafficSplit, bucket_of, parse_split
+from matih_lite.serving.traffic import attach_traffic, detach_traffic
 from matih_lite.tracking import Tracking
 
 T = "default"
@@ -206,7 +200,7 @@ def test_every_change_is_in_the_history_with_who_and_why(two_versions):
 
 
 def test_totals_outlive_the_window_of_kept_samples():
-    from matih_lite.serving.deployments import VariantStats
+    from matih_lite.serving.canary import VariantStats
 
     st = VariantStats(capacity=100)
     for i in range(250):

@@ -1,0 +1,141 @@
+"""``[drift]`` in matih.toml: windows, tests, thresholds and actions, validated with key paths.
+
+``[drift.models.NAME]`` overrides them for one model and ``[drift.features.NAME]`` picks one
+feature's test and threshold. Durations are written ``30m``, ``1h``, ``1d``, ``1w``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from matih_lite.errors import ConfigError, InvalidInput
+from matih_lite.monitoring import stats
+
+MONITOR_USER = "drift-monitor"
+"""Who the drift checks act as (in the history of what they change)."""
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_duration(text: Any, what: str = "window") -> int:
+    """``"30m"``, ``"1h"``, ``"1d"``, ``"1w"`` (or milliseconds as an int) in milliseconds."""
+    if isinstance(text, int) and not isinstance(text, bool) and text > 0:
+        return text
+    match = _DURATION.match(str(text)) if isinstance(text, str) else None
+    if not match or int(match.group(1)) <= 0:
+        raise InvalidInput(f"{what} must be a duration like 30m, 1h or 1d, not {text!r}")
+    return int(match.group(1)) * UNITS[match.group(2)]
+
+
+def format_duration(ms: int) -> str:
+    for unit in ("w", "d", "h", "m", "s"):
+        if ms % UNITS[unit] == 0:
+            return f"{ms // UNITS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+# ---- the settings -----------------------------------------------------------------------------------------
+class FeatureSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[drift.features.NAME]``: one feature's test, threshold and kind, or ``ignore = true``."""
+
+    test: str | None = None
+    threshold: float | None = None
+    kind: str | None = None
+    """``numeric`` or ``categorical``, used when the baseline is built."""
+    ignore: bool = False
+
+
+class DriftSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[drift]`` in matih.toml (every key optional; ``[drift.models.NAME]`` overrides for one model)."""
+
+    windows: list[str] = msgspec.field(default_factory=lambda: ["1h", "1d"])
+    """Tumbling windows the scheduler checks."""
+    test: str = "auto"
+    """The test for every feature: ``auto`` (by data size, as Evidently), or ks, psi, chi2, jensen_shannon,
+    wasserstein (or a plugin's)."""
+    prediction_test: str = "auto"
+    thresholds: dict[str, float] = msgspec.field(default_factory=dict)
+    """Per test, e.g. ``{ wasserstein = 0.15, psi = 0.25 }``; a test's own default otherwise."""
+    features: dict[str, FeatureSettings] = msgspec.field(default_factory=dict)
+    drift_share: float = 0.5
+    """Data drift when at least this share of the tested features drift."""
+    min_rows: int = 100
+    """Windows with fewer rows (for a version) are reported but do not act."""
+    small_sample: int = stats.SMALL_SAMPLE
+    """``auto`` picks p-value tests (KS, chi-squared) up to this many rows on either side."""
+    bins: int = stats.DEFAULT_BINS
+    coarse_bins: int = stats.DEFAULT_COARSE_BINS
+    sample_cap: int = stats.DEFAULT_SAMPLE_CAP
+    max_categories: int = stats.DEFAULT_MAX_CATEGORIES
+    performance_threshold: float = 0.05
+    """Performance drift when the primary metric (accuracy, rmse) is this much worse, relative to the baseline."""
+    min_labels: int = 100
+    """Labelled rows needed before performance drift is judged."""
+    alerts: bool = True
+    health: bool = True
+    retrain: bool = False
+    retrain_on: list[str] = msgspec.field(default_factory=lambda: ["performance", "data"])
+    retrain_cooldown: str = "1d"
+    rollback: bool = False
+    grace: str = "1m"
+    """How long after a window ends the scheduler checks it (late inference-log writes)."""
+    catch_up: int = 24
+    """After a pause, how many missed windows of each size the scheduler checks (oldest first)."""
+    models: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+
+KNOWN_SIGNALS = ("feature", "data", "concept", "performance")
+
+
+def drift_settings(config: Any, model: str | None = None) -> DriftSettings:
+    """``[drift]`` (with ``[drift.models.MODEL]`` over it) as :class:`DriftSettings`. Raises ConfigError."""
+    raw = config.section("drift") if hasattr(config, "section") else (config or {})
+    if not isinstance(raw, Mapping):
+        raise ConfigError("expected a table", key="drift")
+    data = dict(raw)
+    models = data.get("models") or {}
+    if model is not None and isinstance(models, Mapping) and isinstance(models.get(model), Mapping):
+        override = dict(models[model])
+        if "features" in override and isinstance(data.get("features"), Mapping):
+            override["features"] = {**data["features"], **override["features"]}
+        data.update(override)
+    try:
+        settings = msgspec.convert(data, DriftSettings, strict=False)
+    except msgspec.ValidationError as exc:
+        text, _, path = str(exc).partition(" - at `$.")
+        key = "drift" + ("." + path.rstrip("`") if path else "")
+        raise ConfigError(f"{text} (see the [drift] section in the README)", key=key) from None
+    for w in settings.windows:
+        try:
+            parse_duration(w)
+        except InvalidInput as exc:
+            raise ConfigError(exc.message, key="drift.windows") from None
+    for signal in settings.retrain_on:
+        if signal not in KNOWN_SIGNALS:
+            raise ConfigError(f"unknown signal {signal!r}; one of {', '.join(KNOWN_SIGNALS)}", key="drift.retrain_on")
+    if not 0 < settings.drift_share <= 1:
+        raise ConfigError("must be in (0, 1]", key="drift.drift_share")
+    for name, fs in settings.features.items():
+        if fs.kind is not None and fs.kind not in ("numeric", "categorical"):
+            raise ConfigError("kind must be numeric or categorical", key=f"drift.features.{name}.kind")
+    return settings
+
+
+def segment(name: str) -> str:
+    """A name made safe as one path segment of the artifacts where drift state is kept."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))[:200] or "model"
+
+
+def model_setting(config: Any, model: str, key: str) -> Any:
+    """``[models.NAME] KEY`` for a model, else ``[models."*"] KEY``, else None."""
+    models = config.section("models") or {}
+    own = models.get(model) if isinstance(models, Mapping) else None
+    default = models.get("*") if isinstance(models, Mapping) else None
+    for table in (own, default):
+        if isinstance(table, Mapping) and table.get(key):
+            return table[key]
+    return None
