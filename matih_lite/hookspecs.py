@@ -97,9 +97,10 @@ def register_drift_tests(register: RegisterNamed) -> None:
 def register_autologgers(register: RegisterNamed) -> None:
     """Contribute auto-loggers: ``register(framework, enable)``.
 
-    Called by ``matih_lite.autolog()``. ``enable(client)`` patches the framework so that
-    training logs params, metrics and the model into the active run, and returns a
-    callable that undoes the patch.
+    Called by ``matih_lite.autolog()``. ``enable()`` patches the framework so that training
+    logs params, metrics and the model into the active run (the one ``matih_lite.start_run``
+    opened, or one it starts), raises ImportError when the framework is not installed, and
+    returns a callable that undoes the patch.
     """
 
 
@@ -119,6 +120,18 @@ def register_commands(app: Any) -> None:
     """Add CLI commands to the ``matih-lite`` typer application ``app``.
 
     Called once when the CLI starts, before arguments are parsed.
+    """
+
+
+@hookspec
+def register_settings(register: RegisterNamed) -> None:
+    """Contribute the check of a matih.toml section: ``register(section, check)``.
+
+    Called by ``matih-lite config validate`` and by ``matih-lite up`` before it listens.
+    ``check(config)`` reads its section (``config.section(name)``) and returns a list of
+    ``(key path, message)``, one per problem, empty when the section is sound; it never raises
+    for a bad value. The domain that reads a section checks it (the registry ``[models]``,
+    monitoring ``[drift]``...).
     """
 
 

@@ -13,14 +13,25 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import msgspec
 import pluggy
 
 from matih_lite import hookspecs
 from matih_lite.config import Config, load_config
-from matih_lite.contracts import SLOTS, BackendContext, Health
+from matih_lite.contracts import (
+    SLOTS,
+    ArtifactStore,
+    BackendContext,
+    ComputeBackend,
+    DriftRunner,
+    EventStore,
+    FeatureStore,
+    Health,
+    MetadataStore,
+    ServingBackend,
+)
 from matih_lite.errors import ConfigError, PluginError
 
 log = logging.getLogger("matih_lite.host")
@@ -38,6 +49,7 @@ LITE_BACKENDS: tuple[str, ...] = (
 DOMAIN_PLUGINS: tuple[str, ...] = (
     "matih_lite.alerts.log",
     "matih_lite.tracking.autologgers",
+    "matih_lite.registry.plugin",
     "matih_lite.lineage.plugin",
     "matih_lite.serving.flavors.plugin",
     "matih_lite.serving.plugin",
@@ -53,9 +65,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = LITE_BACKENDS + DOMAIN_PLUGINS
 ENTRY_POINT_GROUP = "matih_lite"
 
 FIRST_PARTY: dict[str, str] = {
-    "postgres": "matih-postgres", "mlflow": "matih-mlflow", "s3": "matih-s3", "kuberay": "matih-kuberay",
-    "ray": "matih-kuberay", "triton": "matih-triton", "vllm": "matih-vllm", "rayserve": "matih-rayserve",
-    "kafka": "matih-kafka", "flink": "matih-flink", "feast": "matih-feast",
+    "postgres": "matih-postgres", "s3": "matih-s3", "kuberay": "matih-kuberay", "ray": "matih-kuberay",
+    "triton": "matih-triton", "vllm": "matih-vllm", "kafka": "matih-kafka", "flink": "matih-flink",
+    "feast": "matih-feast",
 }
 """Backend names we publish as separate distributions, for the ``pip install`` hint."""
 
@@ -84,9 +96,9 @@ class PluginSet:
         """Names of the plugins implementing a hook, in call order."""
         return [impl.plugin_name for impl in getattr(self.pm.hook, hook_name).get_hookimpls()][::-1]
 
-    def collect(self, hook_name: str) -> list[tuple[str, tuple, dict]]:
+    def collect(self, hook_name: str) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
         """Call a ``register_*`` hook plugin by plugin; returns (plugin, args, kwargs) per registration."""
-        out: list[tuple[str, tuple, dict]] = []
+        out: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls()[::-1]:
             def register(*args: Any, _plugin: str = impl.plugin_name, **kwargs: Any) -> None:
                 out.append((_plugin, args, kwargs))
@@ -171,7 +183,7 @@ def index_backends(pset: PluginSet) -> dict[str, dict[str, BackendSpec]]:
     return index
 
 
-def _backend_spec(plugin: str, dist: str | None, slot: str, name: str, factory: Callable, *,
+def _backend_spec(plugin: str, dist: str | None, slot: str, name: str, factory: Callable[..., Any], *,
                   settings: type | None = None, summary: str = "") -> BackendSpec:
     if not callable(factory):
         raise TypeError(f"factory for '{name}' is not callable")
@@ -271,6 +283,23 @@ class Host:
             known = ", ".join(getattr(spec.settings, "__struct_fields__", ()))
             raise ConfigError(f"{text} (settings of '{spec.name}': {known or 'none'})", key=path) from None
 
+    @overload
+    def backend(self, slot: Literal["metadata"]) -> MetadataStore: ...
+    @overload
+    def backend(self, slot: Literal["artifacts"]) -> ArtifactStore: ...
+    @overload
+    def backend(self, slot: Literal["compute"]) -> ComputeBackend: ...
+    @overload
+    def backend(self, slot: Literal["serving"]) -> ServingBackend: ...
+    @overload
+    def backend(self, slot: Literal["events"]) -> EventStore: ...
+    @overload
+    def backend(self, slot: Literal["drift"]) -> DriftRunner: ...
+    @overload
+    def backend(self, slot: Literal["features"]) -> FeatureStore: ...
+    @overload
+    def backend(self, slot: str) -> Any: ...
+
     def backend(self, slot: str) -> Any:
         """The backend object filling ``slot``, built on first use. Raises ConfigError if none is."""
         inst = self._instances.get(slot)
@@ -302,11 +331,11 @@ class Host:
             return inst
 
     @property
-    def metadata(self) -> Any:
+    def metadata(self) -> MetadataStore:
         return self.backend("metadata")
 
     @property
-    def artifacts(self) -> Any:
+    def artifacts(self) -> ArtifactStore:
         return self.backend("artifacts")
 
     def health(self, slots: Iterable[str] = SLOTS) -> dict[str, Health | None]:
@@ -340,6 +369,17 @@ class Host:
                 owners[name] = plugin
             self._registries[hook_name] = found
         return found
+
+    def section_problems(self) -> list[tuple[str, str]]:
+        """(key path, message) for every problem the ``register_settings`` checks find in matih.toml."""
+        problems: list[tuple[str, str]] = []
+        for section, check in sorted(self.registry("register_settings").items()):
+            try:
+                found = check(self.config)
+            except ConfigError as exc:  # a check should return problems; one that raises still reports
+                found = [(exc.key or section, exc.reason)]
+            problems.extend(p for p in found if p not in problems)
+        return problems
 
     def emit(self, event: Any) -> None:
         """Tell every ``on_event`` hook; one failing plugin is logged, never raised."""

@@ -67,6 +67,9 @@ def up(
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"--log-level must be debug, info, warning or error, not {log_level!r}")
     h = Host.open(config, profile)
+    problems = h.section_problems()
+    if problems:
+        raise ConfigError("\n".join(f"{key}: {message}" for key, message in problems))
     if not is_loopback(host) and not auth_enabled(h):
         raise ConfigError(
             f"refusing to listen on {host}: binding beyond loopback requires bearer-token auth "
@@ -218,6 +221,7 @@ def config_validate(profile: ProfileOption = None, config: ConfigOption = None,
             h = Host(cfg, name, plugins, strict=False)
             plugins = h.plugins
             problems.extend(p for p in h.config_problems if p not in problems)
+            problems.extend(p for p in h.section_problems() if p not in problems)
         except ConfigError as exc:
             problems.append((exc.key or "", exc.reason))
     if json_out:

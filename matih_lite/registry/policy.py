@@ -134,13 +134,22 @@ def parse_threshold(text: Any, key: str) -> Threshold:
 def _approvers(value: Any, key: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ConfigError(f"expected a list like [\"owner\", \"lead\"], got {type(value).__name__}", key=key)
-    out = []
-    for i, entry in enumerate(value):
-        if not isinstance(entry, str) or not _APPROVER.match(entry):
-            raise ConfigError(f"invalid approver {entry!r}: use \"owner\", a role ({', '.join(ROLES)}), "
-                              "\"role:NAME\" or \"user:NAME\"", key=f"{key}[{i}]")
-        out.append(entry)
-    return tuple(out)
+    return tuple(_approver(entry, f"{key}[{i}]") for i, entry in enumerate(value))
+
+
+def _approver(entry: Any, key: str) -> str:
+    """One approver: ``owner``, a role, ``role:NAME`` or ``user:NAME``. Raises ConfigError, with a did-you-mean."""
+    if not isinstance(entry, str) or not _APPROVER.match(entry):
+        raise ConfigError(f"invalid approver {entry!r}: use \"owner\", a role ({', '.join(ROLES)}), "
+                          "\"role:NAME\" or \"user:NAME\"", key=key)
+    if ":" not in entry and entry != "owner" and entry not in ROLES:
+        import difflib
+
+        near = difflib.get_close_matches(entry, ["owner", *ROLES], n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"unknown role {entry!r}{hint} (approvers are \"owner\", a role: {', '.join(ROLES)}, "
+                          "\"role:NAME\" or \"user:NAME\")", key=key)
+    return entry
 
 
 def _table(models: Mapping[str, Any], name: str) -> tuple[dict[str, Any], str]:
@@ -181,18 +190,45 @@ def policy_for(models: Mapping[str, Any] | None, name: str) -> Policy:
 
 
 def check_policies(models: Mapping[str, Any] | None) -> list[tuple[str, str]]:
-    """(key path, message) for every malformed governance setting in ``[models]``; empty when sound."""
-    problems: list[tuple[str, str]] = []
+    """(key path, message) for every malformed governance setting in ``[models]``; empty when sound.
+
+    Each rule and each approver is checked on its own, so every mistake is reported at once.
+    """
     if not models:
-        return problems
+        return []
     if not isinstance(models, Mapping):
         return [("models", "expected tables like [models.churn] and [models.\"*\"]")]
+    problems: list[tuple[str, str]] = []
+
+    def note(check: Any) -> None:
+        try:
+            check()
+        except ConfigError as exc:
+            if (exc.key or "models", exc.reason) not in problems:
+                problems.append((exc.key or "models", exc.reason))
+
     for name in models:
         try:
-            policy_for({k: v for k, v in models.items() if k in (name, DEFAULT_KEY)}, name)
+            table, label = _table(models, name)
         except ConfigError as exc:
-            if (exc.key or "", exc.reason) not in problems:
-                problems.append((exc.key or "models", exc.reason))
+            problems.append((exc.key or "models", exc.reason))
+            continue
+        rules = table.get("staging_requires")
+        if rules is not None:
+            key = f"{label}.staging_requires"
+            if not isinstance(rules, list):
+                problems.append((key, f"expected a list like [\"auc >= 0.85\"], got {type(rules).__name__}"))
+            else:
+                for i, rule in enumerate(rules):
+                    note(lambda rule=rule, i=i: parse_threshold(rule, f"{key}[{i}]"))
+        approvers = table.get("production_approvers")
+        if approvers is not None:
+            key = f"{label}.production_approvers"
+            if not isinstance(approvers, list):
+                note(lambda: _approvers(approvers, key))
+            else:
+                for i, entry in enumerate(approvers):
+                    note(lambda entry=entry, i=i: _approver(entry, f"{key}[{i}]"))
     return problems
 
 

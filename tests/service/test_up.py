@@ -96,3 +96,14 @@ def test_config_show_masks_secrets(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert "hunter2" not in r.stdout and "ml:****@db" in r.stdout
+
+
+def test_config_validate_and_up_check_the_governance_policy(tmp_path):
+    (tmp_path / "matih.toml").write_text('[models.churn]\nstaging_requires = ["latency_ms <== 20"]\n'
+                                         'production_approvers = ["owner", "leed"]\n')
+    r = cli("config", "validate", cwd=tmp_path)
+    assert r.returncode == 2, r.stdout
+    assert "models.churn.staging_requires" in r.stderr and "models.churn.production_approvers" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = cli("up", "--port", str(free_port()), cwd=tmp_path)
+    assert r.returncode == 2 and "models.churn.staging_requires" in r.stderr and "Traceback" not in r.stderr
