@@ -79,11 +79,20 @@ class ServiceHttp:
                                  transport=httpx.HTTPTransport(retries=retries))
 
     @classmethod
-    def from_env(cls, **options: Any) -> ServiceHttp | None:
-        """A client on ``MATIH_URL`` with ``MATIH_TOKEN`` (``options`` as the constructor's), or None
-        where ``MATIH_URL`` is not set: the caller then works on this folder's store, or says why it cannot."""
-        url = (os.environ.get("MATIH_URL") or "").rstrip("/")
-        return cls(url, os.environ.get("MATIH_TOKEN") or None, **options) if url else None
+    def from_env(cls, config: str | None = None, **options: Any) -> ServiceHttp | None:
+        """A client on the service this command should talk to (``options`` as the constructor's): ``MATIH_URL``
+        with ``MATIH_TOKEN``, else the ``matih-lite up`` that owns this folder's state
+        (:func:`matih_lite.ownership.service_target`); None when neither: the caller then works on this
+        folder's store, or says why it cannot."""
+        from matih_lite.ownership import service_target
+
+        target = service_target(config)
+        if target is None:
+            return None
+        if not os.environ.get("MATIH_URL"):
+            options.setdefault("hint", "the matih-lite up that owns this folder (.matih/service.json) does not "
+                                       "answer; is it still starting, or stuck?")
+        return cls(target[0], target[1], **options)
 
     def __enter__(self) -> ServiceHttp:
         return self
@@ -150,7 +159,12 @@ class HostOrService:
                  profile: str | None = None, host: Any = None, principal: Any = None) -> None:
         from matih_lite.identity import LOCAL_ADMIN
 
-        url = url if url is not None else (os.environ.get("MATIH_URL") or None)
+        if url is None and host is None:
+            from matih_lite.ownership import service_target
+
+            target = service_target(config)
+            if target is not None:
+                url, token = target[0], token if token is not None else target[1]
         self._http: Any = None
         self._owns = host is None
         self.principal = principal or LOCAL_ADMIN

@@ -36,11 +36,11 @@ app.add_typer(deployments_app, name="deployments")
 
 
 class DeploymentClient:
-    """Deployments embedded (this folder's store, as the local admin) or over HTTP (``MATIH_URL``)."""
+    """Deployments through the service this folder has (``MATIH_URL``, or its running ``up``), else embedded."""
 
     def __init__(self, config: str | None = None, profile: str | None = None) -> None:
         self.host: Any = None
-        self.http = ServiceHttp.from_env(user_agent="matih-lite-cli", timeout=60.0)
+        self.http = ServiceHttp.from_env(config, user_agent="matih-lite-cli", timeout=60.0)
         if self.http is None:
             from matih_lite.host import Host
             from matih_lite.serving.deployments import Deployments

@@ -76,28 +76,47 @@ def up(
             "([auth] enabled = true in matih.toml, with tokens from 'matih-lite tokens create')",
             key="--host",
         )
+    from matih_lite.ownership import claim
+
     _check_port_free(host, port)
-    configure_logging(log_level)
-    asgi = create_app(h)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    console().print(f"matih-lite ml-service on [bold]{url}[/bold]  (profile {h.profile}, "
-                    f"state in {escape(str(h.config.home))})  docs: {url}/schema")
-    server = _Server(uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False,
-                                    lifespan="on", server_header=False))
-    server.run()
+    with claim(h.config.home) as folder:  # one service per state folder; refused (exit 2) when one runs
+        configure_logging(log_level)
+        asgi = create_app(h)
+        console().print(f"matih-lite ml-service on [bold]{url}[/bold]  (profile {h.profile}, "
+                        f"state in {escape(str(h.config.home))})  docs: {url}/schema")
+        server = _Server(uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False,
+                                        lifespan="on", server_header=False),
+                         on_started=lambda: folder.announce(_announced_url(host, port), h.profile))
+        server.run()
     if server.started is False:
         raise typer.Exit(1)
     console().print("matih-lite ml-service stopped")
+
+
+def _announced_url(host: str, port: int) -> str:
+    """Where commands in this folder reach the service: loopback when it listens on every interface."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
 
 
 def _server_class():
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn's server, but a SIGINT/SIGTERM ends in a clean shutdown and exit code 0.
+        """uvicorn's server, but a SIGINT/SIGTERM ends in a clean shutdown and exit code 0, and
+        ``on_started`` runs once it listens (``up`` then says where, in ``service.json``).
 
         (uvicorn re-raises the signal after shutting down, so the process would die by it.)
         """
+
+        on_started: Any = None
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and self.on_started is not None:
+                self.on_started()
 
         def handle_exit(self, sig, frame) -> None:
             logging.getLogger("matih_lite.service").info("shutting down (signal %s)", sig)
@@ -108,8 +127,10 @@ def _server_class():
     return Server
 
 
-def _Server(config):  # noqa: N802 - reads like the class it builds
-    return _server_class()(config)
+def _Server(config, on_started=None):  # noqa: N802 - reads like the class it builds
+    server = _server_class()(config)
+    server.on_started = on_started
+    return server
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -127,13 +148,15 @@ def _check_port_free(host: str, port: int) -> None:
 def doctor(profile: ProfileOption = None, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Check every slot of a profile: backend installed, settings valid, service reachable.
 
-    Exits 1 if any active backend is unhealthy, 2 if the profile is misconfigured.
+    Exits 1 if any active backend is unhealthy, 2 if the profile is misconfigured. While a
+    ``matih-lite up`` serves this folder (or ``MATIH_URL`` names a service) with that profile, the
+    slots' health is the service's own (``/ready``): it owns the files a second opener would wait on.
     """
     from matih_lite.host import Host, load_config
 
     h = Host(load_config(config), profile, strict=False)
     problems = dict(h.config_problems)
-    health = h.health()
+    health = _service_health(config, h.profile) or h.health()
     rows = []
     failed = False
     for slot in h.backends:
@@ -169,6 +192,29 @@ def doctor(profile: ProfileOption = None, config: ConfigOption = None, json_out:
         raise typer.Exit(2)
     if failed:
         raise typer.Exit(1)
+
+
+def _service_health(config: str | None, profile: str) -> dict[str, Any] | None:
+    """Each slot's health as the service serving this folder reports it, or None when none serves this profile."""
+    from matih_lite.contracts import Health
+    from matih_lite.ownership import service_target
+    from matih_lite.remote import ServiceHttp
+
+    target = service_target(config)
+    if target is None:
+        return None
+    import httpx
+
+    try:
+        with ServiceHttp(target[0], target[1], timeout=10.0, user_agent="matih-lite-cli") as http:
+            resp = http.http.get("/ready")
+    except httpx.TransportError:
+        return None  # it does not answer: look at the backends from here
+    body = resp.json() if resp.status_code in (200, 503) and resp.content else None
+    if not isinstance(body, dict) or body.get("profile") != profile:
+        return None
+    return {slot: None if h is None else Health(bool(h.get("ok")), str(h.get("detail", "")))
+            for slot, h in (body.get("slots") or {}).items()}
 
 
 @config_app.command("show")

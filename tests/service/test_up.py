@@ -107,3 +107,74 @@ def test_config_validate_and_up_check_the_governance_policy(tmp_path):
     assert "Traceback" not in r.stderr
     r = cli("up", "--port", str(free_port()), cwd=tmp_path)
     assert r.returncode == 2 and "models.churn.staging_requires" in r.stderr and "Traceback" not in r.stderr
+
+
+def _start_up(cwd, port, env=None):
+    proc = subprocess.Popen([sys.executable, "-m", "matih_lite", "up", "--port", str(port)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (cwd / ".matih" / "service.json").exists():
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=0.5).status_code == 200:
+                    return proc
+            except httpx.TransportError:
+                pass
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read())
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("up was not ready with its service.json")
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    return out, err
+
+
+def test_one_service_owns_a_folder_and_every_command_finds_it(tmp_path):
+    import json
+
+    port = free_port()
+    proc = _start_up(tmp_path, port)
+    try:
+        info = json.loads((tmp_path / ".matih" / "service.json").read_text())
+        assert info["url"] == f"http://127.0.0.1:{port}" and info["pid"] == proc.pid and info["profile"] == "lite"
+        second = cli("up", "--port", str(free_port()), cwd=tmp_path)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        assert f"already serves" in second.stderr and f"pid {proc.pid}" in second.stderr
+        # doctor answers from the running service (it owns the events file), exit 0
+        doctor = cli("doctor", "--json", cwd=tmp_path)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert {r["slot"]: r["status"] for r in json.loads(doctor.stdout)["slots"]}["events"] == "ok"
+        before = httpx.get(f"http://127.0.0.1:{port}/metrics").text.count('route="/api/v1/drift/tests"')
+        r = cli("drift", "tests", "--json", cwd=tmp_path)  # an ordinary command: through the service
+        assert r.returncode == 0, r.stderr
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'route="/api/v1/drift/tests"' in metrics and before == 0
+    finally:
+        out, err = _stop(proc)
+    assert not (tmp_path / ".matih" / "service.json").exists()
+    assert "Traceback" not in err
+
+
+def test_a_stale_service_file_is_ignored_and_replaced(tmp_path):
+    import json
+
+    home = tmp_path / ".matih"
+    home.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (home / "service.json").write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": int(dead), "profile": "lite",
+                                                   "started_at": 0, "home": str(home)}))
+    r = cli("drift", "tests", "--json", cwd=tmp_path)  # not sent to the dead service: works on the folder
+    assert r.returncode == 0, r.stderr
+    port = free_port()
+    proc = _start_up(tmp_path, port)
+    try:
+        assert json.loads((home / "service.json").read_text())["pid"] == proc.pid
+    finally:
+        _stop(proc)
