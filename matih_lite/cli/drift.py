@@ -4,8 +4,10 @@ Everything goes through :class:`~matih_lite.monitoring.service.DriftClient`: thi
 or the ml-service at ``MATIH_URL`` (needed while ``matih-lite up`` runs: the service owns the
 events file the inference log lives in).
 
-Exit codes: 0 checked (drift or not, unless ``--fail-on-drift``); 1 the check failed (unknown
-deployment, a backend down); 2 usage or configuration; 3 drift found with ``--fail-on-drift``.
+Exit codes of ``drift check``: 0 checked (drift or not, unless ``--fail-on-drift``); 1 the check failed
+(unknown deployment, a backend down); 2 usage or configuration; with ``--fail-on-drift``, 3 drift
+found and 4 not judged (no requests, too few rows for ``[drift] min_rows``, or no baseline), so a CI
+script never reads "not judged" as "no drift".
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ app.add_typer(drift_app, name="drift")
 
 STATUS_STYLE = {"healthy": "green", "warning": "yellow", "drifting": "red", "degraded": "magenta", "unknown": "dim"}
 EXIT_DRIFT = 3
+EXIT_NOT_JUDGED = 4
 
 
 def _client(config: str | None, profile: str | None):
@@ -125,7 +128,8 @@ def check(
     act: Annotated[bool, typer.Option("--act/--no-act", help="Take the configured actions (alerts, health, "
                                       "retraining, rollback).")] = True,
     fail_on_drift: Annotated[bool, typer.Option("--fail-on-drift", help=f"Exit {EXIT_DRIFT} when any drift is "
-                                                "found (for scripts and CI).")] = False,
+                                                f"found, {EXIT_NOT_JUDGED} when the window could not be judged (too "
+                                                "few rows, no baseline), 0 only when judged healthy.")] = False,
     config: ConfigOption = None, profile: ProfileOption = None, json_out: JsonOption = False,
 ) -> None:
     """Check the last WINDOW of a deployment's traffic against each version's baseline.
@@ -138,8 +142,29 @@ def check(
         print_json(report)
     else:
         print_report(report)
-    if fail_on_drift and report["status"] in ("warning", "drifting", "degraded"):
-        raise typer.Exit(EXIT_DRIFT)
+    if report["status"] in ("warning", "drifting", "degraded"):
+        if fail_on_drift:
+            raise typer.Exit(EXIT_DRIFT)
+        return
+    if report["status"] == "unknown":
+        console(stderr=True).print(f"[yellow]not judged[/yellow]: {escape(not_judged_reason(report))}")
+        if fail_on_drift:
+            raise typer.Exit(EXIT_NOT_JUDGED)
+
+
+def not_judged_reason(report: dict[str, Any]) -> str:
+    """Why a window's check decided nothing, in one line (the versions' own notes)."""
+    if not report.get("versions"):
+        return report.get("note") or "no requests in this window"
+    notes = []
+    for v in report["versions"]:
+        note = "; ".join(v.get("notes") or []) or "not judged"
+        would = (v.get("data_drift") or {}).get("drifted")
+        tested = (v.get("data_drift") or {}).get("tested")
+        if would and tested:
+            note += f" ({would} of {tested} features would drift)"
+        notes.append(f"version {v['version']}: {note}")
+    return "; ".join(notes)
 
 
 @drift_app.command("report")

@@ -64,6 +64,15 @@ def test_models_baseline_then_drift_check_and_report_from_the_cli(cli, drifted):
     text = cli("drift", "check", "-d", "churn", "--end", "2027-01-15T08:00Z")
     assert "no requests in this window" in text
     cli("drift", "check", "-d", "churn", "--end", str(T0 + HOUR), "--no-act", "--fail-on-drift", code=3)
+    # not judged is not "no drift": an empty window, and one below [drift] min_rows, exit 4 saying why
+    cli("drift", "check", "-d", "churn", "--end", "2027-01-15T08:00Z", "--fail-on-drift", code=4)
+    log_traffic_rows = 14
+    host = make_host(drifted, "[canary]\ntick_seconds = 0\n")
+    log_traffic(host, traffic(log_traffic_rows, age_shift=6, plan_p=(0.2, 0.3, 0.5)), start=T0 + 2 * HOUR,
+                end=T0 + 3 * HOUR)
+    host.close()
+    small = cli("drift", "check", "-d", "churn", "--end", str(T0 + 3 * HOUR), "--no-act", "--fail-on-drift", code=4)
+    assert "not judged" in small and "14 rows, fewer than min_rows = 100" in small and "would drift" in small
     out = cli("drift", "report", "--deployment", "churn", "--end", str(T0 + HOUR), "--output", "report.html")
     page = (drifted / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 4  # 3 features + the prediction
