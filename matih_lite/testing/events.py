@@ -9,13 +9,26 @@ backend (closing it after the test)::
             s = MyEventStore(tmp_path)
             yield s
             s.close()
+
+        @pytest.fixture
+        def reopen(self, store, tmp_path):
+            def again():              # what a restarted process sees: the same data, a new instance
+                store.close()
+                return MyEventStore(tmp_path)
+            return again
+
+Without ``reopen`` the tests of what survives a restart are skipped. The tests marked ``slow``
+append tens of thousands of records.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from matih_lite.contracts import EventStore
 from matih_lite.contracts.streams import EventRecord
@@ -34,6 +47,11 @@ class EventStoreContract:
     @pytest.fixture
     def store(self) -> EventStore:
         raise NotImplementedError("override the 'store' fixture to build your backend")
+
+    @pytest.fixture
+    def reopen(self, store):
+        """A callable closing ``store`` and returning a new instance on the same data (a restart)."""
+        pytest.skip("override the 'reopen' fixture to test what survives a restart")
 
     # ---- shape -------------------------------------------------------------------------------
     def test_satisfies_protocol(self, store):
@@ -227,3 +245,160 @@ class EventStoreContract:
             store.commit("g1", "q", -1)
         with pytest.raises(InvalidInput):
             store.commit("", "q", 1)
+
+    def test_commit_of_zero_and_past_the_end(self, store):
+        store.append("q", _records(3))
+        store.commit("g", "q", 0)
+        assert store.committed("g", "q") == 0
+        store.commit("g", "q", 10)  # a group may commit ahead; reading from there gives nothing yet
+        assert store.committed("g", "q") == 10
+        assert store.read_from("q", 10) == []
+
+    # ---- what a lenient backend would not notice ---------------------------------------------
+    def test_appends_read_back_in_append_order_across_calls(self, store):
+        """However the backend spreads a stream (partitions, files), offset order is append order."""
+        sizes = [1, 7, 2, 13, 1, 5, 11]
+        i = 0
+        for size in sizes:
+            first = store.append("o", [{"timestamp": T0 + 1000 - k, "i": k} for k in range(i, i + size)])
+            assert first == i
+            i += size
+        got = store.read_from("o", 0, 1000)
+        assert [r.offset for r in got] == list(range(i))
+        assert [r.data["i"] for r in got] == list(range(i))
+        # by time the order is the timestamps' (here the reverse), ties by offset
+        window = store.read("o", T0 + 1000 - i + 1, T0 + 1001)
+        assert [r.data["i"] for r in window] == list(range(i - 1, -1, -1))
+        assert store.scan("o", 0, 2**62).column("i").to_pylist() == [float(k) for k in range(i - 1, -1, -1)]
+
+    def test_every_read_sees_the_append_before_it(self, store):
+        for n in range(1, 6):
+            store.append("raw", [{"timestamp": T0 + n, "n": n}])
+            assert store.end_offset("raw") == n
+            assert store.read_from("raw", n - 1)[0].data["n"] == n
+            assert store.read("raw", T0 + n, T0 + n + 1)[0].data["n"] == n
+            assert store.scan("raw", T0 + n, T0 + n + 1).column("n").to_pylist() == [float(n)]
+
+    def test_reads_from_another_thread_see_a_finished_append(self, store):
+        seen: list[int] = []
+        done = threading.Event()
+
+        def reader() -> None:
+            while not done.is_set():
+                seen.append(store.end_offset("rt"))
+                time.sleep(0.001)
+            seen.append(store.end_offset("rt"))  # the last append has returned
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        for k in range(10):
+            store.append("rt", _records(5, start=T0 + 100 * k))
+        done.set()
+        thread.join(timeout=60)
+        assert seen == sorted(seen), "end_offset went backwards"
+        assert seen[-1] == 50
+        assert len(store.read_from("rt", 0, 100)) == 50
+
+    def test_read_from_pages_through_a_stream_with_every_page_size(self, store):
+        store.append("pg", _records(97))
+        for page in (1, 10, 32, 96, 97, 1000):
+            offset, got = 0, []
+            while records := store.read_from("pg", offset, page):
+                assert len(records) <= page
+                assert records[0].offset == offset
+                got.extend(r.data["i"] for r in records)
+                offset = records[-1].offset + 1
+            assert got == list(range(97)), f"page size {page}"
+        assert store.read_from("pg", 96, 10)[0].data["i"] == 96
+        assert store.read_from("pg", 500) == []
+
+    def test_window_column_takes_the_kind_the_stream_first_gave_it(self, store):
+        """Drift windows of one stream must agree on each column's type, whatever the window holds."""
+        store.append("k", [{"timestamp": T0, "v": 1.5, "s": "first"}])
+        store.append("k", [{"timestamp": T0 + 10, "v": "text", "s": 7, "late": True}])
+        later = store.scan("k", T0 + 10, T0 + 11)
+        assert str(later.schema.field("v").type) == "double"
+        assert later.column("v").to_pylist() == [None]
+        assert str(later.schema.field("s").type) == "string"
+        assert later.column("s").to_pylist() == [None]
+        assert later.column("late").to_pylist() == [True]
+        early = store.scan("k", T0, T0 + 1)
+        assert early.column_names == ["_offset", "timestamp", "v", "s", "late"]
+        assert early.column("late").to_pylist() == [None]  # a column of the stream, empty in this window
+        assert store.read("k", T0 + 10, T0 + 11)[0].data["v"] == "text"
+
+    def test_a_failed_append_in_a_busy_stream_leaves_no_record(self, store):
+        store.append("busy", _records(4))
+        with pytest.raises(InvalidInput):
+            store.append("busy", [*_records(3, start=T0 + 100), {"timestamp": "soon"}])
+        assert store.end_offset("busy") == 4
+        assert store.append("busy", _records(1, start=T0 + 200)) == 4
+        assert [r.offset for r in store.read_from("busy", 0)] == [0, 1, 2, 3, 4]
+
+    @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors])
+    @given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=6), page=st.integers(1, 60),
+           table=st.booleans())
+    def test_offsets_are_contiguous_and_pages_rebuild_the_stream(self, store, sizes, page, table):
+        import itertools
+        import uuid
+
+        import pyarrow as pa
+
+        stream = f"prop-{uuid.uuid4().hex[:12]}"
+        counter = itertools.count()
+        expected = []
+        for size in sizes:
+            items = [next(counter) for _ in range(size)]
+            expected.extend(items)
+            if table:
+                batch = pa.table({"timestamp": pa.array([T0 + i for i in items], pa.int64()),
+                                  "i": pa.array(items, pa.int64())})
+            else:
+                batch = [{"timestamp": T0 + i, "i": i} for i in items]
+            assert store.append(stream, batch) == items[0]
+        assert store.end_offset(stream) == len(expected)
+        offset, got = 0, []
+        while records := store.read_from(stream, offset, page):
+            got.extend(int(r.data["i"]) for r in records)
+            offset = records[-1].offset + 1
+        assert got == expected
+
+    @pytest.mark.slow
+    def test_large_appends_of_records_and_tables(self, store):
+        import pyarrow as pa
+
+        n = 6_000  # 12,000 in all: more than a page, a read's default limit, a Kafka producer batch
+        assert store.append("big", [{"timestamp": T0 + i, "i": i, "pad": "x" * 40} for i in range(n)]) == 0
+        table = pa.table({"timestamp": pa.array(range(T0 + n, T0 + 2 * n), pa.int64()),
+                          "i": pa.array(range(n, 2 * n), pa.float64()), "features.f": pa.array([0.5] * n)})
+        assert store.append("big", table) == n
+        assert store.end_offset("big") == 2 * n
+        offset, seen = 0, 0
+        while records := store.read_from("big", offset, 5000):
+            assert [r.data["i"] for r in records] == list(range(offset, offset + len(records)))
+            seen += len(records)
+            offset = records[-1].offset + 1
+        assert seen == 2 * n
+        scanned = store.scan("big", T0, T0 + 2 * n, columns=["i", "features.f"])
+        assert scanned.num_rows == 2 * n
+        assert scanned.column("_offset").to_pylist() == list(range(2 * n))
+        assert scanned.column("features.f").null_count == n
+        assert len(store.read("big", T0 + n - 5, T0 + n + 5)) == 10
+
+    # ---- restarts ----------------------------------------------------------------------------
+    def test_offsets_commits_and_columns_survive_a_restart(self, store, reopen):
+        store.append("r", _records(6, kind="a"))
+        store.commit("g", "r", 4)
+        store.commit("other", "r", 1)
+        again = reopen()
+        try:
+            assert again.end_offset("r") == 6
+            assert again.committed("g", "r") == 4
+            assert again.committed("other", "r") == 1
+            assert [r.data["i"] for r in again.read_from("r", 4)] == [4, 5]
+            assert again.append("r", [{"timestamp": T0 + 99, "kind": 3}]) == 6
+            assert again.scan("r", 0, 2**62).column("kind").to_pylist() == ["a"] * 6 + [None]
+            again.commit("g", "r", 7)
+            assert again.committed("g", "r") == 7
+        finally:
+            again.close()
