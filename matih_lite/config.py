@@ -34,7 +34,7 @@ LITE_BACKENDS: dict[str, str] = {
 
 SECTIONS = (
     "default_profile", "profiles", "models", "auth", "server", "drift", "canary", "quotas",
-    "notifiers", "jobs", "features", "tenants",
+    "notifiers", "jobs", "features", "tenants", "governance",
 )
 """Top-level keys matih.toml may hold; anything else is reported as a likely typo."""
 

@@ -309,9 +309,11 @@ class ModelCards:
                 production = "Production" in (e.to_stage, e.from_stage)
                 if e.action == "model.rolled_back" or (e.action == "version.transitioned" and production) or \
                         e.action in ("approval.approved", "approval.rejected", "approval.requested"):
+                    self_approved = bool((e.detail or {}).get("self_approved"))
                     events.append({"timestamp": e.timestamp, "action": e.action, "version": e.version,
                                    "from_stage": e.from_stage, "to_stage": e.to_stage, "actor": e.actor,
-                                   "reason": e.reason, "this_version": e.version == mv.version})
+                                   "reason": e.reason, "this_version": e.version == mv.version,
+                                   "self_approved": self_approved})
             token = page.next_token
             if not token:
                 break
@@ -557,7 +559,8 @@ def render_markdown(card: Mapping[str, Any]) -> str:
                 "|---|---|---|---|---|---|---|"]
         for e in hist["events"]:
             mark = "**" if e["this_version"] else ""
-            out.append(f"| {_when(e['timestamp'])} | {_md(e['action'])} | {mark}{e['version'] or ''}{mark} | "
+            action = e["action"] + (" (self-approved, auth off)" if e["self_approved"] else "")
+            out.append(f"| {_when(e['timestamp'])} | {_md(action)} | {mark}{e['version'] or ''}{mark} | "
                        f"{_md(e['from_stage'] or '')} | {_md(e['to_stage'] or '')} | {_md(e['actor'])} | "
                        f"{_md(e['reason'])} |")
     else:
@@ -699,7 +702,8 @@ def render_html(card: Mapping[str, Any]) -> str:
     if hist["events"]:
         parts.append(f"<p>{hist['rollbacks']} rollback(s).</p>")
         parts.append(_table(["when", "action", "version", "from", "to", "by", "reason"], [
-            [_h(_when(e["timestamp"])), _h(e["action"]), _h(e["version"] or ""), _h(e["from_stage"] or ""),
+            [_h(_when(e["timestamp"])), _h(e["action"] + (" (self-approved, auth off)" if e["self_approved"] else "")),
+             _h(e["version"] or ""), _h(e["from_stage"] or ""),
              _h(e["to_stage"] or ""), _h(e["actor"]), _h(e["reason"])] for e in hist["events"]],
             ["this" if e["this_version"] else "" for e in hist["events"]]))
     else:

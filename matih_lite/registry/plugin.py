@@ -1,4 +1,4 @@
-"""The registry domain's plugin: the check of ``[models]`` (governance policy) in matih.toml."""
+"""The registry domain's plugin: the checks of ``[models]`` (the policy per model) and ``[governance]``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ def check_models_section(config: Any) -> list[tuple[str, str]]:
     return check_policies(config.section("models"))
 
 
+def check_governance(config: Any) -> list[tuple[str, str]]:
+    """``[governance]``: its keys' types, and self-approval only where auth is off."""
+    from matih_lite.registry.policy import check_governance_section
+
+    return check_governance_section(config)
+
+
 @hookimpl
 def register_settings(register):
     register("models", check_models_section)
+    register("governance", check_governance)

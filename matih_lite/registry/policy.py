@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from matih_lite.errors import ConfigError
 from matih_lite.identity import ROLES, Principal
 
@@ -187,6 +189,38 @@ def policy_for(models: Mapping[str, Any] | None, name: str) -> Policy:
             approvers = _approvers(table["production_approvers"], f"{label}.production_approvers")
             sources["production_approvers"] = label
     return Policy(name, thresholds, approvers, sources)
+
+
+class GovernanceSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[governance]`` in matih.toml."""
+
+    self_approval: bool = False
+    """Let a requester approve their own Production request, for one person on a laptop: honoured only while
+    auth is off, and recorded as a self-approval in the audit log and on the model card."""
+
+
+def governance_settings(config: Any) -> GovernanceSettings:
+    """``[governance]`` as :class:`GovernanceSettings`. Raises ConfigError with the key path."""
+    raw = config.section("governance") if config is not None else {}
+    try:
+        return msgspec.convert(raw or {}, GovernanceSettings, strict=True)
+    except msgspec.ValidationError as exc:
+        text, _, path = str(exc).partition(" - at `$.")
+        key = "governance" + (f".{path.rstrip('`')}" if path else "")
+        raise ConfigError(f"{text} (keys: self_approval)", key=key) from None
+
+
+def check_governance_section(config: Any) -> list[tuple[str, str]]:
+    """Problems of ``[governance]``: a wrong type, an unknown key, or self-approval where auth is on."""
+    try:
+        settings = governance_settings(config)
+    except ConfigError as exc:
+        return [(exc.key or "governance", exc.reason)]
+    auth = config.section("auth") or {}
+    if settings.self_approval and isinstance(auth, Mapping) and auth.get("enabled") is True:
+        return [("governance.self_approval", "allowed only while auth is off ([auth] enabled = true here): with "
+                 "tokens, a Production request always needs a second person")]
+    return []
 
 
 def check_policies(models: Mapping[str, Any] | None) -> list[tuple[str, str]]:

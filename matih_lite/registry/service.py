@@ -46,7 +46,7 @@ from matih_lite.contracts.registry import (
     RegisteredModel,
     StageMove,
 )
-from matih_lite.errors import Conflict, Forbidden, GovernanceRefused, InvalidInput, NotFound
+from matih_lite.errors import Conflict, Forbidden, GovernanceRefused, InvalidInput, MatihError, NotFound
 from matih_lite.events import PlatformEvent
 from matih_lite.identity import Principal
 from matih_lite.registry.policy import Policy, policy_for
@@ -390,9 +390,14 @@ class Registry:
         approval = self._pending(principal, approval_id)
         model = self.store.get_registered_model(principal.tenant, approval.name)
         policy = self.policy(model.name)
-        if principal.user == approval.requested_by:
+        self_approved = principal.user == approval.requested_by
+        if self_approved and not self.self_approval_allowed():
+            hint = ""
+            if not self._auth_enabled():
+                hint = ("; alone on this folder without auth? set [governance] self_approval = true in matih.toml "
+                        "(recorded as a self-approval in the audit log and on the model card)")
             raise Forbidden(f"you requested this promotion (approval {approval.approval_id}); someone else must "
-                            f"approve it: {policy.describe_approvers(model.owner)}")
+                            f"approve it: {policy.describe_approvers(model.owner)}{hint}")
         if not policy.may_approve(principal, model.owner):
             raise Forbidden(f"{principal.user} may not approve {approval.to_stage} for model {model.name!r}; "
                             f"approvers: {policy.describe_approvers(model.owner)}")
@@ -405,7 +410,8 @@ class Registry:
         now = now_ms()
         decision = ApprovalDecision(approval.approval_id, "approved", principal.user, now, comment)
         decided = self._entry(principal, model.name, "approval.approved", version=mv.version, from_stage=mv.stage,
-                              to_stage=approval.to_stage, reason=comment, approval_id=approval.approval_id)
+                              to_stage=approval.to_stage, reason=comment, approval_id=approval.approval_id,
+                              detail={"self_approved": True} if self_approved else None)
         transition = self._apply(principal, model.name, mv, approval.to_stage, approval.reason, archive=current,
                                  decision=decision, extra_audit=[decided], approval_id=approval.approval_id)
         result = self.store.get_approval(principal.tenant, approval.approval_id)
@@ -414,6 +420,21 @@ class Registry:
                     "status": "approved", "decided_by": principal.user, "comment": comment,
                     "archived": transition.archived})
         return result
+
+    def self_approval_allowed(self) -> bool:
+        """Whether a requester may approve their own Production request: only with ``[governance]
+        self_approval = true`` and auth off (one person on a laptop); with auth on, always four eyes."""
+        from matih_lite.registry.policy import governance_settings
+
+        return governance_settings(self.host.config).self_approval and not self._auth_enabled()
+
+    def _auth_enabled(self) -> bool:
+        from matih_lite.auth import auth_enabled
+
+        try:
+            return auth_enabled(self.host)
+        except MatihError:
+            return True  # a broken [auth] section never loosens the rule
 
     def reject(self, principal: Principal, approval_id: str, *, comment: str) -> Approval:
         """Reject a pending request with a comment (an approver, or the requester withdrawing it)."""

@@ -171,3 +171,30 @@ def test_commands_work_against_a_server_through_matih_url(cli, folder, tmp_path,
         assert not (folder / ".matih").exists()  # nothing went to the local store
     finally:
         service.stop()
+
+
+def test_a_solo_user_without_auth_finishes_with_self_approval_recorded(cli, folder):
+    cli("models", "register", "churn", "--run", trained(0.9))
+    cli("models", "promote", "churn", "1", "--to", "Staging")
+    aid = json.loads(cli("models", "promote", "churn", "1", "--to", "Production", "--json")[1])["approval"][
+        "approval_id"]
+    code, _, err = cli("models", "approve", aid)
+    assert code == 1 and "[governance] self_approval = true" in err  # the way out, said where it is needed
+    (folder / "matih.toml").write_text(POLICY + "\n[governance]\nself_approval = true\n")
+    code, out, err = cli("models", "approve", aid, "--comment", "just me")
+    assert code == 0, err
+    assert "is now in Production" in out
+    entries = json.loads(cli("models", "audit", "churn", "--json")[1])["entries"]
+    approved = [e for e in entries if e["action"] == "approval.approved"]
+    assert approved and approved[0]["detail"] == {"self_approved": True} and approved[0]["actor"] == "local"
+    code, out, _ = cli("models", "card", "churn", "1", "--format", "md")
+    assert code == 0 and "approval.approved (self-approved, auth off)" in out
+
+
+def test_self_approval_is_refused_whenever_auth_is_on(cli, folder):
+    (folder / "matih.toml").write_text(POLICY + "\n[governance]\nself_approval = true\n[auth]\nenabled = true\n")
+    code, _, err = cli("config", "validate")
+    assert code == 2 and "governance.self_approval: allowed only while auth is off" in err
+    (folder / "matih.toml").write_text(POLICY + "\n[governance]\nself_approval = 'yes'\n")
+    code, _, err = cli("config", "validate")
+    assert code == 2 and "governance.self_approval" in err and "Expected `bool`" in err
