@@ -74,3 +74,37 @@ def triton(tmp_path_factory, triton_install):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def triton_host(hermetic, triton):
+    """``triton_host(config="", plugins=(), server=triton)``: a Host whose serving slot is that Triton (ONNX
+    through the Python backend), closed with its traffic manager afterwards."""
+    import json
+
+    from matih_lite.host import Host, get_plugin_manager
+    from matih_lite.serving.traffic import detach_traffic
+
+    opened = []
+
+    def make(config: str = "", plugins=(), server=None):
+        settings = (server or triton).serving_settings()
+        table = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in settings.items()) + " }"
+        (hermetic / "matih.toml").write_text(f"[profiles.lite]\nserving = {table}\n{config}")
+        host = Host.open(plugins=get_plugin_manager(plugins=list(plugins))) if plugins else Host.open()
+        opened.append(host)
+        return host
+
+    yield make
+    for host in opened:
+        detach_traffic(host)
+        host.close()
+
+
+def pytest_configure(config):
+    """The core serving tests' helpers (register_model) are reused here."""
+    import sys
+
+    helpers = TESTS.parents[2] / "tests" / "serving"
+    if helpers.is_dir() and str(helpers) not in sys.path:
+        sys.path.append(str(helpers))
