@@ -227,11 +227,11 @@ class S3ArtifactStore:
         """The key prefix of everything inside folder ``rel`` (the whole store for ``""``)."""
         return self.base + (f"{rel}/" if rel else "")
 
-    def _head(self, rel: str) -> dict[str, Any] | None:
+    def _head(self, rel: str, action: str = "stat") -> dict[str, Any] | None:
         """The HEAD answer for a file, or None when there is no object at that key."""
         from botocore.exceptions import ClientError
 
-        with self._driver("stat", rel):
+        with self._driver(action, rel):
             try:
                 return self._s3.head_object(Bucket=self.bucket, Key=self._key(rel))
             except ClientError as exc:
@@ -239,9 +239,9 @@ class S3ArtifactStore:
                     return None
                 raise
 
-    def _has_children(self, rel: str, *, besides: str | None = None) -> bool:
+    def _has_children(self, rel: str, *, besides: str | None = None, action: str = "list") -> bool:
         """Whether folder ``rel`` holds an object (other than the key ``besides``)."""
-        with self._driver("list", rel):
+        with self._driver(action, rel):
             found = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=self._folder(rel), MaxKeys=2)
         return any(o["Key"] != besides and not o["Key"].endswith("/") for o in found.get("Contents") or ())
 
@@ -368,7 +368,7 @@ class S3ArtifactStore:
                 self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata=self._metadata(sha, len(body)),
                                     ContentType="application/octet-stream")
         except StoreError:
-            _refuse(check.result())  # some servers refuse a file over a folder themselves: say why
+            _refuse(_problem_if_known(check))  # some servers refuse a file over a folder themselves: say why
             raise
         problem = check.result()
         if problem:
@@ -443,18 +443,18 @@ class S3ArtifactStore:
 
     def _tree_problem(self, rel: str) -> str | None:
         """Why ``rel`` cannot be a file: it is a folder, or a folder above it is a file. None when it can be."""
-        if self._has_children(rel):
+        if self._has_children(rel, action="put"):
             return f"artifact path {rel!r} is a folder"
         parent = rel.rpartition("/")[0]
         if not parent:
             return None
         # Another file in the same folder proves, by this same rule, that no folder above is a file.
-        if self._has_children(parent, besides=self._key(rel)):
+        if self._has_children(parent, besides=self._key(rel), action="put"):
             return None
         parts = parent.split("/")
         for depth in range(len(parts), 0, -1):
             above = "/".join(parts[:depth])
-            if self._head(above) is not None:
+            if self._head(above, action="put") is not None:
                 return f"artifact path {rel!r} is inside {above!r}, which is a file"
         return None
 
@@ -638,6 +638,14 @@ def _stream_parts(source: BinaryIO, size: int, part_size: int) -> Iterator[bytea
 def _view_parts(view: memoryview, part_size: int) -> Iterator[bytes]:
     for start in range(0, view.nbytes, part_size):
         yield bytes(view[start:start + part_size])
+
+
+def _problem_if_known(check: Future) -> str | None:
+    """The tree check's verdict, or None if it could not tell (its own request failed too)."""
+    try:
+        return check.result()
+    except MatihError:
+        return None
 
 
 def _refuse(problem: str | None) -> None:

@@ -31,6 +31,22 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     pytest.skip(_why, allow_module_level=True)
 
 
+@pytest.fixture(autouse=True)
+def hermetic(tmp_path, monkeypatch):
+    """A temporary HOME and working folder, no telemetry, no Ray token, no matih environment leaking in."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    for var in ("MATIH_CONFIG", "MATIH_HOME", "MATIH_PROFILE", "MATIH_URL", "MATIH_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    yield work
+
+
 def start_seaweed(workdir) -> SeaweedFS:
     """A started SeaweedFS in ``workdir``, or skip (fail under CI) when the binary is missing."""
     if weed_binary() is None:
@@ -42,6 +58,16 @@ def start_seaweed(workdir) -> SeaweedFS:
 def seaweed(tmp_path_factory):
     """One SeaweedFS for the session's tests that do not stop it."""
     server = start_seaweed(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fresh_seaweed(tmp_path):
+    """A SeaweedFS of this test's own, which it may stop and start again."""
+    server = start_seaweed(tmp_path / "seaweedfs")
     try:
         yield server
     finally:
