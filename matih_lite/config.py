@@ -245,3 +245,111 @@ def _quote_line(path: Path, exc: tomllib.TOMLDecodeError) -> str:
     except (OSError, IndexError):
         return ""
     return f"; line {match.group(1)} reads {line[:120]!r}"
+
+
+def convert_settings(raw: Any, schema: Any, key: str) -> Any:
+    """``raw`` (a section or table of matih.toml) as ``schema`` (a msgspec type), or ConfigError naming the key
+    path, what was expected, and for an unknown key the nearest known one ("did you mean ...?")."""
+    import msgspec
+
+    try:
+        return msgspec.convert({} if raw is None else raw, schema, strict=False)
+    except msgspec.ValidationError as exc:
+        text, _, path = str(exc).partition(" - at `$")
+        raise _settings_error(text, raw, schema, key, path.rstrip("`")) from None
+
+
+def _settings_error(text: str, raw: Any, schema: Any, key: str, path: str) -> ConfigError:
+    import difflib
+
+    where, struct = _follow(raw, schema, path)
+    where = key + where
+    unknown = re.match(r"Object contains unknown field `(.+)`", text)
+    if unknown:
+        known = list(getattr(struct, "__struct_fields__", ()))
+        near = difflib.get_close_matches(unknown.group(1), known, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        return ConfigError(f"unknown key{hint} (keys here: {', '.join(known) or 'none'})",
+                           key=f"{where}.{unknown.group(1)}")
+    return ConfigError(text, key=where)
+
+
+def _follow(raw: Any, schema: Any, path: str) -> tuple[str, Any]:
+    """msgspec's error ``path`` (``.a[0].b``, with ``[...]`` for a dict's key) followed through ``raw`` and
+    ``schema``: the matih.toml key path suffix (the dict key found again) and the type reached there."""
+    import typing
+
+    import msgspec
+
+    where, value, tp = "", raw, _unwrap(schema)
+    for name, index in re.findall(r"\.(\w+)|\[([^\]]*)\]", path):
+        if name:
+            where += f".{name}"
+            hints = typing.get_type_hints(tp) if hasattr(tp, "__struct_fields__") else {}
+            tp = _unwrap(hints.get(name, Any))
+            value = value.get(name) if isinstance(value, Mapping) else None
+            continue
+        args = typing.get_args(tp)
+        item_type = args[-1] if args else Any
+        if index == "..." and isinstance(value, Mapping):  # a dict: find the entry that does not convert
+            for k, v in value.items():
+                try:
+                    msgspec.convert(v, item_type, strict=False)
+                except msgspec.ValidationError:
+                    where += f".{k}" if re.fullmatch(r"[A-Za-z0-9_-]+", str(k)) else f'."{k}"'
+                    value = v
+                    break
+        else:
+            where += f"[{index}]"
+            value = value[int(index)] if isinstance(value, list) and index.isdigit() and int(index) < len(value) \
+                else None
+        tp = _unwrap(item_type)
+    return where, tp
+
+
+def _unwrap(tp: Any) -> Any:
+    """The Struct inside ``X | None`` (or a container's item type left as it is)."""
+    import typing
+
+    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+    return tp
+
+
+def settings_problems(raw: Any, schema: Any, key: str) -> tuple[Any, list[tuple[str, str]]]:
+    """``raw`` as ``schema``, and every problem in it (not only the first): each key of a table is converted
+    on its own, and the settings returned are those of the keys that convert (None if none could be made)."""
+    import typing
+
+    try:
+        return convert_settings(raw, schema, key), []
+    except ConfigError as exc:
+        first = [(exc.key or key, exc.reason)]
+    if not isinstance(raw, Mapping):
+        return None, first
+    problems: list[tuple[str, str]] = []
+    good: dict[str, Any] = {}
+    if hasattr(schema, "__struct_fields__"):
+        for name, value in raw.items():
+            try:
+                convert_settings({name: value}, schema, key)
+                good[name] = value
+            except ConfigError as exc:
+                problems.append((exc.key or key, exc.reason))
+    elif typing.get_origin(schema) is dict:
+        item = typing.get_args(schema)[-1]
+        for name, value in raw.items():
+            label = f"{key}.{name}" if re.fullmatch(r"[A-Za-z0-9_-]+", str(name)) else f'{key}."{name}"'
+            converted, found = settings_problems(value, item, label)
+            problems.extend(found)
+            if not found:
+                good[name] = value
+    else:
+        return None, first
+    try:
+        settings = convert_settings(good, schema, key)
+    except ConfigError:  # the keys are sound one by one, not together
+        return None, problems or first
+    return settings, problems or ([] if good == dict(raw) else first)

@@ -123,15 +123,21 @@ def register_commands(app: Any) -> None:
     """
 
 
+class RegisterSettings(Protocol):
+    def __call__(self, section: str, schema: Any, *, check: Any = None) -> None: ...
+
+
 @hookspec
-def register_settings(register: RegisterNamed) -> None:
-    """Contribute the check of a matih.toml section: ``register(section, check)``.
+def register_settings(register: RegisterSettings) -> None:
+    """Contribute the schema of a matih.toml section: ``register(section, schema, check=None)``.
 
     Called by ``matih-lite config validate`` and by ``matih-lite up`` before it listens.
-    ``check(config)`` reads its section (``config.section(name)``) and returns a list of
-    ``(key path, message)``, one per problem, empty when the section is sound; it never raises
-    for a bad value. The domain that reads a section checks it (the registry ``[models]``,
-    monitoring ``[drift]``...).
+    ``schema`` is a msgspec type (a ``Struct`` with ``forbid_unknown_fields``, or a ``dict`` of
+    them for tables of tables); the section is converted to it and every mismatch reported with
+    its key path, what was expected, and a did-you-mean for an unknown key. ``check(host,
+    settings)``, when given, returns ``[(key path, message), ...]`` for what the types cannot say
+    (ranges, names that must exist, rules across keys). The domain that reads a section
+    registers it (the registry ``[models]``, monitoring ``[drift]``...).
     """
 
 

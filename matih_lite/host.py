@@ -48,6 +48,8 @@ LITE_BACKENDS: tuple[str, ...] = (
 
 DOMAIN_PLUGINS: tuple[str, ...] = (
     "matih_lite.alerts.log",
+    "matih_lite.alerts.plugin",
+    "matih_lite.auth.plugin",
     "matih_lite.tracking.autologgers",
     "matih_lite.registry.plugin",
     "matih_lite.lineage.plugin",
@@ -65,7 +67,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = LITE_BACKENDS + DOMAIN_PLUGINS
 ENTRY_POINT_GROUP = "matih_lite"
 
 FIRST_PARTY: dict[str, str] = {
-    "postgres": "matih-postgres", "s3": "matih-s3", "kuberay": "matih-kuberay", "ray": "matih-kuberay",
+    "postgres": "matih-postgres", "s3": "matih-s3", "kuberay": "matih-kuberay", "ray": "matih-ray",
     "triton": "matih-triton", "vllm": "matih-vllm", "kafka": "matih-kafka", "flink": "matih-flink",
     "feast": "matih-feast",
 }
@@ -371,13 +373,23 @@ class Host:
         return found
 
     def section_problems(self) -> list[tuple[str, str]]:
-        """(key path, message) for every problem the ``register_settings`` checks find in matih.toml."""
+        """(key path, message) for every problem in matih.toml's sections, against the schemas and checks
+        plugins contribute through ``register_settings``."""
+        from matih_lite.config import settings_problems
+
         problems: list[tuple[str, str]] = []
-        for section, check in sorted(self.registry("register_settings").items()):
+        for plugin, args, kwargs in self.plugins.collect("register_settings"):
+            section, schema = args[0], args[1] if len(args) > 1 else kwargs.get("schema")
+            check = args[2] if len(args) > 2 else kwargs.get("check")
             try:
-                found = check(self.config)
-            except ConfigError as exc:  # a check should return problems; one that raises still reports
+                settings, found = settings_problems(self.config.section(section), schema, section)
+                if check is not None and settings is not None:
+                    found += [p for p in check(self, settings) if p not in found]
+            except ConfigError as exc:
                 found = [(exc.key or section, exc.reason)]
+            except Exception as exc:  # a plugin's check that breaks says so, and names itself
+                found = [(section, f"the check of plugin {self.plugins.describe(plugin)} failed: "
+                                   f"{type(exc).__name__}: {exc}")]
             problems.extend(p for p in found if p not in problems)
         return problems
 

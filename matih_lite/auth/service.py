@@ -57,7 +57,8 @@ ROLE_IMPLIES: dict[str, tuple[str, ...]] = {
 # ---- the role gates ------------------------------------------------------------------------------
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PATHS = ("/api/v1/auth/users", "/api/v1/auth/tokens")
-_READ_POST_SUFFIXES = ("/search", "/get-latest-versions", "/infer", "/predict")
+_READ_POST_SUFFIXES = ("/search", "/get-latest-versions", "/infer", "/predict", "/completions",
+                       "/get-online-features", "/features/online", "/features/historical", "/features/plan")
 
 
 def required_role(method: str, path: str) -> str:
@@ -65,8 +66,8 @@ def required_role(method: str, path: str) -> str:
 
     - ``viewer``: reads. GET, HEAD and OPTIONS, and the POSTs that only read: searches
       (``.../search``, MLflow's ``get-latest-versions``, whose query travels in the body)
-      and predictions (``/v2/models/.../infer`` and ``/api/v1/deployments/NAME/predict``, which change no
-      platform state).
+      and predictions (``/v2/models/.../infer``, ``/api/v1/deployments/NAME/predict`` and an LLM
+      deployment's ``.../completions`` and ``.../chat/completions``, which change no platform state).
     - ``editor``: every other write: experiments, runs, metrics, artifacts, registering
       models and versions, requesting promotions. ``owner`` and ``lead`` include it.
     - ``admin``: users and tokens of the tenant (``/api/v1/auth/users``, ``/api/v1/auth/tokens``),
@@ -81,7 +82,8 @@ def required_role(method: str, path: str) -> str:
     if method.upper() in READ_METHODS:
         return "viewer"
     if path.endswith(_READ_POST_SUFFIXES) and (
-            not path.endswith(("/infer", "/predict")) or path.startswith(("/v2/", "/api/v1/deployments/"))):
+            not path.endswith(("/infer", "/predict", "/completions"))
+            or path.startswith(("/v2/", "/api/v1/deployments/"))):
         return "viewer"
     return "editor"
 
@@ -152,15 +154,12 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 def auth_settings(config: Config) -> AuthSettings:
     """``[auth]`` validated. Raises ConfigError with the key at fault (a typo must not leave auth off)."""
+    from matih_lite.config import convert_settings
+
     raw = config.section("auth")
     if not isinstance(raw, dict):
         raise ConfigError("expected a table like { enabled = true }", key="auth")
-    try:
-        return msgspec.convert(raw, AuthSettings, strict=False)
-    except msgspec.ValidationError as exc:
-        text, _, where = str(exc).partition(" - at `$.")
-        key = f"auth.{where.rstrip('`')}" if where else "auth"
-        raise ConfigError(f"{text} (settings of [auth]: enabled, cache_seconds)", key=key) from None
+    return convert_settings(raw, AuthSettings, "auth")
 
 
 def auth_enabled(host: Any) -> bool:

@@ -39,6 +39,13 @@ def register_drift_tests(register):
 
 
 @hookimpl
+def register_settings(register):
+    from matih_lite.monitoring.settings import DriftSettings, check_drift
+
+    register("drift", DriftSettings, check=check_drift)
+
+
+@hookimpl
 def startup(host: Any) -> None:
     """Start the drift slot's runner with this host's schedule; drift monitoring never keeps the service down."""
     if host.active("drift") is None:

@@ -93,36 +93,51 @@ KNOWN_SIGNALS = ("feature", "data", "concept", "performance")
 
 def drift_settings(config: Any, model: str | None = None) -> DriftSettings:
     """``[drift]`` (with ``[drift.models.MODEL]`` over it) as :class:`DriftSettings`. Raises ConfigError."""
+    from matih_lite.config import convert_settings
+
     raw = config.section("drift") if hasattr(config, "section") else (config or {})
     if not isinstance(raw, Mapping):
         raise ConfigError("expected a table", key="drift")
-    data = dict(raw)
+    settings = convert_settings(_with_model(dict(raw), model), DriftSettings, "drift")
+    check_ranges(settings, "drift")
+    return settings
+
+
+def _with_model(data: dict[str, Any], model: str | None) -> dict[str, Any]:
+    """``[drift]`` with ``[drift.models.MODEL]`` over it (its features over the defaults' features)."""
     models = data.get("models") or {}
     if model is not None and isinstance(models, Mapping) and isinstance(models.get(model), Mapping):
         override = dict(models[model])
         if "features" in override and isinstance(data.get("features"), Mapping):
             override["features"] = {**data["features"], **override["features"]}
         data.update(override)
-    try:
-        settings = msgspec.convert(data, DriftSettings, strict=False)
-    except msgspec.ValidationError as exc:
-        text, _, path = str(exc).partition(" - at `$.")
-        key = "drift" + ("." + path.rstrip("`") if path else "")
-        raise ConfigError(f"{text} (see the [drift] section in the README)", key=key) from None
+    return data
+
+
+def check_ranges(settings: DriftSettings, key: str) -> None:
+    """What the types of :class:`DriftSettings` cannot say. Raises ConfigError with the key path."""
     for w in settings.windows:
         try:
             parse_duration(w)
         except InvalidInput as exc:
-            raise ConfigError(exc.message, key="drift.windows") from None
+            raise ConfigError(exc.message, key=f"{key}.windows") from None
+    for name in ("grace", "retrain_cooldown"):
+        try:
+            parse_duration(getattr(settings, name), name)
+        except InvalidInput as exc:
+            raise ConfigError(exc.message, key=f"{key}.{name}") from None
     for signal in settings.retrain_on:
         if signal not in KNOWN_SIGNALS:
-            raise ConfigError(f"unknown signal {signal!r}; one of {', '.join(KNOWN_SIGNALS)}", key="drift.retrain_on")
+            raise ConfigError(f"unknown signal {signal!r}; one of {', '.join(KNOWN_SIGNALS)}", key=f"{key}.retrain_on")
     if not 0 < settings.drift_share <= 1:
-        raise ConfigError("must be in (0, 1]", key="drift.drift_share")
+        raise ConfigError(f"must be in (0, 1], got {settings.drift_share!r}", key=f"{key}.drift_share")
+    for name in ("min_rows", "min_labels", "catch_up", "bins", "coarse_bins", "sample_cap", "max_categories",
+                 "small_sample"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"must be >= 0, got {getattr(settings, name)!r}", key=f"{key}.{name}")
     for name, fs in settings.features.items():
         if fs.kind is not None and fs.kind not in ("numeric", "categorical"):
-            raise ConfigError("kind must be numeric or categorical", key=f"drift.features.{name}.kind")
-    return settings
+            raise ConfigError("kind must be numeric or categorical", key=f"{key}.features.{name}.kind")
 
 
 def segment(name: str) -> str:
@@ -139,3 +154,36 @@ def model_setting(config: Any, model: str, key: str) -> Any:
         if isinstance(table, Mapping) and table.get(key):
             return table[key]
     return None
+
+
+def check_drift(host: Any, settings: DriftSettings) -> list[tuple[str, str]]:
+    """What the types of ``[drift]`` cannot say: durations, ranges, signals, and that every test named is
+    installed (built in or a plugin's), for the defaults and for each ``[drift.models.NAME]``."""
+    import difflib
+
+    from matih_lite.config import convert_settings
+
+    problems: list[tuple[str, str]] = []
+    installed = sorted(host.registry("register_drift_tests"))
+    base = msgspec.to_builtins(settings)
+    for model in [None, *settings.models]:
+        where = "drift" if model is None else f"drift.models.{model}"
+        try:
+            own = settings if model is None else convert_settings(_with_model(dict(base), model), DriftSettings,
+                                                                  where)
+            check_ranges(own, where)
+        except ConfigError as exc:
+            problems.append((exc.key or where, exc.reason))
+            continue
+        named = [("test", own.test), ("prediction_test", own.prediction_test)]
+        named += [(f"features.{f}.test", fs.test) for f, fs in own.features.items() if fs.test]
+        named += [(f"thresholds.{t}", t) for t in own.thresholds]
+        for key, test in named:
+            if test == "auto" and not key.startswith("thresholds"):
+                continue
+            if test not in installed:
+                near = difflib.get_close_matches(test, installed, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                problems.append((f"{where}.{key}", f"unknown drift test {test!r}; {hint}installed: auto, "
+                                                   f"{', '.join(installed)}"))
+    return [p for i, p in enumerate(problems) if p not in problems[:i]]

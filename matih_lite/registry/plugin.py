@@ -1,4 +1,4 @@
-"""The registry domain's plugin: the checks of ``[models]`` (the policy per model) and ``[governance]``."""
+"""The registry domain's plugin: the schemas and checks of ``[models]`` (the policy per model) and ``[governance]``."""
 
 from __future__ import annotations
 
@@ -7,21 +7,31 @@ from typing import Any
 from matih_lite.hookspecs import hookimpl
 
 
-def check_models_section(config: Any) -> list[tuple[str, str]]:
-    """Every malformed governance setting of ``[models]`` (thresholds, approvers), with its key path."""
+def check_models(host: Any, settings: Any) -> list[tuple[str, str]]:
+    """Every malformed rule and approver of ``[models]``, each with its key path."""
     from matih_lite.registry.policy import check_policies
 
-    return check_policies(config.section("models"))
+    return check_policies(host.config.section("models"))
 
 
-def check_governance(config: Any) -> list[tuple[str, str]]:
-    """``[governance]``: its keys' types, and self-approval only where auth is off."""
-    from matih_lite.registry.policy import check_governance_section
+def check_governance(host: Any, settings: Any) -> list[tuple[str, str]]:
+    """Self-approval only where auth is off."""
+    from matih_lite.auth import auth_enabled
+    from matih_lite.errors import ConfigError
 
-    return check_governance_section(config)
+    try:
+        secured = auth_enabled(host)
+    except ConfigError:
+        return []  # [auth] reports its own problem
+    if settings.self_approval and secured:
+        return [("governance.self_approval", f"allowed only while auth is off (profile {host.profile} requires "
+                 "tokens): with auth, a Production request always needs a second person")]
+    return []
 
 
 @hookimpl
 def register_settings(register):
-    register("models", check_models_section)
-    register("governance", check_governance)
+    from matih_lite.registry.policy import GovernanceSettings, ModelSettings
+
+    register("models", dict[str, ModelSettings], check=check_models)
+    register("governance", GovernanceSettings, check=check_governance)

@@ -191,6 +191,17 @@ def policy_for(models: Mapping[str, Any] | None, name: str) -> Policy:
     return Policy(name, thresholds, approvers, sources)
 
 
+class ModelSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[models.NAME]`` (and ``[models."*"]``, the defaults): one model's governance and automation."""
+
+    staging_requires: list[str] = msgspec.field(default_factory=list)
+    """Metric thresholds a version must meet to enter Staging (``"auc >= 0.85"``)."""
+    production_approvers: list[str] | None = None
+    """Who may approve Production (``owner``, a role, ``role:NAME``, ``user:NAME``); ``[]`` for none needed."""
+    retrain_spec: str | None = None
+    """A training job spec (TOML or JSON, relative to matih.toml) the drift monitor submits on drift."""
+
+
 class GovernanceSettings(msgspec.Struct, forbid_unknown_fields=True):
     """``[governance]`` in matih.toml."""
 
@@ -201,26 +212,10 @@ class GovernanceSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 def governance_settings(config: Any) -> GovernanceSettings:
     """``[governance]`` as :class:`GovernanceSettings`. Raises ConfigError with the key path."""
-    raw = config.section("governance") if config is not None else {}
-    try:
-        return msgspec.convert(raw or {}, GovernanceSettings, strict=True)
-    except msgspec.ValidationError as exc:
-        text, _, path = str(exc).partition(" - at `$.")
-        key = "governance" + (f".{path.rstrip('`')}" if path else "")
-        raise ConfigError(f"{text} (keys: self_approval)", key=key) from None
+    from matih_lite.config import convert_settings
 
-
-def check_governance_section(config: Any) -> list[tuple[str, str]]:
-    """Problems of ``[governance]``: a wrong type, an unknown key, or self-approval where auth is on."""
-    try:
-        settings = governance_settings(config)
-    except ConfigError as exc:
-        return [(exc.key or "governance", exc.reason)]
-    auth = config.section("auth") or {}
-    if settings.self_approval and isinstance(auth, Mapping) and auth.get("enabled") is True:
-        return [("governance.self_approval", "allowed only while auth is off ([auth] enabled = true here): with "
-                 "tokens, a Production request always needs a second person")]
-    return []
+    return convert_settings(config.section("governance") if config is not None else {}, GovernanceSettings,
+                            "governance")
 
 
 def check_policies(models: Mapping[str, Any] | None) -> list[tuple[str, str]]:

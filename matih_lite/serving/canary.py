@@ -16,7 +16,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -80,6 +80,33 @@ class CanaryPolicy(msgspec.Struct, forbid_unknown_fields=True):
         if self.min_requests < 1:
             raise ConfigError(f"must be at least 1, got {self.min_requests!r}", key=f"{key}.min_requests")
         return self
+
+
+class CanarySection(CanaryPolicy, forbid_unknown_fields=True):
+    """``[canary]`` in matih.toml: the policy of every deployment, the scheduler's tick, per-deployment tables."""
+
+    tick_seconds: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    """How often the service steps canaries (0: never on its own; step by hand)."""
+    deployments: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """``[canary.deployments.NAME]``: one deployment's policy keys over the defaults."""
+
+
+def canary_section(config: Any) -> CanarySection:
+    """``[canary]`` validated (types; the policies' ranges are :func:`check_canary`'s). Raises ConfigError."""
+    from matih_lite.config import convert_settings
+
+    return convert_settings(config.section("canary"), CanarySection, "canary")
+
+
+def check_canary(host: Any, section: CanarySection) -> list[tuple[str, str]]:
+    """The ranges of the default policy and of every ``[canary.deployments.NAME]`` table."""
+    problems: list[tuple[str, str]] = []
+    for name in ["", *section.deployments]:
+        try:
+            canary_policy(host.config, name)
+        except ConfigError as exc:
+            problems.append((exc.key or "canary", exc.reason))
+    return problems
 
 
 def canary_policy(config: Any, deployment: str, overrides: Mapping[str, Any] | None = None) -> CanaryPolicy:

@@ -21,6 +21,15 @@ log = logging.getLogger("matih_lite.serving")
 
 
 @hookimpl
+def register_settings(register):
+    from matih_lite.serving.canary import CanarySection, check_canary
+    from matih_lite.serving.traffic import ServerSettings
+
+    register("server", ServerSettings)
+    register("canary", CanarySection, check=check_canary)
+
+
+@hookimpl
 def startup(host: Any) -> None:
     from matih_lite.serving.traffic import attach_traffic
 

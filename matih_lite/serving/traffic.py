@@ -16,18 +16,18 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.deployments import Deployment, Route
-from matih_lite.errors import ConfigError, InvalidInput, MatihError, NotFound
+from matih_lite.errors import InvalidInput, MatihError, NotFound
 from matih_lite.hookspecs import hookimpl
 from matih_lite.identity import Principal
-from matih_lite.serving.canary import Canaries, ShadowStats, VariantStats, WindowStats, agreeing_rows
+from matih_lite.serving.canary import Canaries, ShadowStats, VariantStats, WindowStats, agreeing_rows, canary_section
 from matih_lite.serving.deployments import Deployments
 from matih_lite.serving.routing import TrafficSplit, variant_name
 
@@ -138,14 +138,13 @@ class TrafficManager:
         self.deployments = Deployments(host)
         self.canaries = Canaries(self.deployments)
         self.follow = follow
-        server = host.config.section("server") or {}
-        canary = host.config.section("canary") or {}
-        self.batch_max_size = _setting(server, "batch_max_size", 64, int, "server")
-        self.batch_max_wait_ms = _setting(server, "batch_max_wait_ms", 0.0, float, "server")
-        self.inline_predict_ms = _setting(server, "inline_predict_ms", 1.0, float, "server")
-        self.shadow_max_pending = _setting(server, "shadow_max_pending", 1000, int, "server")
-        self.refresh_seconds = _setting(server, "refresh_seconds", 1.0, float, "server")
-        self.tick_seconds = _setting(canary, "tick_seconds", 1.0, float, "canary")
+        server = server_settings(host.config)
+        self.batch_max_size = server.batch_max_size
+        self.batch_max_wait_ms = server.batch_max_wait_ms
+        self.inline_predict_ms = server.inline_predict_ms
+        self.shadow_max_pending = server.shadow_max_pending
+        self.refresh_seconds = server.refresh_seconds
+        self.tick_seconds = canary_section(host.config).tick_seconds
         self._live: dict[tuple[str, str], LiveDeployment] = {}
         self._stats: dict[tuple[str, str], dict[int, VariantStats]] = {}
         self._shadow_stats: dict[tuple[str, str], dict[int, ShadowStats]] = {}
@@ -645,13 +644,26 @@ def _key(tenant: str, model: str, version: int) -> str:
     return serving_key(tenant, model, version)
 
 
-def _setting(section: Any, name: str, default: Any, kind: type, where: str) -> Any:
-    value = section.get(name, default) if isinstance(section, Mapping) else default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
-            (kind is int and int(value) != value):
-        raise ConfigError(f"must be a {'whole ' if kind is int else ''}number >= 0, got {value!r}",
-                          key=f"{where}.{name}")
-    return kind(value)
+class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[server]`` in matih.toml: how the ml-service batches and answers predictions."""
+
+    batch_max_size: Annotated[int, msgspec.Meta(ge=1)] = 64
+    """Rows per model call at most."""
+    batch_max_wait_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    """How long a lone request waits for company (0: a batch is whatever queued while the model was busy)."""
+    inline_predict_ms: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    """Models faster than this on average are called on the event loop, slower ones on a thread (0: a thread)."""
+    shadow_max_pending: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    """Shadow calls in flight at most; beyond, copies are dropped and counted."""
+    refresh_seconds: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    """How often the deployments' change feed is read."""
+
+
+def server_settings(config: Any) -> ServerSettings:
+    """``[server]`` validated. Raises ConfigError with the key path."""
+    from matih_lite.config import convert_settings
+
+    return convert_settings(config.section("server"), ServerSettings, "server")
 
 
 # ---- one manager per host ------------------------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def test_bad_drift_settings_name_the_key(hermetic):
     with pytest.raises(ConfigError, match="drift.drift_share"):
         Monitoring(host).settings()
     host2 = make_host(hermetic, "[drift]\nwindow = ['1h']\n")
-    with pytest.raises(ConfigError, match=r"drift.*unknown field `window`"):
+    with pytest.raises(ConfigError, match=r"drift\.window: unknown key; did you mean 'windows'\?"):
         Monitoring(host2).settings()
     host.close()
     host2.close()
