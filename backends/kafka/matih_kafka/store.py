@@ -68,7 +68,26 @@ from matih_lite.contracts.streams import RESERVED_COLUMNS, STREAM_NAME, EventRec
 from matih_lite.errors import InvalidInput, StoreError
 
 log = logging.getLogger("matih_kafka")
-driver_log = logging.getLogger("matih_kafka.librdkafka")
+
+
+class _DriverLog:
+    """librdkafka's log lines into ``matih_kafka.librdkafka``. A broker that cannot be reached is an
+    ERROR to librdkafka, once a second per client; the store says so itself (its health, a
+    StoreError, one warning when the brokers go and come back), so those lines go to DEBUG."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("matih_kafka.librdkafka")
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        facility = args[0] if args else ""
+        if facility in ("FAIL", "ERROR") or "Connection refused" in str(args[-1] if args else ""):
+            level = logging.DEBUG
+        level = min(level, logging.WARNING)
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, fmt, *args)
+
+
+driver_log = _DriverLog()
 
 COLUMNS_TOPIC = "__matih_columns"
 """The topic (after the prefix) keeping each stream's column kinds; no stream may take this name."""
@@ -204,6 +223,7 @@ class KafkaEventStore:
         self._lock = threading.RLock()
         self._closed = False
         self._producer: Any = None
+        self._retired: list[Any] = []
         self._admin: Any = None
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
@@ -240,8 +260,11 @@ class KafkaEventStore:
             if self._producer is None:
                 from confluent_kafka import Producer
 
+                # A topic the brokers do not have (deleted, or a broker that keeps nothing restarted) fails its
+                # messages after a second, not at the timeout, so the append makes it again in time.
                 conf = {**self._common(), "linger.ms": 5, "message.timeout.ms": self.settings.timeout_ms,
-                        "allow.auto.create.topics": False, "error_cb": self._on_error, **self.settings.producer,
+                        "allow.auto.create.topics": False, "topic.metadata.propagation.max.ms": 1000,
+                        "error_cb": self._on_error, **self.settings.producer,
                         "enable.idempotence": True, "acks": "all"}
                 self._producer = Producer(conf)
                 self._start_poller()
@@ -266,7 +289,9 @@ class KafkaEventStore:
             self._poller.start()
 
     def _poll(self) -> None:
-        """Serve the producer's delivery reports and every client's errors and logs, until closed."""
+        """Serve the producers' delivery reports and every client's errors and logs, until closed."""
+        from confluent_kafka import KafkaException
+
         while not self._stop.is_set():
             producer, admin = self._producer, self._admin
             try:
@@ -274,23 +299,50 @@ class KafkaEventStore:
                     producer.poll(0.05)
                 else:
                     self._stop.wait(0.05)
+                for old in list(self._retired):  # their last delivery reports (failures) still go to their appends
+                    old.poll(0)
+                    if len(old) == 0:
+                        self._retired.remove(old)
                 if admin is not None:
                     admin.poll(0)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if getattr(err, "fatal", lambda: False)():
+                    self._retire(producer, err.str())
+                else:
+                    log.warning("Kafka client: %s", err.str())
             except Exception:  # a callback failed; the loop must go on serving the others
                 log.exception("kafka poller")
+
+    def _retire(self, producer: Any, why: str) -> None:
+        """Replace a producer that failed for good (an idempotent producer the brokers no longer know)."""
+        with self._lock:
+            if producer is None or self._producer is not producer:
+                return
+            log.warning("Kafka producer failed for good (%s); a new one takes over", why)
+            self._producer = None
+            self._retired.append(producer)
 
     def _on_error(self, err: Any) -> None:
         from confluent_kafka import KafkaError
 
         if err.fatal():
-            log.error("Kafka producer failed for good (%s); a new one takes over", err.str())
-            with self._lock:
-                self._producer = None
+            self._retire(self._producer, err.str())
             return
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
             if err.code() == KafkaError._ALL_BROKERS_DOWN or self._down is None:
-                self._down = err.str()
+                self._mark_down(err.str())
         log.debug("kafka client error: %s", err.str())
+
+    def _mark_down(self, why: str) -> None:
+        if self._down is None:
+            log.warning("Kafka at %s is unreachable: %s", self.servers, why)
+        self._down = why
+
+    def _mark_up(self) -> None:
+        if self._down is not None:
+            self._down = None
+            log.warning("Kafka at %s answers again", self.servers)
 
     def _consumer(self) -> Any:
         with self._lock:
@@ -435,14 +487,42 @@ class KafkaEventStore:
                                    f"takes here ({limit:,}); raise producer.message.max.bytes (and the topic's "
                                    "max.message.bytes) or log less")
         self._check_up()
-        partitions = self._ensure_topic(topic)
         self._register_columns(stream, kinds)
-        try:
-            return self._produce(stream, topic, partitions, values, stamps)
-        except _TopicGone:
-            # The brokers lost the topic (a broker that keeps nothing restarted): make it again, once.
-            self._forget(topic)
-            return self._produce(stream, topic, self._ensure_topic(topic), values, stamps)
+        return self._send(stream, topic, values, stamps)
+
+    def _send(self, stream: str, topic: str, values: list[bytes], stamps: list[int],
+              partitions: int | None = None, config: dict[str, str] | None = None) -> int:
+        """Produce to ``topic`` (made if missing); again, at most twice, after a failure that wrote nothing:
+        the brokers lost the topic (deleted, or a broker that keeps nothing restarted), or forgot the
+        idempotent producer (the same restart)."""
+        for attempt in range(3):
+            try:
+                return self._produce(stream, topic, self._ensure_topic(topic, partitions, config), values, stamps)
+            except _TopicGone as exc:
+                if attempt == 2:
+                    raise StoreError(f"topic {topic!r} keeps disappearing on Kafka at {self.servers}") from exc
+                self._forget(topic)
+                self._ensure_topic(topic, partitions, config)
+                self._producer_sees(topic)  # it remembers the topic as missing until it looks again
+            except _ProducerFailed as exc:
+                if attempt == 2:
+                    raise StoreError(f"appending to stream {stream!r} on Kafka at {self.servers} failed: {exc}; "
+                                     "nothing was written") from exc
+        raise AssertionError("unreachable")
+
+    def _producer_sees(self, topic: str) -> None:
+        from confluent_kafka import KafkaException
+
+        producer = self._producer_client()
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            try:
+                info = producer.list_topics(topic, timeout=self.timeout).topics.get(topic)
+            except KafkaException as exc:
+                raise self._fail(f"looking up topic {topic!r}", exc) from exc
+            if info is not None and info.error is None and info.partitions:
+                return
+            time.sleep(0.05)
 
     def _check_up(self) -> None:
         """Fail at once, writing nothing, while the client knows every broker is down and the cluster still
@@ -456,7 +536,7 @@ class KafkaEventStore:
             self._admin_client().list_topics(timeout=1.0)
         except KafkaException as exc:
             raise StoreError(f"Kafka at {self.servers} is unreachable ({why}); nothing was written") from exc
-        self._down = None
+        self._mark_up()
 
     def _produce(self, stream: str, topic: str, partitions: int, values: list[bytes], stamps: list[int]) -> int:
         from confluent_kafka import KafkaError, KafkaException
@@ -488,6 +568,13 @@ class KafkaEventStore:
                 delivery.cancel(n - queued)
                 self._next.pop(topic, None)
                 if queued == 0:
+                    if isinstance(exc, KafkaException) and exc.args[0].fatal():
+                        self._retire(producer, exc.args[0].str())
+                        raise _ProducerFailed(exc.args[0].str()) from exc
+                    code = exc.args[0].code() if isinstance(exc, KafkaException) else None
+                    if code in (KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                KafkaError._UNKNOWN_PARTITION):
+                        raise _TopicGone(topic) from exc
                     raise self._fail(f"appending to stream {stream!r}", exc) from exc
                 self._wait(delivery, deadline)
                 raise StoreError(f"appending {n} records to stream {stream!r} on Kafka at {self.servers} stopped "
@@ -499,21 +586,34 @@ class KafkaEventStore:
             self._next.pop(topic, None)
             err = delivery.errors[0]
             if delivery.written == 0 and err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
-                                                         KafkaError._UNKNOWN_PARTITION):
-                raise _TopicGone(topic)
+                                                         KafkaError._UNKNOWN_PARTITION, KafkaError._MSG_TIMED_OUT):
+                self._forget(topic)
+                if err.code() != KafkaError._MSG_TIMED_OUT or self._exists_now(topic) is False:
+                    raise _TopicGone(topic)
+            if delivery.written == 0 and (err.fatal() or self._producer is not producer or err.code() in (
+                    _PRODUCER_STATE_ERRORS())):
+                self._retire(producer, err.str())
+                raise _ProducerFailed(err.str())
             if delivery.written == 0:
                 if err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
-                    self._down = self._down or err.str()
+                    self._mark_down(err.str())
                 raise StoreError(f"appending {n} records to stream {stream!r} on Kafka at {self.servers} failed: "
                                  f"{err.str()}; nothing was written")
             raise StoreError(f"appending {n} records to stream {stream!r} on Kafka at {self.servers} failed part-way "
                              f"({err.str()}): {delivery.written} of them were written")
-        self._down = None
+        self._mark_up()
         first = delivery.first if delivery.first is not None else start
         if partitions > 1 and first != start:
             log.warning("stream %s: another process appended at the same time; this append starts at offset %d, "
                         "not %d", stream, first, start)
         return first
+
+    def _exists_now(self, topic: str) -> bool | None:
+        """Whether the brokers have the topic; None when they cannot be asked."""
+        try:
+            return self._partitions(topic) is not None
+        except StoreError:
+            return None
 
     def _wait(self, delivery: _Delivery, deadline: float) -> None:
         if not delivery.done.wait(max(deadline - time.monotonic(), 0.0)):
@@ -537,10 +637,9 @@ class KafkaEventStore:
             new = new[:max(MAX_TYPED_COLUMNS - len(known), 0)]
             if not new:
                 return
-            topic = self.prefix + COLUMNS_TOPIC
-            partitions = self._ensure_topic(topic, 1, {"retention.ms": "-1", "cleanup.policy": "delete"})
             record = {"timestamp": int(time.time() * 1000), "stream": stream, "columns": new}
-            self._produce(COLUMNS_TOPIC, topic, partitions, [_encoder.encode(record)], [0])
+            self._send(COLUMNS_TOPIC, self.prefix + COLUMNS_TOPIC, [_encoder.encode(record)], [0], 1,
+                       {"retention.ms": "-1", "cleanup.policy": "delete"})
             self._refresh_columns()
 
     def _refresh_columns(self) -> None:
@@ -549,6 +648,8 @@ class KafkaEventStore:
         if self._partitions(topic) is None:
             return
         [end] = self._ends(topic, 1)
+        if end < self._columns_next:  # the topic was made again (a broker that keeps nothing restarted)
+            self._columns_next = 0
         if self._columns_next >= end:
             return
         for _, position, _, value in self._fetch(topic, {0: self._columns_next}, ends=[end]):
@@ -806,7 +907,7 @@ class KafkaEventStore:
             err = exc.args[0] if exc.args else exc
             text = err.str() if hasattr(err, "str") else f"{type(exc).__name__}: {exc}"
             return Health(False, f"Kafka at {self.servers} is unreachable: {text}")
-        self._down = None
+        self._mark_up()
         streams = sum(1 for t in meta.topics if t.startswith(self.prefix) and t != self.prefix + COLUMNS_TOPIC
                       and not t.startswith("__"))
         return Health(True, f"Kafka at {self.servers}: {len(meta.brokers)} broker(s), {streams} topic(s) under "
@@ -824,6 +925,8 @@ class KafkaEventStore:
         producer = self._producer
         if producer is not None:
             producer.flush(self.timeout)  # what was queued goes out; the delivery reports are served here
+        for old in self._retired:
+            old.flush(0)
         for consumer in consumers:
             try:
                 consumer.close()
@@ -842,6 +945,19 @@ class KafkaEventStore:
 
 class _TopicGone(Exception):
     pass
+
+
+class _ProducerFailed(Exception):
+    pass
+
+
+def _PRODUCER_STATE_ERRORS() -> frozenset[int]:
+    """Errors saying the brokers no longer know this idempotent producer (they restarted without its state)."""
+    from confluent_kafka import KafkaError
+
+    return frozenset({KafkaError.UNKNOWN_PRODUCER_ID, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError._FATAL,
+                      KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.PRODUCER_FENCED,
+                      KafkaError.INVALID_PRODUCER_ID_MAPPING, KafkaError._FENCED})
 
 
 def _COORDINATOR_ERRORS() -> frozenset[int]:
