@@ -287,9 +287,8 @@ class ArtifactStoreContract:
             pytest.skip("this backend's test does not know how to corrupt a stored file")
         with pytest.raises(StoreError):
             store.get("c/ok.bin")
-        with pytest.raises(StoreError):
-            with store.open("c/ok.bin") as handle:
-                handle.read()
+        with pytest.raises(StoreError), store.open("c/ok.bin") as handle:
+            handle.read()
 
     def corrupt(self, store, path: str, data: bytes) -> bool:
         """Replace ``path``'s bytes behind the store's back (keeping the recorded sha256); False if unsupported."""

@@ -234,7 +234,7 @@ class SeaweedFS:
     def __enter__(self) -> SeaweedFS:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:

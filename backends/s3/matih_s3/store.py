@@ -34,7 +34,7 @@ import math
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -55,6 +55,8 @@ CHUNK = MiB
 LIST_PAGE = 1000
 DELETE_BATCH = 1000
 """DeleteObjects takes at most 1,000 keys."""
+FOLDER_CACHE = 4096
+FOLDER_TTL = 30.0
 
 
 class ChecksumReader(io.RawIOBase):
@@ -131,6 +133,9 @@ class S3ArtifactStore:
         self._pending_aborts: set[tuple[str, str]] = set()
         self._pending_lock = threading.Lock()
         self._swept = settings.abandoned_upload_hours == 0
+        self._folders: OrderedDict[str, float] = OrderedDict()
+        """Folders seen to be folders lately (path -> monotonic time): a put into one skips re-checking above it."""
+        self._folders_lock = threading.Lock()
 
     # ---- the driver ---------------------------------------------------------------------------
     def _clients(self) -> tuple[Any, Any]:
@@ -311,36 +316,66 @@ class S3ArtifactStore:
                 info = self._put_stream(rel, key, data, check)
         finally:
             check.cancel()
+        self._remember_folders_above(rel)
         if self._pending_aborts:  # the server answers again: clear what an earlier failure left
             self._retry_aborts()
         return info
 
+    # A put into a folder this store has just seen (by its own puts) does not look above it again.
+    # Another replica that deletes that folder and writes a file of its name within FOLDER_TTL
+    # could slip a file under it past this store: a race of seconds across processes.
+    def _remember_folders_above(self, rel: str) -> None:
+        now = time.monotonic()
+        with self._folders_lock:
+            self._folders.pop(rel, None)  # a file now
+            parent = rel.rpartition("/")[0]
+            while parent:
+                self._folders[parent] = now
+                self._folders.move_to_end(parent)
+                parent = parent.rpartition("/")[0]
+            while len(self._folders) > FOLDER_CACHE:
+                self._folders.popitem(last=False)
+
+    def _known_folder(self, rel: str) -> bool:
+        with self._folders_lock:
+            seen = self._folders.get(rel)
+        return seen is not None and time.monotonic() - seen < FOLDER_TTL
+
+    def _forget_folders(self, rel: str) -> None:
+        """After a delete of ``rel``: folders above it may be gone, and so is everything below it."""
+        with self._folders_lock:
+            if not rel:
+                self._folders.clear()
+                return
+            for folder in list(self._folders):
+                if folder == rel or folder.startswith(rel + "/") or rel.startswith(folder + "/"):
+                    del self._folders[folder]
+
     def _put_stream(self, rel: str, key: str, source: BinaryIO, check: Future) -> ArtifactInfo:
         s = self.settings
-        if _seekable(source):
-            start = source.tell()
-            sha, size = _hash_stream(source)
-            source.seek(start)
-            if size <= s.multipart_threshold:
-                body = _read_exactly(source, size)
-                if len(body) != size or hashlib.sha256(body).hexdigest() != sha:
-                    raise InvalidInput(f"the source of artifact {rel!r} changed while it was being stored; "
-                                       "store it again once it is complete")
-                self._put_single(rel, key, body, sha, check)
-            else:
-                self._put_multipart(rel, key, size, sha, _stream_parts(source, size, self._part_size(size)), check,
-                                    rehash=True)
-            return ArtifactInfo(rel, size, sha)
+        seekable = _seekable(source)
+        start = source.tell() if seekable else 0
         head = _read_part(source, s.multipart_threshold + 1)
-        if len(head) <= s.multipart_threshold:
+        if len(head) <= s.multipart_threshold:  # small: read once, hashed once, one PUT
             sha = hashlib.sha256(head).hexdigest()
-            self._put_single(rel, key, bytes(head), sha, check)
+            self._put_single(rel, key, head, sha, check)
             return ArtifactInfo(rel, len(head), sha)
+        digest = hashlib.sha256(head)
+        size = len(head)
+        if seekable:
+            # S3 takes the metadata when the upload begins: hash to the end, then send from the start.
+            del head
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            source.seek(start)
+            sha = digest.hexdigest()
+            self._put_multipart(rel, key, size, sha, _stream_parts(source, size, self._part_size(size)), check,
+                                rehash=True)
+            return ArtifactInfo(rel, size, sha)
         # Unknown length and no seeking back: spool to disk (never to memory) while hashing.
         with tempfile.TemporaryFile(prefix="matih-s3-") as spool:
-            digest = hashlib.sha256(head)
             spool.write(head)
-            size = len(head)
             del head
             while chunk := source.read(CHUNK):
                 digest.update(chunk)
@@ -360,7 +395,7 @@ class S3ArtifactStore:
     def _metadata(self, sha: str, size: int) -> dict[str, str]:
         return {SHA_META: sha, SIZE_META: str(size)}
 
-    def _put_single(self, rel: str, key: str, body: bytes, sha: str, check: Future) -> None:
+    def _put_single(self, rel: str, key: str, body: bytes | bytearray, sha: str, check: Future) -> None:
         if check.done():
             _refuse(check.result())
         try:
@@ -449,7 +484,7 @@ class S3ArtifactStore:
         if not parent:
             return None
         # Another file in the same folder proves, by this same rule, that no folder above is a file.
-        if self._has_children(parent, besides=self._key(rel), action="put"):
+        if self._known_folder(parent) or self._has_children(parent, besides=self._key(rel), action="put"):
             return None
         parts = parent.split("/")
         for depth in range(len(parts), 0, -1):
@@ -538,6 +573,7 @@ class S3ArtifactStore:
     # ---- deleting -----------------------------------------------------------------------------
     def delete(self, path: str) -> int:
         rel = clean_path(path, allow_root=True)
+        self._forget_folders(rel)
         if rel and self._head(rel) is not None:
             with self._driver("delete", rel):
                 self._s3.delete_object(Bucket=self.bucket, Key=self._key(rel))
@@ -575,33 +611,6 @@ def _seekable(source: Any) -> bool:
         return bool(source.seekable())
     except (AttributeError, OSError, ValueError):
         return False
-
-
-def _read_exactly(source: BinaryIO, size: int) -> bytes:
-    """Up to ``size`` bytes, fewer only at EOF (raw streams may return short reads)."""
-    first = source.read(size)
-    if first is None:
-        first = b""
-    if len(first) >= size or not first:
-        return first
-    chunks = [first]
-    got = len(first)
-    while got < size:
-        more = source.read(size - got)
-        if not more:
-            break
-        chunks.append(more)
-        got += len(more)
-    return b"".join(chunks)
-
-
-def _hash_stream(source: BinaryIO) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := source.read(CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def _read_part(source: BinaryIO, size: int) -> bytearray:

@@ -22,7 +22,6 @@ def _in_ci() -> bool:
 
 try:
     import boto3  # noqa: F401
-
     import matih_s3  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
     _why = f"matih-s3 or boto3 is not installed ({exc}); pip install -e 'backends/s3[test]'"

@@ -141,7 +141,7 @@ def test_training_checkpoints_go_to_s3_and_a_crashed_worker_resumes_from_them(he
                                                                              prefix, monkeypatch):
     pytest.importorskip("ray")
     from matih_lite.tracking.service import Tracking
-    from matih_lite.training.jobs import JobSupervisor, Jobs
+    from matih_lite.training.jobs import Jobs, JobSupervisor
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     host = s3_host(hermetic, seaweed, shared_bucket, prefix,

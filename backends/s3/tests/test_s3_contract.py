@@ -195,6 +195,7 @@ def test_health_says_why_not(make_store, seaweed, shared_bucket):
     assert not wrong_key.ok and "refused the credentials" in wrong_key.detail
     from matih_s3.plugin import S3Settings
     from matih_s3.store import S3ArtifactStore
+
     from matih_lite.testing.processes import free_port
 
     nobody = S3ArtifactStore(S3Settings(bucket="b-1", endpoint_url=f"http://127.0.0.1:{free_port()}",
@@ -273,7 +274,7 @@ def test_boto3_loads_on_the_first_call_not_at_start(tmp_path):
         assert "boto3" not in sys.modules and "botocore" not in sys.modules, "imported at start"
         print(store.health().ok, "boto3" in sys.modules)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True"]
 

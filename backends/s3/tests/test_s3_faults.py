@@ -39,9 +39,8 @@ def service(hermetic, own_seaweed):
         f"artifacts = {own_seaweed.artifacts_toml(BUCKET, multipart_threshold='5MiB', part_size='5MiB')}\n")
     host = Host(load_config(hermetic / "matih.toml"))
     try:
-        with serve(host) as url:
-            with httpx.Client(base_url=url, timeout=60) as client:
-                yield client
+        with serve(host) as url, httpx.Client(base_url=url, timeout=60) as client:
+            yield client
     finally:
         host.close()
 
