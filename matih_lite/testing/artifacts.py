@@ -264,6 +264,8 @@ class ArtifactStoreContract:
         assert [e.path for e in store.list("t", recursive=True)] == ["t/dir/inner.txt", "t/model"]
         with pytest.raises(NotFound):
             store.stat("t/model/x")
+        with pytest.raises(NotFound):
+            store.get("t/dir")  # a folder has no bytes
 
     @pytest.mark.parametrize("cut", ["early", "half-way"])
     def test_an_interrupted_put_leaves_nothing_and_keeps_the_old_file(self, store, cut):
