@@ -17,6 +17,7 @@ duckdb and pyarrow load on the first request, not when the backend is built.
 
 from __future__ import annotations
 
+import glob
 import os
 import sqlite3
 import threading
@@ -82,6 +83,8 @@ class DuckDBFeatureStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._closed = False
+        self._ties: dict[tuple, bool] = {}
+        """Per file version of a source: whether rows of one entity share an event time (see _may_tie)."""
 
     # ---- plumbing ------------------------------------------------------------------------------------
     def _duck(self, defs: FeatureDefinitions | None = None) -> Any:
@@ -235,7 +238,7 @@ class DuckDBFeatureStore:
                 entity_sql, carried = self._entity_file(cur, request.entity_path, request.timestamp_column, keys)
             else:
                 entity_sql, carried = self._entity_range(defs, views, keys, request)
-            sql = self._join_sql(defs, views, keys, entity_sql, carried, request.full_feature_names)
+            sql = self._join_sql(cur, defs, views, keys, entity_sql, carried, request.full_feature_names)
             if in_memory:
                 result = self._run(cur, sql, views).to_arrow_table()
                 out = request.entities
@@ -289,54 +292,77 @@ class DuckDBFeatureStore:
                f"{ets} AS {_q(request.timestamp_column)} FROM (SELECT DISTINCT * FROM ({' UNION '.join(parts)}))")
         return sql, [*keys, request.timestamp_column]
 
-    def _join_sql(self, defs: FeatureDefinitions, views: list, keys: list[str], entity_sql: str, carried: list[str],
-                  full_names: bool) -> str:
+    def _join_sql(self, cur: Any, defs: FeatureDefinitions, views: list, keys: list[str], entity_sql: str,
+                  carried: list[str], full_names: bool) -> str:
+        """One query: an ASOF LEFT JOIN per view, then (where the source can hold rows tied on event time) a
+        look for a tied row created later, then the ttl; rows in entity-row order."""
         ctes = [f"e AS ({entity_sql})"]
         prev = "e"
-        payload = ["__row", "__ets", *keys, *carried]
-        payload = list(dict.fromkeys(payload))
-        out_cols: list[str] = []
-        ties: list[str] = []
+        payload = list(dict.fromkeys(["__row", "__ets", *keys, *carried]))
+        ties: list[int] = []
         for i, (view, features) in enumerate(views):
-            src = defs.sources[view.source]
             ctes.append(f"v{i} AS ({self._view_sql(defs, view, features)})")
             on = " AND ".join(f"j.{_q(k)} = v.{_q(k)}" for k in view.join_keys)
             carried_cols = ", ".join(f"j.{_q(c)}" for c in payload)
             fcols = "".join(f", v.{_q(f)} AS {_q(f'__f{i}_{f}')}" for f in features)
-            ctes.append(f"j{i} AS (SELECT {carried_cols}, v.__ts AS __ts{i}{fcols} FROM {prev} j "
+            ctes.append(f"j{i} AS (SELECT {carried_cols}, v.__ts AS __ts{i}, v.__created AS __c{i}{fcols} FROM {prev} j "
                         f"ASOF LEFT JOIN v{i} v ON {on} AND j.__ets >= v.__ts)")
-            payload += [f"__ts{i}", *[f"__f{i}_{f}" for f in features]]
+            payload += [f"__ts{i}", f"__c{i}", *[f"__f{i}_{f}" for f in features]]
             prev = f"j{i}"
-            if src.created_timestamp_field and features:
-                ties.append(str(i))
+            if features and self._may_tie(cur, defs, view):
+                ties.append(i)
         last = prev
-        for i in map(int, ties):
-            view, features = views[i]
-            k = ", ".join(_q(c) for c in view.join_keys)
-            on = " AND ".join(f"s.{_q(c)} = d.{_q(c)}" for c in view.join_keys)
-            packed = ", ".join(f"{_q(f)} := s.{_q(f)}" for f in features)
-            sk = ", ".join(f"s.{_q(c)}" for c in view.join_keys)
-            ctes.append(
-                f"t{i} AS (SELECT {sk}, s.__ts, arg_max(struct_pack({packed}), coalesce(s.__created, "
-                f"'-infinity'::TIMESTAMPTZ)) AS __v FROM v{i} s SEMI JOIN (SELECT DISTINCT {k}, __ts{i} AS __ts "
-                f"FROM {last} WHERE __ts{i} IS NOT NULL) d ON {on} AND s.__ts = d.__ts "
-                f"GROUP BY {sk}, s.__ts HAVING count(*) > 1)")
         joins = []
-        for i in map(int, ties):
-            view, _ = views[i]
-            on = " AND ".join(f"r.{_q(c)} = t{i}.{_q(c)}" for c in view.join_keys)
-            joins.append(f" LEFT JOIN t{i} ON {on} AND r.__ts{i} = t{i}.__ts")
+        for i in ties:
+            view, features = views[i]
+            on = " AND ".join(f"s.{_q(c)} = j.{_q(c)}" for c in view.join_keys)
+            packed = ", ".join(f"{_q(f)} := s.{_q(f)}" for f in features)
+            # The ASOF match is one of the rows at its event time; a row at the same time created later wins.
+            ctes.append(f"t{i} AS (SELECT j.__row, arg_max(struct_pack({packed}), s.__created) AS __v FROM {last} j "
+                        f"JOIN v{i} s ON {on} AND s.__ts = j.__ts{i} AND s.__created > coalesce(j.__c{i}, "
+                        "'-infinity'::TIMESTAMPTZ) GROUP BY j.__row)")
+            joins.append(f" LEFT JOIN t{i} ON r.__row = t{i}.__row")
+        out_cols: list[str] = []
         for i, (view, features) in enumerate(views):
             fresh = (f"r.__ts{i} >= r.__ets - INTERVAL {int(view.ttl_seconds)} SECOND" if view.ttl_seconds
                      else f"r.__ts{i} IS NOT NULL")
             for f in features:
-                value = (f"CASE WHEN t{i}.__ts IS NOT NULL THEN t{i}.__v.{_q(f)} ELSE r.{_q(f'__f{i}_{f}')} END"
-                         if str(i) in ties else f"r.{_q(f'__f{i}_{f}')}")
+                value = (f"CASE WHEN t{i}.__row IS NOT NULL THEN t{i}.__v.{_q(f)} ELSE r.{_q(f'__f{i}_{f}')} END"
+                         if i in ties else f"r.{_q(f'__f{i}_{f}')}")
                 name = f"{view.name}__{f}" if full_names else f
                 out_cols.append(f"CASE WHEN {fresh} THEN {value} END AS {_q(name)}")
         front = [f"r.{_q(c)}" for c in carried]
         return (f"WITH {', '.join(ctes)} SELECT {', '.join(front + out_cols)} FROM {last} r{''.join(joins)} "
                 "ORDER BY r.__row")
+
+    def _may_tie(self, cur: Any, defs: FeatureDefinitions, view: FeatureView) -> bool:
+        """Whether the view's source may hold two rows of one entity at one event time (then the created
+        timestamp must break the tie). Files are checked once per version (path, size, mtime of each file,
+        pushed ones included); a query always may."""
+        src = defs.sources[view.source]
+        if not src.created_timestamp_field:
+            return False
+        if src.format == "query":
+            return True
+        files = sorted(glob.glob(src.location)) if "*" in src.location else [src.location]
+        pushed = self._pushed_glob(defs, src.name)
+        if pushed is not None:
+            files += sorted(glob.glob(pushed))
+        try:
+            signature = tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+        except OSError:
+            return True
+        key = (signature, view.join_keys, src.timestamp_field)
+        found = self._ties.get(key)
+        if found is None:
+            keys = ", ".join(_q(k) for k in view.join_keys)
+            sql = (f"SELECT 1 FROM ({self._view_sql(defs, view, [])}) GROUP BY {keys}, __ts HAVING count(*) > 1 "
+                   "LIMIT 1")
+            found = bool(self._run(cur, sql, [(view, [])]).fetchone())
+            if len(self._ties) > 1000:
+                self._ties.clear()
+            self._ties[key] = found
+        return found
 
     @staticmethod
     def _run(cur: Any, sql: str, views: list) -> Any:

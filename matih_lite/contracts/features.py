@@ -258,6 +258,9 @@ class FeatureDefinitionStore(Protocol):
     def get_feature_definitions(self, tenant: str, version: int | None = None) -> DefinitionVersion:
         """The latest version (or ``version``). Raises NotFound."""
 
+    def latest_feature_definition_version(self, tenant: str) -> int:
+        """The latest version number, 0 when none (a cheap check that a cached version is still current)."""
+
     def list_feature_definition_versions(self, tenant: str) -> list[DefinitionVersion]:
         """Every version, newest first, without their documents (``document`` is ``{}``)."""
 

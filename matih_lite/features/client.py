@@ -25,6 +25,12 @@ def _json(value: Any) -> Any:
 class FeatureClient(HostOrService):
     """``plan``, ``apply``, ``overview``, ``show``, ``historical``, ``online``, ``materialize``, ``push``, ``monitor``."""
 
+    def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
+                 profile: str | None = None, host: Any = None, principal: Any = None) -> None:
+        super().__init__(url, token=token, config=config, profile=profile, host=host, principal=principal)
+        self._config_path = config
+        self._profile = profile
+
     def _features(self) -> Any:
         from matih_lite.features.service import Features
 
@@ -37,8 +43,8 @@ class FeatureClient(HostOrService):
         from matih_lite.config import load_config
         from matih_lite.features.definitions import read_repo
 
-        config = load_config()
-        entry = config.profile(None).get("features") or {}
+        config = load_config(self._config_path)
+        entry = config.profile(self._profile).get("features") or {}
         written = str(entry.get("repo") or "features")
         root = Path(written) if Path(written).is_absolute() else config.base_dir / written
         return read_repo(root, label=written.rstrip("/"))

@@ -100,7 +100,7 @@ def format_duration(seconds: int) -> str:
     if not seconds:
         return "0"
     out = []
-    for unit, label in zip(_UNIT_SECONDS, "wdhms"):
+    for unit, label in zip(_UNIT_SECONDS[1:], "dhms"):
         if seconds >= unit:
             out.append(f"{seconds // unit}{label}")
             seconds %= unit
@@ -303,8 +303,8 @@ class _Loader:
             t.problem("entities", "a feature view needs at least one entity")
         source = t.text("source", required=True)
         ttl = 0
+        t.seen.add("ttl")
         if "ttl" in t.raw:
-            t.seen.add("ttl")
             try:
                 ttl = parse_duration(t.raw["ttl"])
             except ValueError as exc:
@@ -421,8 +421,8 @@ def expand_ref(ref: str, views: Mapping[str, FeatureView], odfvs: Mapping[str, O
     if feature not in names:
         refs = [f"{v}:{f.name}" for v in (*views.values(), *odfvs.values()) for f in v.features]
         hint = did_you_mean(feature, names) or did_you_mean(ref, refs)
-        raise InvalidInput(f"unknown feature '{feature}' of view '{view_name}' in '{ref}'{hint}; "
-                           f"{view_name} has: {', '.join(names)}")
+        raise InvalidInput(f"unknown feature '{feature}' of view '{view_name}' in '{ref}'{hint} "
+                           f"({view_name} has: {', '.join(names)})")
     return [ref]
 
 

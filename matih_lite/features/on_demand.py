@@ -10,9 +10,9 @@ way offline (on each batch of a historical join) and online (on the looked-up va
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from matih_lite.contracts.features import FeatureDefinitions, OnDemandView
@@ -29,22 +29,55 @@ def arrow_type(dtype: str) -> Any:
             "string": pa.string(), "bool": pa.bool_(), "timestamp": pa.timestamp("us", "UTC")}[dtype]
 
 
+_LOADED: dict[tuple[str, int], Any] = {}
+
+
 def load_function(defs: FeatureDefinitions, odfv: OnDemandView) -> Callable[[Any], Any]:
-    """The view's function, imported with the repo folder on ``sys.path``. Raises InvalidInput saying why not."""
+    """The view's function: ``module`` is a file of the repo folder (``a.b`` is ``a/b.py``), loaded again when the
+    file changes, else an importable module. Raises InvalidInput saying why it cannot be had."""
     module_name, _, attr = odfv.function.partition(":")
-    with _IMPORT_LOCK:
-        if defs.root and defs.root not in sys.path:
-            sys.path.insert(0, defs.root)
+    module = None
+    if defs.root:
+        base = Path(defs.root).joinpath(*module_name.split("."))
+        for path in (base.with_suffix(".py"), base / "__init__.py"):
+            if path.is_file():
+                module = _load_file(odfv, module_name, path)
+                break
+    if module is None:
         try:
-            module = importlib.import_module(module_name)
+            with _IMPORT_LOCK:
+                module = importlib.import_module(module_name)
         except Exception as exc:
             raise InvalidInput(f"on-demand view '{odfv.name}': cannot import {module_name!r} for {odfv.function} "
-                               f"(looked in the repo folder {defs.root} and sys.path): {type(exc).__name__}: {exc}"
-                               ) from exc
+                               f"(no {module_name.replace('.', '/')}.py in the repo folder {defs.root}, nor an "
+                               f"installed module): {type(exc).__name__}: {exc}") from exc
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise InvalidInput(f"on-demand view '{odfv.name}': module {module_name!r} has no function {attr!r}")
     return fn
+
+
+def _load_file(odfv: OnDemandView, module_name: str, path: Path) -> Any:
+    import importlib.util
+
+    key = (str(path), path.stat().st_mtime_ns)
+    with _IMPORT_LOCK:
+        found = _LOADED.get(key)
+        if found is not None:
+            return found
+        # A name of its own per file, so two repo folders with a transforms.py never share one.
+        unique = f"matih_features_{abs(hash(str(path))):x}_{module_name.replace('.', '_')}"
+        spec = importlib.util.spec_from_file_location(unique, path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        try:
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except Exception as exc:
+            raise InvalidInput(f"on-demand view '{odfv.name}': importing {path} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        for old in [k for k in _LOADED if k[0] == key[0]]:
+            del _LOADED[old]
+        _LOADED[key] = module
+        return module
 
 
 def inputs_of(defs: FeatureDefinitions, odfv: OnDemandView) -> list[tuple[str, str]]:

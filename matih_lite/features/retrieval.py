@@ -31,7 +31,7 @@ from matih_lite.features.definitions import did_you_mean, expand_ref
 
 
 @dataclass(frozen=True)
-class Resolution:
+class Resolution:  # frozen, but the domain caches its online plan on it (object.__setattr__)
     """What a list of feature references asks for."""
 
     refs: tuple[str, ...]
@@ -173,6 +173,10 @@ def entity_table(rows: Any, res: Resolution, defs: FeatureDefinitions, timestamp
         if name not in names:
             odfv = next(o.name for o, _ in res.on_demand if any(f.name == name for f in o.request_schema))
             raise InvalidInput(f"entity rows have no column '{name}', request data of on-demand view '{odfv}'")
+    for ref in res.refs:
+        if res.column(ref) in names:
+            raise InvalidInput(f"entity rows already have a column '{res.column(ref)}', the name of feature {ref}; "
+                               "rename or drop it, or ask with full feature names (view__feature)")
     ts = table.column(timestamp_column)
     if pa.types.is_string(ts.type) or pa.types.is_large_string(ts.type):
         try:
@@ -309,12 +313,27 @@ class OnlineFeatures:
 
     def to_feast(self) -> dict[str, Any]:
         """The body Feast 0.67's ``POST /get-online-features`` answers with."""
+        stamps: dict[int, str] = {}
         results = []
         for name in self.names:
-            results.append({"values": [_feast_value(v, self.dtypes.get(name)) for v in self.values[name]],
-                            "statuses": list(self.statuses[name]),
-                            "event_timestamps": [_feast_ts(t) for t in self.event_ts[name]]})
+            texts = []
+            for t in self.event_ts[name]:
+                text = stamps.get(t)
+                if text is None:
+                    text = stamps[t] = _feast_ts(t)
+                texts.append(text)
+            results.append({"values": _feast_values(self.values[name], self.dtypes.get(name)),
+                            "statuses": self.statuses[name], "event_timestamps": texts})
         return {"metadata": {"feature_names": list(self.names)}, "results": results}
+
+
+def _feast_values(values: list[Any], dtype: str | None) -> list[Any]:
+    """Values as Feast's JSON writes them; most lists need no change at all."""
+    if dtype in ("int64", "int32", "string", "bool"):
+        return values
+    if dtype in ("float64", "float32") and all(v is None or v - v == 0 for v in values):
+        return values  # every value finite (inf - inf and nan - nan are nan)
+    return [_feast_value(v, dtype) for v in values]
 
 
 def _feast_value(value: Any, dtype: str | None) -> Any:

@@ -77,6 +77,28 @@ def project_of(tenant: str) -> str:
     return name if name and name[0].isalnum() else f"t{name}"
 
 
+PRESENT_STATUS, NOT_FOUND_STATUS, OUTSIDE_STATUS = "PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"
+
+
+class _OnlinePlan:
+    """A resolution's online lookup worked out: per view (name, join keys, features, ttl in µs), the key
+    dtypes, and the output columns in answer order with the internal column each is read from."""
+
+    __slots__ = ("views", "key_dtypes", "order", "dtypes")
+
+    def __init__(self, views: list, key_dtypes: dict[str, str], order: list, dtypes: dict[str, str]) -> None:
+        self.views, self.key_dtypes, self.order, self.dtypes = views, key_dtypes, order, dtypes
+
+
+def _normalized(defs: FeatureDefinitions, key: str, dtype: str, values: list[Any]) -> list[Any]:
+    if dtype in ("int64", "int32"):
+        if all(type(v) is int for v in values):
+            return values
+    elif all(type(v) is str for v in values):
+        return values
+    return [retrieval.normalize_key(defs, key, v) for v in values]
+
+
 class ApplyResult(msgspec.Struct, frozen=True):
     """What an apply did: the version now applied and the changes recorded (none when nothing changed)."""
 
@@ -93,6 +115,7 @@ class Features:
         self.host = host
         self._lock = threading.Lock()
         self._defs: dict[str, tuple[float, DefinitionVersion, FeatureDefinitions]] = {}
+        """tenant -> (when last checked, the applied version, its definitions)."""
         self._resolved: dict[tuple, Resolution] = {}
 
     @classmethod
@@ -151,10 +174,10 @@ class Features:
         now = time.monotonic()
         if cached is not None and now - cached[0] < DEFINITIONS_RECHECK_S:
             return cached[2]
-        latest = self.metadata.get_feature_definitions(tenant)
-        if cached is not None and cached[1].version == latest.version:
+        if cached is not None and self.metadata.latest_feature_definition_version(tenant) == cached[1].version:
             self._defs[tenant] = (now, cached[1], cached[2])
             return cached[2]
+        latest = self.metadata.get_feature_definitions(tenant)
         defs = FeatureDefinitions.from_document(latest.document)
         self._defs[tenant] = (now, latest, defs)
         return defs
@@ -222,8 +245,8 @@ class Features:
     def resolve(self, tenant: str, features: Sequence[str] | None = None, service: str | None = None, *,
                 full_feature_names: bool = False) -> tuple[FeatureDefinitions, Resolution]:
         defs = self.definitions(tenant)
-        key = (defs.digest, tenant, tuple(features) if features is not None and not isinstance(features, str)
-               else features, service, full_feature_names)
+        key = (self._defs[tenant][1].digest, tenant, tuple(features) if features is not None
+               and not isinstance(features, str) else features, service, full_feature_names)
         found = self._resolved.get(key)
         if found is None:
             found = retrieval.resolve(defs, features, service, full_feature_names=full_feature_names)
@@ -335,6 +358,7 @@ class Features:
         value older than its view's ttl (against the clock, ``now`` µs) is null with status OUTSIDE_MAX_AGE,
         an unknown entity null with NOT_FOUND."""
         defs, res = self.resolve(principal.tenant, features, service, full_feature_names=full_feature_names)
+        plan = self._online_plan(defs, res)
         cols, n = retrieval.columnar(entity_rows)
         missing = [k for k in res.join_keys if k not in cols]
         if missing:
@@ -349,30 +373,28 @@ class Features:
         values: dict[str, list[Any]] = {}
         statuses: dict[str, list[str]] = {}
         stamps: dict[str, list[int]] = {}
-        dtypes: dict[str, str] = {}
-        keys_shown = [k for k in cols if k in res.join_keys]
-        normalized = {k: [retrieval.normalize_key(defs, k, v) for v in cols[k]] for k in res.join_keys}
+        normalized = {k: _normalized(defs, k, plan.key_dtypes[k], cols[k]) for k in res.join_keys}
+        keys_shown = [k for k in cols if k in plan.key_dtypes]
         for k in keys_shown:
             values[k] = normalized[k]
-            statuses[k] = ["PRESENT"] * n
+            statuses[k] = [PRESENT_STATUS] * n
             stamps[k] = [0] * n
-            dtypes[k] = retrieval.key_dtype(defs, k)
         internal: dict[str, tuple[list[Any], list[str], list[int]]] = {}
-        for sel in res.views:
-            view = defs.feature_views[sel.view]
-            if not view.online:
-                raise InvalidInput(f"feature view '{view.name}' is not served online (online = false)")
-            keys = list(zip(*[normalized[k] for k in view.join_keys])) if n else []
-            rows = store.read_online(defs, view.name, keys, sel.features)
-            ttl = view.ttl_seconds
-            row_status = [retrieval.status_of(r.event_ts if r is not None else None, ttl, clock) for r in rows]
-            row_ts = [r.event_ts if r is not None else 0 for r in rows]
-            for j, f in enumerate(sel.features):
-                vals = [r.values[j] if r is not None and s == "PRESENT" else None for r, s in zip(rows, row_status)]
-                internal[f"{view.name}__{f}"] = (vals, row_status, row_ts)
-                feat = view.feature(f)
-                if feat is not None:
-                    dtypes[f"{view.name}__{f}"] = feat.dtype
+        for view, join_keys, wanted, ttl_us in plan.views:
+            keys = list(zip(*[normalized[k] for k in join_keys])) if n else []
+            rows = store.read_online(defs, view, keys, wanted)
+            row_status: list[str] = []
+            row_ts: list[int] = []
+            for r in rows:
+                if r is None:
+                    row_status.append(NOT_FOUND_STATUS)
+                    row_ts.append(0)
+                else:
+                    row_status.append(OUTSIDE_STATUS if ttl_us and r.event_ts < clock - ttl_us else PRESENT_STATUS)
+                    row_ts.append(r.event_ts)
+            for j, f in enumerate(wanted):
+                vals = [r.values[j] if s is PRESENT_STATUS else None for r, s in zip(rows, row_status)]
+                internal[f"{view}__{f}"] = (vals, row_status, row_ts)
         for odfv, _ in res.on_demand:
             import pyarrow as pa
 
@@ -386,17 +408,36 @@ class Features:
                 except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                     raise InvalidInput(f"request data '{req.name}' is not {req.dtype}: {exc}") from exc
             for name, array in on_demand.run(defs, odfv, inputs, n).items():
-                internal[f"{odfv.name}__{name}"] = (array.to_pylist(), ["PRESENT"] * n, [0] * n)
-                dtypes[f"{odfv.name}__{name}"] = odfv.feature(name).dtype  # type: ignore[union-attr]
+                internal[f"{odfv.name}__{name}"] = (array.to_pylist(), [PRESENT_STATUS] * n, [0] * n)
         names = list(keys_shown)
+        for col, key in plan.order:
+            names.append(col)
+            values[col], statuses[col], stamps[col] = internal[key]
+        return OnlineFeatures(keys_shown, names, values, statuses, stamps, plan.dtypes)
+
+    def _online_plan(self, defs: FeatureDefinitions, res: Resolution) -> _OnlinePlan:
+        """What :meth:`online` needs of a resolution, worked out once per definitions version."""
+        plan = getattr(res, "_online", None)
+        if plan is not None:
+            return plan
+        views = []
+        dtypes: dict[str, str] = {}
+        for sel in res.views:
+            view = defs.feature_views[sel.view]
+            if not view.online:
+                raise InvalidInput(f"feature view '{view.name}' is not served online (online = false)")
+            views.append((view.name, view.join_keys, sel.features, view.ttl_seconds * 1_000_000))
+        key_dtypes = {k: retrieval.key_dtype(defs, k) for k in res.join_keys}
+        order = []
         for ref in res.online_order():
             view, _, feature = ref.partition(":")
             col = res.column(ref)
-            vals, sts, ts = internal[f"{view}__{feature}"]
-            names.append(col)
-            values[col], statuses[col], stamps[col] = vals, sts, ts
-            dtypes[col] = dtypes.get(f"{view}__{feature}", "")
-        return OnlineFeatures(keys_shown, names, values, statuses, stamps, dtypes)
+            order.append((col, f"{view}__{feature}"))
+            owner = defs.feature_views.get(view) or defs.on_demand_views[view]
+            dtypes[col] = owner.feature(feature).dtype  # type: ignore[union-attr]
+        plan = _OnlinePlan(views, key_dtypes, order, {**key_dtypes, **dtypes})
+        object.__setattr__(res, "_online", plan)
+        return plan
 
     # ---- materialization and push ------------------------------------------------------------------------
     def _online_views(self, defs: FeatureDefinitions, views: Sequence[str] | None) -> list[str]:
@@ -551,9 +592,9 @@ def write_batches(reader: Any, out: Path, fmt: str, progress: Callable[[int], No
 
 def _to_pandas(table: Any, original: Any) -> Any:
     """The joined table as pandas, the caller's own entity columns (index included) kept exactly as given."""
+    import pandas as pd
+
     added = [n for n in table.column_names if n not in original.columns]
-    out = original.copy()
     frame = table.select(added).to_pandas()
-    for name in added:
-        out[name] = frame[name].array
-    return out
+    frame.index = original.index
+    return pd.concat([original, frame], axis=1)

@@ -124,6 +124,11 @@ class SqlFeatureDefinitionStore(ScopedStore):
             raise NotFound(f"{what}; run 'matih-lite features apply' in the folder holding the features repo")
         return _version(rows[0])
 
+    def latest_feature_definition_version(self, tenant: str) -> int:
+        with self.db.read() as cur:
+            row = self.scoped(cur, tenant).first("feature_definitions", "max(version)")
+        return int(row[0]) if row and row[0] is not None else 0
+
     def list_feature_definition_versions(self, tenant: str) -> list[DefinitionVersion]:
         with self.db.read() as cur:
             rows = self.scoped(cur, tenant).select("feature_definitions", "tenant, version, digest, '', actor, "
