@@ -13,8 +13,10 @@ from typing import Protocol, runtime_checkable
 
 from matih_lite.contracts.auth import AuthStore
 from matih_lite.contracts.deployments import DeploymentStore
+from matih_lite.contracts.features import FeatureDefinitionStore
 from matih_lite.contracts.jobs import JobStore
 from matih_lite.contracts.lineage import LineageStore
+from matih_lite.contracts.logged_models import LoggedModelStore
 from matih_lite.contracts.records import Experiment, Health, Metric, Page, Run
 from matih_lite.contracts.registry import RegistryStore
 from matih_lite.contracts.search import OrderBy, RunFilter
@@ -106,6 +108,7 @@ class TrackingStore(Protocol):
 
 
 @runtime_checkable
-class MetadataStore(TrackingStore, RegistryStore, AuthStore, LineageStore, DeploymentStore, JobStore,
-                    Protocol):
-    """Everything the metadata slot keeps: tracking, registry, tenants and tokens, lineage, deployments, jobs."""
+class MetadataStore(TrackingStore, LoggedModelStore, RegistryStore, AuthStore, LineageStore, DeploymentStore,
+                    JobStore, FeatureDefinitionStore, Protocol):
+    """Everything the metadata slot keeps: tracking (with MLflow 3's logged models), registry, tenants and tokens,
+    lineage, deployments, jobs, feature definitions."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from matih_lite.contracts.auth import Credential, Tenant, Token, User
 from matih_lite.errors import Conflict, NotFound
+from matih_lite.sqlstore.scope import EVERY_TENANT, OWNED, Join, ScopedStore, Shared
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (3, "auth", [
@@ -37,11 +38,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX tokens_by_user ON tokens (tenant, user_name, created_at)",
     ]),
 ]
-"""Schema for auth: version 3 (and 3 to 3.x by convention, e.g. 301, 302 for later changes)."""
+"""Schema for auth: version 3. (300-349 are the logged models' now, sqlstore/logged_models.py; later auth
+changes take 350-399.)"""
+
+TABLES = {
+    "tenants": Shared("the tenants themselves"),
+    "users": OWNED,
+    "tokens": OWNED,
+}
 
 _USER_COLUMNS = "tenant, name, roles, created_at, disabled"
 _TOKEN_COLUMNS = ("token_id, tenant, user_name, created_at, name, description, expires_at, last_used_at, "
                   "revoked")
+_CREDENTIAL_COLUMNS = ", ".join(f"t.{c.strip()}" for c in _TOKEN_COLUMNS.split(",")) + ", u.roles, u.created_at, u.disabled"
+_TOKEN_USER = (Join("users", "u", "u.tenant = t.tenant AND u.name = t.user_name"),)
 
 
 def _user(row: Sequence[Any]) -> User:
@@ -53,7 +63,7 @@ def _token(row: Sequence[Any]) -> Token:
                  None if row[6] is None else int(row[6]), None if row[7] is None else int(row[7]), bool(row[8]))
 
 
-class SqlAuthStore:
+class SqlAuthStore(ScopedStore):
     """Mixed into :class:`~matih_lite.sqlstore.metadata.SqlMetadataStore`; uses ``self.db`` and ``self._q``."""
 
     db: Any
@@ -90,40 +100,36 @@ class SqlAuthStore:
             cur.execute(self._q("SELECT 1 FROM tenants WHERE name = ?"), (tenant,))
             if not cur.fetchone():
                 raise NotFound(f"tenant {tenant!r} does not exist")
-            cur.execute(self._q("SELECT 1 FROM users WHERE tenant = ? AND name = ?"), (tenant, name))
-            if cur.fetchone():
+            mine = self.scoped(cur, tenant)
+            if mine.exists("users", "name = ?", (name,)):
                 raise Conflict(f"user {name!r} already exists in tenant {tenant!r}")
-            cur.execute(self._q("INSERT INTO users (tenant, name, roles, created_at, disabled) "
-                                "VALUES (?, ?, ?, ?, 0)"), (tenant, name, json.dumps(list(roles)), created_at))
+            mine.insert("users", {"name": name, "roles": json.dumps(list(roles)), "created_at": created_at,
+                                  "disabled": 0})
 
         self.db.write(run)
         return User(tenant, name, tuple(roles), created_at, False)
 
     def get_user(self, tenant: str, name: str) -> User:
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_USER_COLUMNS} FROM users WHERE tenant = ? AND name = ?"), (tenant, name))
-            row = cur.fetchone()
+            row = self.scoped(cur, tenant).first("users", _USER_COLUMNS, "name = ?", (name,))
         if row is None:
             raise NotFound(f"user {name!r} does not exist")
         return _user(row)
 
     def list_users(self, tenant: str) -> list[User]:
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_USER_COLUMNS} FROM users WHERE tenant = ? ORDER BY name"), (tenant,))
-            return [_user(r) for r in cur.fetchall()]
+            return [_user(r) for r in self.scoped(cur, tenant).select("users", _USER_COLUMNS, order="name")]
 
     def update_user(self, tenant: str, name: str, *, roles: Sequence[str] | None = None,
                     disabled: bool | None = None) -> User:
         def run(cur: Any) -> None:
-            cur.execute(self._q("SELECT 1 FROM users WHERE tenant = ? AND name = ?"), (tenant, name))
-            if not cur.fetchone():
+            mine = self.scoped(cur, tenant)
+            if not mine.exists("users", "name = ?", (name,)):
                 raise NotFound(f"user {name!r} does not exist")
             if roles is not None:
-                cur.execute(self._q("UPDATE users SET roles = ? WHERE tenant = ? AND name = ?"),
-                            (json.dumps(list(roles)), tenant, name))
+                mine.update("users", "roles = ?", (json.dumps(list(roles)),), "name = ?", (name,))
             if disabled is not None:
-                cur.execute(self._q("UPDATE users SET disabled = ? WHERE tenant = ? AND name = ?"),
-                            (1 if disabled else 0, tenant, name))
+                mine.update("users", "disabled = ?", (1 if disabled else 0,), "name = ?", (name,))
 
         self.db.write(run)
         return self.get_user(tenant, name)
@@ -132,56 +138,46 @@ class SqlAuthStore:
     def create_token(self, tenant: str, user: str, *, token_id: str, token_hash: str, created_at: int,
                      name: str = "", description: str = "", expires_at: int | None = None) -> Token:
         def run(cur: Any) -> None:
-            cur.execute(self._q("SELECT 1 FROM users WHERE tenant = ? AND name = ?"), (tenant, user))
-            if not cur.fetchone():
+            mine = self.scoped(cur, tenant)
+            if not mine.exists("users", "name = ?", (user,)):
                 raise NotFound(f"user {user!r} does not exist")
-            cur.execute(self._q("SELECT 1 FROM tokens WHERE token_id = ? OR token_hash = ?"), (token_id, token_hash))
-            if cur.fetchone():
+            # Ids and secrets are unique across tenants: a token is looked up by its hash alone.
+            if self.scoped(cur, EVERY_TENANT).exists("tokens", "token_id = ? OR token_hash = ?", (token_id, token_hash)):
                 raise Conflict(f"token {token_id!r} already exists")
-            cur.execute(self._q(
-                "INSERT INTO tokens (token_id, tenant, user_name, token_hash, name, description, created_at, "
-                "expires_at, last_used_at, revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 0)"),
-                (token_id, tenant, user, token_hash, name, description, created_at, expires_at))
+            mine.insert("tokens", {"token_id": token_id, "user_name": user, "token_hash": token_hash, "name": name,
+                                   "description": description, "created_at": created_at, "expires_at": expires_at,
+                                   "last_used_at": None, "revoked": 0})
 
         self.db.write(run)
         return Token(token_id, tenant, user, created_at, name, description, expires_at, None, False)
 
     def get_token(self, tenant: str, token_id: str) -> Token:
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE tenant = ? AND token_id = ?"),
-                        (tenant, token_id))
-            row = cur.fetchone()
+            row = self.scoped(cur, tenant).first("tokens", _TOKEN_COLUMNS, "token_id = ?", (token_id,))
         if row is None:
             raise NotFound(f"token {token_id!r} does not exist")
         return _token(row)
 
     def list_tokens(self, tenant: str, *, user: str | None = None) -> list[Token]:
-        where, params = "tenant = ?", [tenant]
-        if user is not None:
-            where += " AND user_name = ?"
-            params.append(user)
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE {where} "
-                                "ORDER BY created_at DESC, token_id"), tuple(params))
-            return [_token(r) for r in cur.fetchall()]
+            rows = self.scoped(cur, tenant).select("tokens", _TOKEN_COLUMNS, "user_name = ?" if user is not None else "",
+                                                   (user,) if user is not None else (),
+                                                   order="created_at DESC, token_id")
+        return [_token(r) for r in rows]
 
     def revoke_token(self, tenant: str, token_id: str) -> Token:
         def run(cur: Any) -> None:
-            cur.execute(self._q("UPDATE tokens SET revoked = 1 WHERE tenant = ? AND token_id = ?"), (tenant, token_id))
-            if cur.rowcount == 0:
+            if self.scoped(cur, tenant).update("tokens", "revoked = 1", (), "token_id = ?", (token_id,)) == 0:
                 raise NotFound(f"token {token_id!r} does not exist")
 
         self.db.write(run)
         return self.get_token(tenant, token_id)
 
     def find_token(self, token_hash: str) -> Credential | None:
-        cols = ", ".join(f"t.{c.strip()}" for c in _TOKEN_COLUMNS.split(","))
         with self.db.read() as cur:
-            cur.execute(self._q(
-                f"SELECT {cols}, u.roles, u.created_at, u.disabled FROM tokens t "
-                "JOIN users u ON u.tenant = t.tenant AND u.name = t.user_name WHERE t.token_hash = ?"),
-                (token_hash,))
-            row = cur.fetchone()
+            # Every tenant's: the hash of the secret is what says whose token it is.
+            row = self.scoped(cur, EVERY_TENANT).first("tokens", _CREDENTIAL_COLUMNS, "t.token_hash = ?", (token_hash,),
+                                                       alias="t", joins=_TOKEN_USER)
         if row is None:
             return None
         token = _token(row[:9])
@@ -189,6 +185,8 @@ class SqlAuthStore:
 
     def touch_token(self, token_id: str, last_used_at: int) -> None:
         def run(cur: Any) -> None:
-            cur.execute(self._q("UPDATE tokens SET last_used_at = ? WHERE token_id = ?"), (last_used_at, token_id))
+            # Called with the id a hash lookup found, of whichever tenant (token ids are unique across them).
+            self.scoped(cur, EVERY_TENANT).update("tokens", "last_used_at = ?", (last_used_at,), "token_id = ?",
+                                                  (token_id,))
 
         self.db.write(run)

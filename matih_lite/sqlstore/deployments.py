@@ -17,6 +17,7 @@ import msgspec
 from matih_lite.contracts.deployments import CanaryState, Deployment, DeploymentChange, Route
 from matih_lite.contracts.records import Page
 from matih_lite.errors import Conflict, InvalidInput, NotFound
+from matih_lite.sqlstore.scope import EVERY_TENANT, OWNED, Paging, ScopedStore
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (5, "deployments", [
@@ -56,9 +57,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 ]
 """Schema for deployments: version 5 (and 501, 502... for later changes)."""
 
+TABLES = {
+    "deployments": OWNED,
+    "deployment_history": OWNED,  # no parent: the history outlives the deployment
+}
+
 _COLUMNS = ("tenant, name, model, target, follows, routes, shadows, canary, canary_status, use_canary, policy, "
             "status, description, created_by, created_at, updated_at, revision")
 _CHANGE_COLUMNS = "change_id, tenant, deployment, action, actor, timestamp, reason, detail"
+_VALUE_COLUMNS = tuple(c.strip() for c in _COLUMNS.split(",")[1:])  # all but the tenant, which the scope adds
 _routes = msgspec.json.Decoder(list[Route])
 _canary = msgspec.json.Decoder(CanaryState)
 
@@ -87,111 +94,91 @@ def _change(row: Sequence[Any]) -> DeploymentChange:
                             reason=row[6], detail=json.loads(row[7] or "{}"), change_id=int(row[0]))
 
 
-class SqlDeploymentStore:
+class SqlDeploymentStore(ScopedStore):
     """Mixed into :class:`~matih_lite.sqlstore.metadata.SqlMetadataStore`; uses ``self.db`` and ``self._q``."""
 
     db: Any
     _q: Any
 
-    def _log_change(self, cur: Any, change: DeploymentChange) -> None:
-        cur.execute(self._q("INSERT INTO deployment_history (tenant, deployment, action, actor, timestamp, reason, "
-                            "detail) VALUES (?, ?, ?, ?, ?, ?, ?)"),
-                    (change.tenant, change.deployment, change.action, change.actor, int(change.timestamp),
-                     change.reason, _text(change.detail)))
+    def _log_change(self, cur: Any, tenant: str, change: DeploymentChange) -> None:
+        if change.tenant != tenant:
+            raise InvalidInput(f"a change of tenant {change.tenant!r} cannot be written to a deployment of {tenant!r}")
+        self.scoped(cur, tenant).insert("deployment_history", {
+            "deployment": change.deployment, "action": change.action, "actor": change.actor,
+            "timestamp": int(change.timestamp), "reason": change.reason, "detail": _text(change.detail)})
 
     def create_deployment(self, deployment: Deployment, change: DeploymentChange) -> Deployment:
-        q = self._q
-
         def run(cur: Any) -> None:
-            cur.execute(q("SELECT 1 FROM deployments WHERE tenant = ? AND name = ?"),
-                        (deployment.tenant, deployment.name))
-            if cur.fetchone():
+            mine = self.scoped(cur, deployment.tenant)
+            if mine.exists("deployments", "name = ?", (deployment.name,)):
                 raise Conflict(f"deployment {deployment.name!r} already exists; update it, or delete it first")
-            cur.execute(q(f"INSERT INTO deployments ({_COLUMNS}) VALUES "
-                          f"({', '.join('?' for _ in range(17))})"), _row(deployment, 1))
-            self._log_change(cur, change)
+            mine.insert_many("deployments", _VALUE_COLUMNS, [_row(deployment, 1)[1:]])
+            self._log_change(cur, deployment.tenant, change)
 
         self.db.write(run)
         return msgspec.structs.replace(deployment, revision=1)
 
     def get_deployment(self, tenant: str, name: str) -> Deployment:
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_COLUMNS} FROM deployments WHERE tenant = ? AND name = ?"), (tenant, name))
-            row = cur.fetchone()
+            row = self.scoped(cur, tenant).first("deployments", _COLUMNS, "name = ?", (name,))
         if row is None:
             raise NotFound(f"deployment {name!r} does not exist")
         return _deployment(row)
 
     def list_deployments(self, tenant: str, *, model: str | None = None, max_results: int = 1000,
                          page_token: str | None = None) -> Page[Deployment]:
-        from matih_lite.sqlstore.tracking import decode_token, encode_token
-
-        offset = decode_token(page_token)
-        if max_results < 1:
-            raise InvalidInput(f"max_results must be at least 1, got {max_results}")
-        where, params = "tenant = ?", [tenant]
-        if model is not None:
-            where += " AND model = ?"
-            params.append(model)
+        paging = Paging(page_token, max_results)
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_COLUMNS} FROM deployments WHERE {where} ORDER BY name LIMIT ? OFFSET ?"),
-                        (*params, max_results + 1, offset))
-            rows = cur.fetchall()
-        more = len(rows) > max_results
-        return Page([_deployment(r) for r in rows[:max_results]], encode_token(offset + max_results) if more else None)
+            rows = self.scoped(cur, tenant).select("deployments", _COLUMNS, "model = ?" if model is not None else "",
+                                                   (model,) if model is not None else (), order="name", paging=paging)
+        return paging.page([_deployment(r) for r in rows])
 
     def update_deployment(self, deployment: Deployment, change: DeploymentChange, *, revision: int) -> Deployment:
-        q = self._q
-        sets = ", ".join(f"{c.strip()} = ?" for c in _COLUMNS.split(",")[2:])
+        sets = ", ".join(f"{c} = ?" for c in _VALUE_COLUMNS[1:])
 
         def run(cur: Any) -> None:
+            mine = self.scoped(cur, deployment.tenant)
             row = _row(deployment, revision + 1)
-            cur.execute(q(f"UPDATE deployments SET {sets} WHERE tenant = ? AND name = ? AND revision = ?"),
-                        (*row[2:], deployment.tenant, deployment.name, revision))
-            if cur.rowcount != 1:
-                cur.execute(q("SELECT revision FROM deployments WHERE tenant = ? AND name = ?"),
-                            (deployment.tenant, deployment.name))
-                found = cur.fetchone()
+            if mine.update("deployments", sets, row[2:], "name = ? AND revision = ?", (deployment.name, revision)) != 1:
+                found = mine.first("deployments", "revision", "name = ?", (deployment.name,))
                 if found is None:
                     raise NotFound(f"deployment {deployment.name!r} does not exist")
                 raise Conflict(f"deployment {deployment.name!r} changed meanwhile (revision {found[0]}, not "
                                f"{revision}); read it again and retry")
-            self._log_change(cur, change)
+            self._log_change(cur, deployment.tenant, change)
 
         self.db.write(run)
         return msgspec.structs.replace(deployment, revision=revision + 1)
 
     def delete_deployment(self, tenant: str, name: str, change: DeploymentChange) -> None:
         def run(cur: Any) -> None:
-            cur.execute(self._q("DELETE FROM deployments WHERE tenant = ? AND name = ?"), (tenant, name))
-            if cur.rowcount != 1:
+            if self.scoped(cur, tenant).delete("deployments", "name = ?", (name,)) != 1:
                 raise NotFound(f"deployment {name!r} does not exist")
-            self._log_change(cur, change)
+            self._log_change(cur, tenant, change)
 
         self.db.write(run)
 
     def deployment_history(self, tenant: str, name: str, *, max_results: int = 1000,
                            page_token: str | None = None) -> Page[DeploymentChange]:
-        from matih_lite.sqlstore.tracking import decode_token, encode_token
-
-        offset = decode_token(page_token)
-        if max_results < 1:
-            raise InvalidInput(f"max_results must be at least 1, got {max_results}")
+        paging = Paging(page_token, max_results)
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_CHANGE_COLUMNS} FROM deployment_history WHERE tenant = ? AND deployment = ? "
-                                "ORDER BY change_id LIMIT ? OFFSET ?"), (tenant, name, max_results + 1, offset))
-            rows = cur.fetchall()
-        more = len(rows) > max_results
-        return Page([_change(r) for r in rows[:max_results]], encode_token(offset + max_results) if more else None)
+            rows = self.scoped(cur, tenant).select("deployment_history", _CHANGE_COLUMNS, "deployment = ?", (name,),
+                                                   order="change_id", paging=paging)
+        return paging.page([_change(r) for r in rows])
 
     def deployment_changes(self, after: int, *, max_results: int = 1000) -> list[DeploymentChange]:
+        if max_results < 1:
+            return []
+        paging: Paging[tuple] = Paging(None, int(max_results))
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_CHANGE_COLUMNS} FROM deployment_history WHERE change_id > ? "
-                                "ORDER BY change_id LIMIT ?"), (int(after), int(max_results)))
-            return [_change(r) for r in cur.fetchall()]
+            # Every tenant's: the feed a server follows to notice changes made elsewhere.
+            rows = self.scoped(cur, EVERY_TENANT).select("deployment_history", _CHANGE_COLUMNS, "change_id > ?",
+                                                         (int(after),), order="change_id", paging=paging)
+        return [_change(r) for r in paging.page(rows).items]
 
     def running_canaries(self) -> list[Deployment]:
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_COLUMNS} FROM deployments WHERE canary_status = 'running' "
-                                "ORDER BY tenant, name"))
-            return [_deployment(r) for r in cur.fetchall()]
+            # Every tenant's: the canary controller steps them all.
+            rows = self.scoped(cur, EVERY_TENANT).select("deployments", _COLUMNS, "canary_status = 'running'",
+                                                         order="tenant, name")
+        return [_deployment(r) for r in rows]

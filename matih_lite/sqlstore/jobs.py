@@ -23,6 +23,7 @@ from matih_lite.contracts.jobs import (
 )
 from matih_lite.contracts.records import Page
 from matih_lite.errors import Conflict, InvalidInput, NotFound
+from matih_lite.sqlstore.scope import EVERY_TENANT, OWNED, Paging, ScopedStore
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (6, "jobs", [
@@ -53,8 +54,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 ]
 """Schema for jobs: version 6 (and 601, 602... for later changes)."""
 
+TABLES = {"jobs": OWNED}
+
 _COLUMNS = ("job_id, tenant, name, kind, status, spec, cpus, gpus, memory, created_by, created_at, started_at, "
             "ended_at, heartbeat_at, owner, run_id, message, register, result, cancel_requested")
+_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
+_VALUE_COLUMNS = (_NAMES[0], *_NAMES[2:])  # all but the tenant, which the scope adds
 _UPDATABLE = {"name", "status", "demand", "created_by", "started_at", "ended_at", "heartbeat_at", "owner", "run_id",
               "message", "register", "result", "cancel_requested"}
 
@@ -79,7 +84,7 @@ def _fits(used: float, need: float, limit: float | None) -> bool:
     return limit is None or used + need <= limit + 1e-9
 
 
-class SqlJobStore:
+class SqlJobStore(ScopedStore):
     """Mixed into :class:`~matih_lite.sqlstore.metadata.SqlMetadataStore`; uses ``self.db`` and ``self._q``."""
 
     db: Any
@@ -90,18 +95,17 @@ class SqlJobStore:
             raise InvalidInput(f"job status must be one of {', '.join(JOB_STATUSES)}, not {job.status!r}")
 
         def run(cur: Any) -> None:
-            cur.execute(self._q("SELECT 1 FROM jobs WHERE job_id = ?"), (job.job_id,))
-            if cur.fetchone():
+            # Job ids are unique across tenants (a compute backend knows a job by its id alone).
+            if self.scoped(cur, EVERY_TENANT).exists("jobs", "job_id = ?", (job.job_id,)):
                 raise Conflict(f"job {job.job_id!r} already exists")
-            cur.execute(self._q(f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' for _ in range(20))})"),
-                        _row(job))
+            row = _row(job)
+            self.scoped(cur, job.tenant).insert_many("jobs", _VALUE_COLUMNS, [(row[0], *row[2:])])
 
         self.db.write(run)
         return job
 
     def _get(self, cur: Any, tenant: str, job_id: str) -> Job:
-        cur.execute(self._q(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ? AND tenant = ?"), (job_id, tenant))
-        row = cur.fetchone()
+        row = self.scoped(cur, tenant).first("jobs", _COLUMNS, "job_id = ?", (job_id,))
         if row is None:
             raise NotFound(f"job {job_id!r} does not exist; see 'matih-lite jobs list'")
         return _job(row)
@@ -112,25 +116,13 @@ class SqlJobStore:
 
     def list_jobs(self, tenant: str | None, *, statuses: Sequence[str] | None = None, max_results: int = 1000,
                   page_token: str | None = None) -> Page[Job]:
-        from matih_lite.sqlstore.tracking import decode_token, encode_token
-
-        offset = decode_token(page_token)
-        if max_results < 1:
-            raise InvalidInput(f"max_results must be at least 1, got {max_results}")
-        where, params = ["1 = 1"], []
-        if tenant is not None:
-            where.append("tenant = ?")
-            params.append(tenant)
-        if statuses:
-            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
-            params.extend(statuses)
+        paging = Paging(page_token, max_results)
+        where = f"status IN ({', '.join('?' for _ in statuses)})" if statuses else ""
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
-                                "ORDER BY created_at DESC, job_id DESC LIMIT ? OFFSET ?"),
-                        (*params, max_results + 1, offset))
-            rows = cur.fetchall()
-        more = len(rows) > max_results
-        return Page([_job(r) for r in rows[:max_results]], encode_token(offset + max_results) if more else None)
+            # tenant None: every tenant's, for the supervisors that look after all of them.
+            rows = self.scoped(cur, EVERY_TENANT if tenant is None else tenant).select(
+                "jobs", _COLUMNS, where, tuple(statuses or ()), order="created_at DESC, job_id DESC", paging=paging)
+        return paging.page([_job(r) for r in rows])
 
     def update_job(self, tenant: str, job_id: str, *, expect: Sequence[str] | None = None, **changes: Any) -> Job:
         unknown = set(changes) - _UPDATABLE
@@ -146,9 +138,8 @@ class SqlJobStore:
             for key, value in changes.items():
                 setattr(job, key, value)
             row = _row(job)
-            names = [c.strip() for c in _COLUMNS.split(",")]
-            sets = ", ".join(f"{n} = ?" for n in names[2:])
-            cur.execute(self._q(f"UPDATE jobs SET {sets} WHERE job_id = ? AND tenant = ?"), (*row[2:], job_id, tenant))
+            sets = ", ".join(f"{n} = ?" for n in _NAMES[2:])
+            self.scoped(cur, tenant).update("jobs", sets, row[2:], "job_id = ?", (job_id,))
             return job
 
         return self.db.write(run)
@@ -164,22 +155,21 @@ class SqlJobStore:
             job = self._get(cur, tenant, job_id)
             if job.status != "QUEUED":
                 raise Conflict(f"job {job_id!r} is {job.status}, not QUEUED")
+            mine = self.scoped(cur, tenant)
             holding = ", ".join(f"'{s}'" for s in HOLDING_JOB_STATUSES)
-            cur.execute(q(f"SELECT COALESCE(SUM(cpus), 0), COALESCE(SUM(gpus), 0), COUNT(*) FROM jobs "
-                          f"WHERE tenant = ? AND status IN ({holding}) AND heartbeat_at >= ?"), (tenant, live_after))
-            cpus, gpus, count = cur.fetchone()
-            cur.execute(q("SELECT COUNT(*) FROM jobs WHERE tenant = ? AND status = 'QUEUED' AND heartbeat_at >= ? "
-                          "AND (created_at < ? OR (created_at = ? AND job_id < ?))"),
-                        (tenant, live_after, job.created_at, job.created_at, job.job_id))
-            ahead = int(cur.fetchone()[0])
+            cpus, gpus, count = mine.first("jobs", "COALESCE(SUM(cpus), 0), COALESCE(SUM(gpus), 0), COUNT(*)",
+                                           f"status IN ({holding}) AND heartbeat_at >= ?", (live_after,))
+            ahead = int(mine.first("jobs", "COUNT(*)", "status = 'QUEUED' AND heartbeat_at >= ? "
+                                   "AND (created_at < ? OR (created_at = ? AND job_id < ?))",
+                                   (live_after, job.created_at, job.created_at, job.job_id))[0])
             usage = Usage(float(cpus), float(gpus), int(count), ahead)
             fits = (ahead == 0 and _fits(usage.cpus, job.demand.cpus, limits.cpus)
                     and _fits(usage.gpus, job.demand.gpus, limits.gpus)
                     and (limits.jobs is None or usage.jobs + 1 <= limits.jobs))
             if not fits:
                 return Claim(False, usage)
-            cur.execute(q("UPDATE jobs SET status = 'STARTING', owner = ?, heartbeat_at = ?, message = '' "
-                          "WHERE job_id = ?"), (owner, now, job_id))
+            mine.update("jobs", "status = 'STARTING', owner = ?, heartbeat_at = ?, message = ''", (owner, now),
+                        "job_id = ?", (job_id,))
             job.status, job.owner, job.heartbeat_at, job.message = "STARTING", owner, now, ""
             return Claim(True, usage, job)
 

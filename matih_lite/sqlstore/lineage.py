@@ -9,6 +9,7 @@ from typing import Any
 from matih_lite.contracts.lineage import Direction, LineageEdge, LineageNode
 from matih_lite.contracts.records import Page
 from matih_lite.errors import Conflict, InvalidInput, NotFound
+from matih_lite.sqlstore.scope import OWNED, Paging, ScopedStore
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (4, "lineage", [
@@ -36,7 +37,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 ]
 """Schema for lineage: version 4 (and 4 to 4.x by convention, e.g. 401, 402 for later changes)."""
 
+TABLES = {"lineage_nodes": OWNED, "lineage_edges": OWNED}
+
 _NODE_COLUMNS = "tenant, node_key, kind, name, properties, created_at, updated_at"
+_NODE_VALUES = ("node_key", "kind", "name", "properties", "created_at", "updated_at")
 _EDGE_COLUMNS = "tenant, source_key, target_key, kind, created_at"
 _CHUNK = 500  # keys per IN (...) list, under every engine's parameter limit
 
@@ -57,7 +61,7 @@ def _chunks(values: list[str]) -> list[list[str]]:
     return [values[i:i + _CHUNK] for i in range(0, len(values), _CHUNK)]
 
 
-class SqlLineageStore:
+class SqlLineageStore(ScopedStore):
     """Mixed into :class:`~matih_lite.sqlstore.metadata.SqlMetadataStore`; uses ``self.db`` and ``self._q``."""
 
     db: Any
@@ -65,16 +69,14 @@ class SqlLineageStore:
 
     def put_lineage_node(self, tenant: str, key: str, *, kind: str, at: int, name: str = "",
                          properties: Mapping[str, Any] | None = None) -> LineageNode:
-        q = self._q
         new_props = dict(properties or {})
 
         def run(cur: Any) -> LineageNode:
-            cur.execute(q(f"SELECT {_NODE_COLUMNS} FROM lineage_nodes WHERE tenant = ? AND node_key = ?"),
-                        (tenant, key))
-            row = cur.fetchone()
+            mine = self.scoped(cur, tenant)
+            row = mine.first("lineage_nodes", _NODE_COLUMNS, "node_key = ?", (key,))
             if row is None:
-                cur.execute(q(f"INSERT INTO lineage_nodes ({_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"),
-                            (tenant, key, kind, name, json.dumps(new_props, sort_keys=True), at, at))
+                mine.insert_many("lineage_nodes", _NODE_VALUES,
+                                 [(key, kind, name, json.dumps(new_props, sort_keys=True), at, at)])
                 return LineageNode(tenant, key, kind, name, new_props, at, at)
             old = _node(row)
             if old.kind != kind:
@@ -83,9 +85,8 @@ class SqlLineageStore:
             new_name = name or old.name
             if merged == old.properties and new_name == old.name:
                 return old
-            cur.execute(q("UPDATE lineage_nodes SET name = ?, properties = ?, updated_at = ? "
-                          "WHERE tenant = ? AND node_key = ?"),
-                        (new_name, json.dumps(merged, sort_keys=True), at, tenant, key))
+            mine.update("lineage_nodes", "name = ?, properties = ?, updated_at = ?",
+                        (new_name, json.dumps(merged, sort_keys=True), at), "node_key = ?", (key,))
             return LineageNode(tenant, key, kind, new_name, merged, old.created_at, at)
 
         return self.db.write(run)
@@ -94,49 +95,33 @@ class SqlLineageStore:
         wanted = sorted(set(keys))
         found: dict[str, LineageNode] = {}
         with self.db.read() as cur:
+            mine = self.scoped(cur, tenant)
             for chunk in _chunks(wanted):
-                cur.execute(self._q(f"SELECT {_NODE_COLUMNS} FROM lineage_nodes WHERE tenant = ? "
-                                    f"AND node_key IN ({_marks(chunk)})"), (tenant, *chunk))
-                for row in cur.fetchall():
+                for row in mine.select("lineage_nodes", _NODE_COLUMNS, f"node_key IN ({_marks(chunk)})", chunk):
                     found[row[1]] = _node(row)
         return found
 
     def list_lineage_nodes(self, tenant: str, *, kind: str | None = None, max_results: int = 1000,
                            page_token: str | None = None) -> Page[LineageNode]:
-        from matih_lite.sqlstore.tracking import decode_token, encode_token
-
-        offset = decode_token(page_token)
-        if max_results < 1:
-            raise InvalidInput(f"max_results must be at least 1, got {max_results}")
-        where, params = "tenant = ?", [tenant]
-        if kind is not None:
-            where += " AND kind = ?"
-            params.append(kind)
+        paging = Paging(page_token, max_results)
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_NODE_COLUMNS} FROM lineage_nodes WHERE {where} "
-                                "ORDER BY created_at, node_key LIMIT ? OFFSET ?"),
-                        (*params, max_results + 1, offset))
-            rows = cur.fetchall()
-        more = len(rows) > max_results
-        return Page([_node(r) for r in rows[:max_results]], encode_token(offset + max_results) if more else None)
+            rows = self.scoped(cur, tenant).select("lineage_nodes", _NODE_COLUMNS, "kind = ?" if kind is not None else "",
+                                                   (kind,) if kind is not None else (), order="created_at, node_key",
+                                                   paging=paging)
+        return paging.page([_node(r) for r in rows])
 
     def add_lineage_edge(self, tenant: str, source: str, target: str, *, kind: str, at: int) -> LineageEdge:
-        q = self._q
-
         def run(cur: Any) -> LineageEdge:
-            cur.execute(q("SELECT node_key FROM lineage_nodes WHERE tenant = ? AND node_key IN (?, ?)"),
-                        (tenant, source, target))
-            present = {r[0] for r in cur.fetchall()}
+            mine = self.scoped(cur, tenant)
+            present = {r[0] for r in mine.select("lineage_nodes", "node_key", "node_key IN (?, ?)", (source, target))}
             for key in (source, target):
                 if key not in present:
                     raise NotFound(f"lineage node {key!r} does not exist")
             # DO NOTHING keeps the first created_at: recording an edge again is not news.
-            cur.execute(q("INSERT INTO lineage_edges (tenant, source_key, target_key, kind, created_at) "
-                          "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, source_key, target_key, kind) DO NOTHING"),
-                        (tenant, source, target, kind, at))
-            cur.execute(q(f"SELECT {_EDGE_COLUMNS} FROM lineage_edges WHERE tenant = ? AND source_key = ? "
-                          "AND target_key = ? AND kind = ?"), (tenant, source, target, kind))
-            return _edge(cur.fetchone())
+            mine.insert("lineage_edges", {"source_key": source, "target_key": target, "kind": kind, "created_at": at},
+                        on_conflict="(tenant, source_key, target_key, kind) DO NOTHING")
+            return _edge(mine.first("lineage_edges", _EDGE_COLUMNS, "source_key = ? AND target_key = ? AND kind = ?",
+                                    (source, target, kind)))
 
         return self.db.write(run)
 
@@ -146,9 +131,9 @@ class SqlLineageStore:
         column = "target_key" if direction == "upstream" else "source_key"
         edges: list[LineageEdge] = []
         with self.db.read() as cur:
+            mine = self.scoped(cur, tenant)
             for chunk in _chunks(sorted(set(keys))):
-                cur.execute(self._q(f"SELECT {_EDGE_COLUMNS} FROM lineage_edges WHERE tenant = ? "
-                                    f"AND {column} IN ({_marks(chunk)})"), (tenant, *chunk))
-                edges.extend(_edge(r) for r in cur.fetchall())
+                edges.extend(_edge(r) for r in mine.select("lineage_edges", _EDGE_COLUMNS,
+                                                           f"{column} IN ({_marks(chunk)})", chunk))
         edges.sort(key=lambda e: (e.created_at, e.source, e.target, e.kind))
         return edges

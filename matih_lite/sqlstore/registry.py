@@ -23,7 +23,8 @@ from matih_lite.contracts.registry import (
     StageMove,
 )
 from matih_lite.errors import Conflict, NotFound
-from matih_lite.sqlstore.tracking import _chunks, _marks, decode_token, encode_token
+from matih_lite.sqlstore.scope import OWNED, Child, Join, Paging, ScopedStore
+from matih_lite.sqlstore.tracking import _chunks, _marks
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (2, "registry", [
@@ -104,6 +105,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 ]
 """Schema for registry: version 2 (and 2 to 2.x by convention, e.g. 201, 202 for later changes)."""
 
+TABLES = {
+    "registered_models": OWNED,
+    "registered_model_tags": Child("registered_models"),
+    "model_versions": Child("registered_models"),
+    "model_version_tags": Child("registered_models"),
+    "model_aliases": Child("registered_models"),
+    "model_approvals": OWNED,
+    "model_audit": OWNED,  # no parent: a model's history outlives the model
+}
+
+_MODEL_VERSIONS = (Join("model_versions", "v", "v.model_id = m.model_id"),)
+_APPROVAL_MODEL = (Join("registered_models", "m", "m.model_id = a.model_id"),)
 _MODEL_COLUMNS = "model_id, tenant, name, owner, description, creation_time, last_update_time, last_version"
 _VERSION_COLUMNS = ("v.model_id, m.name, v.version, m.tenant, v.source, v.storage_location, v.run_id, v.flavor, "
                     "v.signature, v.training_data, v.status, v.stage, v.description, v.created_by, "
@@ -132,7 +145,7 @@ def _json_or_none(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-class SqlRegistryStore:
+class SqlRegistryStore(ScopedStore):
     """Mixed into :class:`~matih_lite.sqlstore.metadata.SqlMetadataStore`; uses ``self.db`` and ``self._q``."""
 
     db: Any
@@ -141,16 +154,14 @@ class SqlRegistryStore:
     # ---- helpers ----------------------------------------------------------------------------------
     def _lock_model(self, cur: Any, tenant: str, name: str, now: int | None = None) -> int:
         """The model's id, its row stamped and locked for this transaction. Raises NotFound."""
-        cur.execute(self._q("UPDATE registered_models SET last_update_time = ? WHERE tenant = ? AND name = ? "
-                            "RETURNING model_id"), (now or _now(), tenant, name))
-        row = cur.fetchone()
+        row = self.scoped(cur, tenant).update("registered_models", "last_update_time = ?", (now or _now(),),
+                                              "name = ?", (name,), returning="model_id")
         if not row:
             raise NotFound(f"registered model {name!r} does not exist")
         return row[0]
 
     def _model_id(self, cur: Any, tenant: str, name: str) -> int:
-        cur.execute(self._q("SELECT model_id FROM registered_models WHERE tenant = ? AND name = ?"), (tenant, name))
-        row = cur.fetchone()
+        row = self.scoped(cur, tenant).first("registered_models", "model_id", "name = ?", (name,))
         if not row:
             raise NotFound(f"registered model {name!r} does not exist")
         return row[0]
@@ -160,9 +171,10 @@ class SqlRegistryStore:
         if not cur.fetchone():
             raise NotFound(f"model {name!r} has no version {version}")
 
-    def _models(self, cur: Any, where: str, params: Sequence[Any], suffix: str = "") -> list[RegisteredModel]:
-        cur.execute(self._q(f"SELECT {_MODEL_COLUMNS} FROM registered_models WHERE {where} {suffix}"), tuple(params))
-        rows = cur.fetchall()
+    def _models(self, cur: Any, tenant: str, where: str, params: Sequence[Any], *, order: str = "",
+                paging: Paging | None = None) -> list[RegisteredModel]:
+        rows = self.scoped(cur, tenant).select("registered_models", _MODEL_COLUMNS, where, params, order=order,
+                                               paging=paging)
         by_id: dict[int, RegisteredModel] = {}
         models = []
         for r in rows:
@@ -182,11 +194,10 @@ class SqlRegistryStore:
                     by_id[mid].aliases[alias] = int(version)
         return models
 
-    def _versions(self, cur: Any, where: str, params: Sequence[Any], suffix: str = "") -> list[ModelVersion]:
-        cur.execute(self._q(f"SELECT {_VERSION_COLUMNS} FROM model_versions v "
-                            f"JOIN registered_models m ON m.model_id = v.model_id WHERE {where} {suffix}"),
-                    tuple(params))
-        rows = cur.fetchall()
+    def _versions(self, cur: Any, tenant: str, where: str, params: Sequence[Any], *, order: str = "",
+                  paging: Paging | None = None) -> list[ModelVersion]:
+        rows = self.scoped(cur, tenant).select("registered_models", _VERSION_COLUMNS, where, params, alias="m",
+                                               joins=_MODEL_VERSIONS, order=order, paging=paging)
         out: list[ModelVersion] = []
         by_key: dict[tuple[int, int], ModelVersion] = {}
         for r in rows:
@@ -219,10 +230,10 @@ class SqlRegistryStore:
     def _insert_audit(self, cur: Any, tenant: str, entries: Sequence[AuditEntry]) -> None:
         if not entries:
             return
-        cur.executemany(self._q(
-            "INSERT INTO model_audit (tenant, model_name, version, action, actor, timestamp, from_stage, to_stage, "
-            "reason, approval_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-            [(tenant, e.name, e.version, e.action, e.actor, e.timestamp or _now(), e.from_stage, e.to_stage,
+        self.scoped(cur, tenant).insert_many(
+            "model_audit", ("model_name", "version", "action", "actor", "timestamp", "from_stage", "to_stage",
+                            "reason", "approval_id", "detail"),
+            [(e.name, e.version, e.action, e.actor, e.timestamp or _now(), e.from_stage, e.to_stage,
               e.reason or "", e.approval_id, json.dumps(e.detail or {}, sort_keys=True)) for e in entries])
 
     # ---- registered models ------------------------------------------------------------------------
@@ -232,13 +243,12 @@ class SqlRegistryStore:
         now = creation_time or _now()
 
         def run(cur: Any) -> None:
-            cur.execute(self._q("SELECT 1 FROM registered_models WHERE tenant = ? AND name = ?"), (tenant, name))
-            if cur.fetchone():
+            mine = self.scoped(cur, tenant)
+            if mine.exists("registered_models", "name = ?", (name,)):
                 raise Conflict(f"registered model {name!r} already exists")
-            cur.execute(self._q("INSERT INTO registered_models (tenant, name, owner, description, creation_time, "
-                                "last_update_time, last_version) VALUES (?, ?, ?, ?, ?, ?, 0) RETURNING model_id"),
-                        (tenant, name, owner, description, now, now))
-            mid = cur.fetchone()[0]
+            mid = mine.insert("registered_models", {
+                "name": name, "owner": owner, "description": description, "creation_time": now,
+                "last_update_time": now, "last_version": 0}, returning="model_id")[0]
             if tags:
                 cur.executemany(self._q("INSERT INTO registered_model_tags (model_id, key, value) VALUES (?, ?, ?)"),
                                 [(mid, k, v) for k, v in tags.items()])
@@ -248,43 +258,35 @@ class SqlRegistryStore:
 
     def get_registered_model(self, tenant: str, name: str) -> RegisteredModel:
         with self.db.read() as cur:
-            found = self._models(cur, "tenant = ? AND name = ?", (tenant, name))
+            found = self._models(cur, tenant, "name = ?", (name,))
         if not found:
             raise NotFound(f"registered model {name!r} does not exist")
         return found[0]
 
     def search_registered_models(self, tenant: str, *, name_like: str | None = None, max_results: int = 1000,
                                  page_token: str | None = None) -> Page[RegisteredModel]:
-        offset = decode_token(page_token)
-        where, params = ["tenant = ?"], [tenant]
-        if name_like:
-            where.append("name LIKE ?")
-            params.append(name_like)
+        paging = Paging(page_token, max_results)
         with self.db.read() as cur:
-            items = self._models(cur, " AND ".join(where), [*params, max_results + 1, offset],
-                                 "ORDER BY name, model_id LIMIT ? OFFSET ?")
-        more = len(items) > max_results
-        return Page(items[:max_results], encode_token(offset + max_results) if more else None)
+            items = self._models(cur, tenant, "name LIKE ?" if name_like else "", (name_like,) if name_like else (),
+                                 order="name, model_id", paging=paging)
+        return paging.page(items)
 
     def update_registered_model(self, tenant: str, name: str, *, new_name: str | None = None,
                                 description: str | None = None, owner: str | None = None) -> RegisteredModel:
         def run(cur: Any) -> None:
             mid = self._lock_model(cur, tenant, name)
+            mine = self.scoped(cur, tenant)
             if new_name is not None and new_name != name:
-                cur.execute(self._q("SELECT 1 FROM registered_models WHERE tenant = ? AND name = ?"),
-                            (tenant, new_name))
-                if cur.fetchone():
+                if mine.exists("registered_models", "name = ?", (new_name,)):
                     raise Conflict(f"registered model {new_name!r} already exists")
-                cur.execute(self._q("UPDATE model_audit SET model_name = ? WHERE tenant = ? AND model_name = ?"),
-                            (new_name, tenant, name))
+                mine.update("model_audit", "model_name = ?", (new_name,), "model_name = ?", (name,))
             sets, params = [], []
             for column, value in (("name", new_name), ("description", description), ("owner", owner)):
                 if value is not None:
                     sets.append(f"{column} = ?")
                     params.append(value)
             if sets:
-                cur.execute(self._q(f"UPDATE registered_models SET {', '.join(sets)} WHERE model_id = ?"),
-                            (*params, mid))
+                mine.update("registered_models", ", ".join(sets), params, "model_id = ?", (mid,))
 
         self.db.write(run)
         return self.get_registered_model(tenant, new_name if new_name is not None else name)
@@ -314,10 +316,11 @@ class SqlRegistryStore:
         def run(cur: Any) -> None:
             mid = self._lock_model(cur, tenant, name)
             # Children first: SQLite only cascades with foreign_keys on, and a plugin's connection may not be.
-            for table in ("model_approvals", "model_aliases", "model_version_tags", "model_versions",
-                          "registered_model_tags"):
+            mine = self.scoped(cur, tenant)
+            mine.delete("model_approvals", "model_id = ?", (mid,))
+            for table in ("model_aliases", "model_version_tags", "model_versions", "registered_model_tags"):
                 cur.execute(self._q(f"DELETE FROM {table} WHERE model_id = ?"), (mid,))
-            cur.execute(self._q("DELETE FROM registered_models WHERE model_id = ?"), (mid,))
+            mine.delete("registered_models", "model_id = ?", (mid,))
 
         self.db.write(run)
 
@@ -332,9 +335,8 @@ class SqlRegistryStore:
 
         def run(cur: Any) -> int:
             mid = self._lock_model(cur, tenant, name, now)
-            cur.execute(self._q("UPDATE registered_models SET last_version = last_version + 1 WHERE model_id = ? "
-                                "RETURNING last_version"), (mid,))
-            version = int(cur.fetchone()[0])
+            version = int(self.scoped(cur, tenant).update("registered_models", "last_version = last_version + 1",
+                                                          (), "model_id = ?", (mid,), returning="last_version")[0])
             cur.execute(self._q(
                 "INSERT INTO model_versions (model_id, version, source, storage_location, run_id, flavor, signature, "
                 "training_data, status, stage, description, created_by, creation_time, last_update_time, "
@@ -353,7 +355,7 @@ class SqlRegistryStore:
     def get_model_version(self, tenant: str, name: str, version: int) -> ModelVersion:
         number = _version_number(version)
         with self.db.read() as cur:
-            found = self._versions(cur, "m.tenant = ? AND m.name = ? AND v.version = ?", (tenant, name, number))
+            found = self._versions(cur, tenant, "m.name = ? AND v.version = ?", (name, number))
             if not found:
                 self._model_id(cur, tenant, name)  # NotFound for the model itself first
                 raise NotFound(f"model {name!r} has no version {version}")
@@ -366,13 +368,14 @@ class SqlRegistryStore:
             row = cur.fetchone()
             if not row:
                 raise NotFound(f"model {name!r} has no alias {alias!r}")
-            return self._versions(cur, "v.model_id = ? AND v.version = ?", (mid, row[0]))[0]
+            return self._versions(cur, tenant, "v.model_id = ? AND v.version = ?", (mid, row[0]))[0]
 
     def search_model_versions(self, tenant: str, *, name: str | None = None, run_id: str | None = None,
                               stages: Sequence[str] | None = None, max_results: int = 1000,
                               page_token: str | None = None) -> Page[ModelVersion]:
-        offset = decode_token(page_token)
-        where, params = ["m.tenant = ?"], [tenant]
+        paging = Paging(page_token, max_results)
+        where: list[str] = []
+        params: list[Any] = []
         if name is not None:
             where.append("m.name = ?")
             params.append(name)
@@ -385,10 +388,9 @@ class SqlRegistryStore:
             where.append(f"v.stage IN ({_marks(stages)})")
             params.extend(stages)
         with self.db.read() as cur:
-            items = self._versions(cur, " AND ".join(where), [*params, max_results + 1, offset],
-                                   "ORDER BY m.name, v.model_id, v.version DESC LIMIT ? OFFSET ?")
-        more = len(items) > max_results
-        return Page(items[:max_results], encode_token(offset + max_results) if more else None)
+            items = self._versions(cur, tenant, " AND ".join(where), params,
+                                   order="m.name, v.model_id, v.version DESC", paging=paging)
+        return paging.page(items)
 
     def update_model_version(self, tenant: str, name: str, version: int, *,
                              description: str | None = None) -> ModelVersion:
@@ -439,7 +441,8 @@ class SqlRegistryStore:
         def run(cur: Any) -> None:
             mid = self._lock_model(cur, tenant, name)
             self._check_version(cur, mid, name, number)
-            for table in ("model_approvals", "model_aliases", "model_version_tags", "model_versions"):
+            self.scoped(cur, tenant).delete("model_approvals", "model_id = ? AND version = ?", (mid, number))
+            for table in ("model_aliases", "model_version_tags", "model_versions"):
                 cur.execute(self._q(f"DELETE FROM {table} WHERE model_id = ? AND version = ?"), (mid, number))
 
         self.db.write(run)
@@ -475,16 +478,17 @@ class SqlRegistryStore:
         def run(cur: Any) -> None:
             mid = self._lock_model(cur, tenant, name)
             self._check_version(cur, mid, name, number)
-            cur.execute(self._q("SELECT approval_id FROM model_approvals WHERE model_id = ? AND version = ? "
-                                "AND to_stage = ? AND status = 'pending'"), (mid, number, to_stage))
-            row = cur.fetchone()
+            mine = self.scoped(cur, tenant)
+            row = mine.first("model_approvals", "approval_id",
+                             "model_id = ? AND version = ? AND to_stage = ? AND status = 'pending'",
+                             (mid, number, to_stage))
             if row:
                 raise Conflict(f"version {number} of model {name!r} already has a pending {to_stage} approval "
                                f"({row[0]}); approve or reject it first", detail={"approval_id": row[0]})
-            cur.execute(self._q("INSERT INTO model_approvals (approval_id, tenant, model_id, version, to_stage, "
-                                "status, requested_by, requested_at, reason, comment) "
-                                "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, '')"),
-                        (approval_id, tenant, mid, number, to_stage, requested_by, requested_at, reason))
+            mine.insert("model_approvals", {
+                "approval_id": approval_id, "model_id": mid, "version": number, "to_stage": to_stage,
+                "status": "pending", "requested_by": requested_by, "requested_at": requested_at, "reason": reason,
+                "comment": ""})
             self._insert_audit(cur, tenant, audit)
 
         self.db.write(run)
@@ -492,18 +496,17 @@ class SqlRegistryStore:
 
     def get_approval(self, tenant: str, approval_id: str) -> Approval:
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_APPROVAL_COLUMNS} FROM model_approvals a JOIN registered_models m "
-                                "ON m.model_id = a.model_id WHERE a.tenant = ? AND a.approval_id = ?"),
-                        (tenant, approval_id))
-            row = cur.fetchone()
+            row = self.scoped(cur, tenant).first("model_approvals", _APPROVAL_COLUMNS, "a.approval_id = ?",
+                                                 (approval_id,), alias="a", joins=_APPROVAL_MODEL)
         if not row:
             raise NotFound(f"approval {approval_id!r} does not exist")
         return self._approval(row)
 
     def search_approvals(self, tenant: str, *, name: str | None = None, status: str | None = None,
                          max_results: int = 1000, page_token: str | None = None) -> Page[Approval]:
-        offset = decode_token(page_token)
-        where, params = ["a.tenant = ?"], [tenant]
+        paging = Paging(page_token, max_results)
+        where: list[str] = []
+        params: list[Any] = []
         if name is not None:
             where.append("m.name = ?")
             params.append(name)
@@ -511,14 +514,10 @@ class SqlRegistryStore:
             where.append("a.status = ?")
             params.append(status)
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_APPROVAL_COLUMNS} FROM model_approvals a JOIN registered_models m "
-                                f"ON m.model_id = a.model_id WHERE {' AND '.join(where)} "
-                                "ORDER BY a.requested_at DESC, a.approval_id LIMIT ? OFFSET ?"),
-                        (*params, max_results + 1, offset))
-            rows = cur.fetchall()
-        items = [self._approval(r) for r in rows]
-        more = len(items) > max_results
-        return Page(items[:max_results], encode_token(offset + max_results) if more else None)
+            rows = self.scoped(cur, tenant).select("model_approvals", _APPROVAL_COLUMNS, " AND ".join(where), params,
+                                                   alias="a", joins=_APPROVAL_MODEL,
+                                                   order="a.requested_at DESC, a.approval_id", paging=paging)
+        return paging.page([self._approval(r) for r in rows])
 
     def record_transition(self, tenant: str, name: str, *, moves: Sequence[StageMove] = (),
                           audit: Sequence[AuditEntry] = (),
@@ -527,15 +526,14 @@ class SqlRegistryStore:
             now = _now()
             mid = self._lock_model(cur, tenant, name, now)
             if decision is not None:
-                cur.execute(self._q("UPDATE model_approvals SET status = ?, decided_by = ?, decided_at = ?, "
-                                    "comment = ? WHERE approval_id = ? AND tenant = ? AND model_id = ? "
-                                    "AND status = 'pending'"),
-                            (decision.status, decision.decided_by, decision.decided_at, decision.comment,
-                             decision.approval_id, tenant, mid))
-                if cur.rowcount == 0:
-                    cur.execute(self._q("SELECT status FROM model_approvals WHERE approval_id = ? AND tenant = ? "
-                                        "AND model_id = ?"), (decision.approval_id, tenant, mid))
-                    row = cur.fetchone()
+                mine = self.scoped(cur, tenant)
+                decided = mine.update("model_approvals", "status = ?, decided_by = ?, decided_at = ?, comment = ?",
+                                      (decision.status, decision.decided_by, decision.decided_at, decision.comment),
+                                      "approval_id = ? AND model_id = ? AND status = 'pending'",
+                                      (decision.approval_id, mid))
+                if decided == 0:
+                    row = mine.first("model_approvals", "status", "approval_id = ? AND model_id = ?",
+                                     (decision.approval_id, mid))
                     if not row:
                         raise NotFound(f"approval {decision.approval_id!r} does not exist")
                     raise Conflict(f"approval {decision.approval_id} is already {row[0]}")
@@ -560,7 +558,7 @@ class SqlRegistryStore:
         with self.db.read() as cur:
             numbers = [m.version for m in moves]
             found = {v.version: v for v in self._versions(
-                cur, f"v.model_id = ? AND v.version IN ({_marks(numbers)})", (mid, *numbers))}
+                cur, tenant, f"v.model_id = ? AND v.version IN ({_marks(numbers)})", (mid, *numbers))}
         return [found[n] for n in numbers if n in found]
 
     def append_audit(self, tenant: str, entries: Sequence[AuditEntry]) -> None:
@@ -569,17 +567,12 @@ class SqlRegistryStore:
 
     def search_audit(self, tenant: str, *, name: str | None = None, max_results: int = 1000,
                      page_token: str | None = None) -> Page[AuditEntry]:
-        offset = decode_token(page_token)
-        where, params = ["tenant = ?"], [tenant]
-        if name is not None:
-            where.append("model_name = ?")
-            params.append(name)
+        paging = Paging(page_token, max_results)
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_AUDIT_COLUMNS} FROM model_audit WHERE {' AND '.join(where)} "
-                                "ORDER BY entry_id LIMIT ? OFFSET ?"), (*params, max_results + 1, offset))
-            rows = cur.fetchall()
-        items = [AuditEntry(entry_id=int(r[0]), tenant=r[1], name=r[2], version=None if r[3] is None else int(r[3]),
+            rows = self.scoped(cur, tenant).select("model_audit", _AUDIT_COLUMNS,
+                                                   "model_name = ?" if name is not None else "",
+                                                   (name,) if name is not None else (), order="entry_id",
+                                                   paging=paging)
+        return paging.page([AuditEntry(entry_id=int(r[0]), tenant=r[1], name=r[2], version=None if r[3] is None else int(r[3]),
                             action=r[4], actor=r[5], timestamp=r[6], from_stage=r[7], to_stage=r[8], reason=r[9],
-                            approval_id=r[10], detail=json.loads(r[11] or "{}")) for r in rows]
-        more = len(items) > max_results
-        return Page(items[:max_results], encode_token(offset + max_results) if more else None)
+                            approval_id=r[10], detail=json.loads(r[11] or "{}")) for r in rows])

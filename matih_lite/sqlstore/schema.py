@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from matih_lite.sqlstore.scope import OWNED, Child, Ownership, Shared
+
 TRACKING: list[tuple[int, str, list[str]]] = [
     (1, "tracking", [
         """CREATE TABLE experiments (
@@ -68,13 +72,43 @@ TRACKING: list[tuple[int, str, list[str]]] = [
 ]
 
 
-def _all() -> list[tuple[int, str, list[str]]]:
-    from matih_lite.sqlstore import auth, deployments, jobs, lineage, registry
+TRACKING_TABLES: dict[str, Ownership] = {
+    "experiments": OWNED,
+    "experiment_tags": Child("experiments"),
+    "runs": OWNED,
+    "params": Child("runs"),
+    "tags": Child("runs"),
+    "metrics": Child("runs"),
+    "latest_metrics": Child("runs"),
+}
+"""How each table of :data:`TRACKING` belongs to a tenant (see :mod:`matih_lite.sqlstore.scope`)."""
 
-    return sorted(TRACKING + registry.MIGRATIONS + auth.MIGRATIONS + lineage.MIGRATIONS + deployments.MIGRATIONS
-                  + jobs.MIGRATIONS,
-                  key=lambda m: m[0])
+CORE_TABLES: dict[str, Ownership] = {"_migrations": Shared("the schema's own history")}
+
+
+def _modules() -> list[Any]:
+    """The sqlstore modules with ``MIGRATIONS`` and ``TABLES`` of their own."""
+    from matih_lite.sqlstore import auth, deployments, features, jobs, lineage, logged_models, metric_series, registry
+
+    return [registry, auth, lineage, deployments, jobs, metric_series, logged_models, features]
+
+
+def _all() -> list[tuple[int, str, list[str]]]:
+    migrations = list(TRACKING)
+    for module in _modules():
+        migrations += module.MIGRATIONS
+    return sorted(migrations, key=lambda m: m[0])
+
+
+def _tables() -> dict[str, Ownership]:
+    tables = {**CORE_TABLES, **TRACKING_TABLES}
+    for module in _modules():
+        tables.update(getattr(module, "TABLES", {}))
+    return tables
 
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = _all()
 """Every migration, in version order; each domain's live beside its queries."""
+
+TABLES: dict[str, Ownership] = _tables()
+"""Every table the migrations create and how its rows belong to a tenant; each domain's beside its queries."""

@@ -19,6 +19,8 @@ from matih_lite.contracts.records import (
 from matih_lite.contracts.search import Comparison, OrderBy, RunFilter
 from matih_lite.errors import Conflict, InvalidInput, NotFound
 from matih_lite.sqlstore.database import Database
+from matih_lite.sqlstore.metric_series import fold_points
+from matih_lite.sqlstore.scope import Join, Paging, ScopedStore, paging_clause
 
 _RUN_COLUMNS = ("run_id, experiment_id, tenant, name, status, start_time, end_time, lifecycle_stage, "
                 "parent_run_id, artifact_uri, user_id")
@@ -29,7 +31,9 @@ _ATTRIBUTE_COLUMNS = {
     "artifact_uri": "r.artifact_uri", "lifecycle_stage": "r.lifecycle_stage", "start_time": "r.start_time",
     "end_time": "r.end_time",
 }
+_RUN_SELECT = ", ".join("r." + c.strip() for c in _RUN_COLUMNS.split(","))
 _NUMERIC_OPS = {"=", "!=", ">", ">=", "<", "<="}
+_KEY_ORDER_TABLES = {"metric": "latest_metrics", "param": "params", "tag": "tags"}
 _CHUNK = 500  # ids per IN (...) list, under every engine's parameter limit
 
 
@@ -60,7 +64,7 @@ def _latest_sort_key(m: Metric) -> tuple:
     return (m.step, m.timestamp, -math.inf if m.value != m.value else m.value)
 
 
-class SqlTrackingStore:
+class SqlTrackingStore(ScopedStore):
     """The :class:`~matih_lite.contracts.metadata.TrackingStore` contract over a :class:`Database`."""
 
     def __init__(self, db: Database) -> None:
@@ -85,15 +89,14 @@ class SqlTrackingStore:
         now = creation_time or int(time.time() * 1000)
 
         def run(cur: Any) -> int:
-            cur.execute(self._q("SELECT experiment_id FROM experiments WHERE tenant = ? AND name = ?"), (tenant, name))
-            if cur.fetchone():
+            mine = self.scoped(cur, tenant)
+            if mine.exists("experiments", "name = ?", (name,)):
                 raise Conflict(f"experiment {name!r} already exists (deleted experiments keep their name; "
                                "restore it or pick another name)")
-            cur.execute(self._q(
-                "INSERT INTO experiments (tenant, name, description, artifact_location, lifecycle_stage, "
-                "creation_time, last_update_time) VALUES (?, ?, ?, ?, 'active', ?, ?) RETURNING experiment_id"),
-                (tenant, name, description, artifact_location, now, now))
-            eid = cur.fetchone()[0]
+            eid = mine.insert("experiments", {
+                "name": name, "description": description, "artifact_location": artifact_location,
+                "lifecycle_stage": "active", "creation_time": now, "last_update_time": now},
+                returning="experiment_id")[0]
             if tags:
                 cur.executemany(self._q("INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?, ?, ?)"),
                                 [(eid, k, v) for k, v in tags.items()])
@@ -101,9 +104,10 @@ class SqlTrackingStore:
 
         return self.get_experiment(tenant, str(self.db.write(run)))
 
-    def _experiments(self, cur: Any, where: str, params: Sequence[Any], suffix: str = "") -> list[Experiment]:
-        cur.execute(self._q(f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE {where} {suffix}"), tuple(params))
-        rows = cur.fetchall()
+    def _experiments(self, cur: Any, tenant: str, where: str, params: Sequence[Any], *, order: str = "",
+                     paging: Paging | None = None) -> list[Experiment]:
+        rows = self.scoped(cur, tenant).select("experiments", _EXPERIMENT_COLUMNS, where, params, order=order,
+                                               paging=paging)
         exps = [Experiment(str(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
         if exps:
             by_id = {e.experiment_id: e for e in exps}
@@ -117,22 +121,23 @@ class SqlTrackingStore:
 
     def get_experiment(self, tenant: str, experiment_id: str) -> Experiment:
         with self.db.read() as cur:
-            found = self._experiments(cur, "tenant = ? AND experiment_id = ?", (tenant, _id(experiment_id)))
+            found = self._experiments(cur, tenant, "experiment_id = ?", (_id(experiment_id),))
         if not found:
             raise NotFound(f"experiment {experiment_id!r} does not exist")
         return found[0]
 
     def get_experiment_by_name(self, tenant: str, name: str) -> Experiment:
         with self.db.read() as cur:
-            found = self._experiments(cur, "tenant = ? AND name = ?", (tenant, name))
+            found = self._experiments(cur, tenant, "name = ?", (name,))
         if not found:
             raise NotFound(f"experiment {name!r} does not exist")
         return found[0]
 
     def search_experiments(self, tenant: str, *, lifecycle: str = "active", name_like: str | None = None,
                            max_results: int = 1000, page_token: str | None = None) -> Page[Experiment]:
-        offset = decode_token(page_token)
-        where, params = ["tenant = ?"], [tenant]
+        paging = Paging(page_token, max_results)
+        where: list[str] = []
+        params: list[Any] = []
         if lifecycle != "all":
             where.append("lifecycle_stage = ?")
             params.append(lifecycle)
@@ -140,10 +145,9 @@ class SqlTrackingStore:
             where.append("name LIKE ?" + _no_escape(self.db.dialect.name))
             params.append(name_like)
         with self.db.read() as cur:
-            items = self._experiments(cur, " AND ".join(where), [*params, max_results + 1, offset],
-                                      "ORDER BY creation_time DESC, experiment_id DESC LIMIT ? OFFSET ?")
-        more = len(items) > max_results
-        return Page(items[:max_results], encode_token(offset + max_results) if more else None)
+            items = self._experiments(cur, tenant, " AND ".join(where), params,
+                                      order="creation_time DESC, experiment_id DESC", paging=paging)
+        return paging.page(items)
 
     def update_experiment(self, tenant: str, experiment_id: str, *, name: str | None = None,
                           description: str | None = None, lifecycle_stage: str | None = None) -> Experiment:
@@ -152,23 +156,19 @@ class SqlTrackingStore:
         eid = _id(experiment_id)
 
         def run(cur: Any) -> None:
-            cur.execute(self._q("SELECT name FROM experiments WHERE tenant = ? AND experiment_id = ?"), (tenant, eid))
-            if not cur.fetchone():
+            mine = self.scoped(cur, tenant)
+            if not mine.exists("experiments", "experiment_id = ?", (eid,)):
                 raise NotFound(f"experiment {experiment_id!r} does not exist")
-            if name is not None:
-                cur.execute(self._q("SELECT experiment_id FROM experiments WHERE tenant = ? AND name = ? "
-                                    "AND experiment_id != ?"), (tenant, name, eid))
-                if cur.fetchone():
-                    raise Conflict(f"experiment {name!r} already exists")
+            if name is not None and mine.exists("experiments", "name = ? AND experiment_id != ?", (name, eid)):
+                raise Conflict(f"experiment {name!r} already exists")
             sets, params = ["last_update_time = ?"], [int(time.time() * 1000)]
             for column, value in (("name", name), ("description", description), ("lifecycle_stage", lifecycle_stage)):
                 if value is not None:
                     sets.append(f"{column} = ?")
                     params.append(value)
-            cur.execute(self._q(f"UPDATE experiments SET {', '.join(sets)} WHERE experiment_id = ?"), (*params, eid))
+            mine.update("experiments", ", ".join(sets), params, "experiment_id = ?", (eid,))
             if lifecycle_stage is not None:
-                cur.execute(self._q("UPDATE runs SET lifecycle_stage = ? WHERE experiment_id = ?"),
-                            (lifecycle_stage, eid))
+                mine.update("runs", "lifecycle_stage = ?", (lifecycle_stage,), "experiment_id = ?", (eid,))
 
         self.db.write(run)
         return self.get_experiment(tenant, experiment_id)
@@ -177,8 +177,7 @@ class SqlTrackingStore:
         eid = _id(experiment_id)
 
         def run(cur: Any) -> None:
-            cur.execute(self._q("SELECT 1 FROM experiments WHERE tenant = ? AND experiment_id = ?"), (tenant, eid))
-            if not cur.fetchone():
+            if not self.scoped(cur, tenant).exists("experiments", "experiment_id = ?", (eid,)):
                 raise NotFound(f"experiment {experiment_id!r} does not exist")
             cur.executemany(self._q("INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?, ?, ?) "
                                     "ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value"),
@@ -193,19 +192,17 @@ class SqlTrackingStore:
         eid = _id(experiment_id)
 
         def run(cur: Any) -> None:
-            cur.execute(self._q("SELECT lifecycle_stage FROM experiments WHERE tenant = ? AND experiment_id = ?"),
-                        (tenant, eid))
-            row = cur.fetchone()
+            mine = self.scoped(cur, tenant)
+            row = mine.first("experiments", "lifecycle_stage", "experiment_id = ?", (eid,))
             if not row:
                 raise NotFound(f"experiment {experiment_id!r} does not exist")
             if row[0] != "active":
                 raise Conflict(f"experiment {experiment_id!r} is deleted; restore it before adding runs")
-            if parent_run_id:
-                cur.execute(self._q("SELECT 1 FROM runs WHERE tenant = ? AND run_id = ?"), (tenant, parent_run_id))
-                if not cur.fetchone():
-                    raise NotFound(f"parent run {parent_run_id!r} does not exist")
-            cur.execute(self._q(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, 'active', ?, ?, ?)"),
-                        (run_id, eid, tenant, name, status, start_time, parent_run_id, artifact_uri, user_id))
+            if parent_run_id and not mine.exists("runs", "run_id = ?", (parent_run_id,)):
+                raise NotFound(f"parent run {parent_run_id!r} does not exist")
+            mine.insert("runs", {"run_id": run_id, "experiment_id": eid, "name": name, "status": status,
+                                 "start_time": start_time, "lifecycle_stage": "active", "parent_run_id": parent_run_id,
+                                 "artifact_uri": artifact_uri, "user_id": user_id})
             if tags:
                 cur.executemany(self._q("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?)"),
                                 [(run_id, k, v) for k, v in tags.items()])
@@ -217,9 +214,7 @@ class SqlTrackingStore:
 
     def get_run(self, tenant: str, run_id: str) -> Run:
         with self.db.read() as cur:
-            cur.execute(self._q(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE tenant = ? AND run_id = ?"),
-                        (tenant, run_id))
-            rows = cur.fetchall()
+            rows = self.scoped(cur, tenant).select("runs", _RUN_COLUMNS, "run_id = ?", (run_id,))
             if not rows:
                 raise NotFound(f"run {run_id!r} does not exist")
             return self._hydrate(cur, rows, None)[0]
@@ -267,9 +262,7 @@ class SqlTrackingStore:
                 sets.append("end_time = NULL")
             if not sets:
                 sets.append("run_id = run_id")
-            cur.execute(self._q(f"UPDATE runs SET {', '.join(sets)} WHERE tenant = ? AND run_id = ?"),
-                        (*params, tenant, run_id))
-            if cur.rowcount == 0:
+            if self.scoped(cur, tenant).update("runs", ", ".join(sets), params, "run_id = ?", (run_id,)) == 0:
                 raise NotFound(f"run {run_id!r} does not exist")
 
         self.db.write(run)
@@ -287,8 +280,7 @@ class SqlTrackingStore:
         q = self._q
 
         def run(cur: Any) -> None:
-            cur.execute(q("SELECT status, lifecycle_stage FROM runs WHERE tenant = ? AND run_id = ?"), (tenant, run_id))
-            row = cur.fetchone()
+            row = self.scoped(cur, tenant).first("runs", "status, lifecycle_stage", "run_id = ?", (run_id,))
             if not row:
                 raise NotFound(f"run {run_id!r} does not exist")
             status, stage = row
@@ -327,13 +319,13 @@ class SqlTrackingStore:
                     "(excluded.timestamp > latest_metrics.timestamp OR (excluded.timestamp = latest_metrics.timestamp "
                     "AND excluded.is_nan = 0 AND (latest_metrics.is_nan = 1 OR excluded.value > latest_metrics.value))))"),
                     [_metric_row(run_id, latest[k]) for k in sorted(latest)])
+                fold_points(cur, q, run_id, metrics)  # the series' chart blocks (sqlstore/metric_series.py)
 
         self.db.write(run)
 
     def delete_tag(self, tenant: str, run_id: str, key: str) -> None:
         def run(cur: Any) -> None:
-            cur.execute(self._q("SELECT 1 FROM runs WHERE tenant = ? AND run_id = ?"), (tenant, run_id))
-            if not cur.fetchone():
+            if not self.scoped(cur, tenant).exists("runs", "run_id = ?", (run_id,)):
                 raise NotFound(f"run {run_id!r} does not exist")
             cur.execute(self._q("DELETE FROM tags WHERE run_id = ? AND key = ?"), (run_id, key))
             if cur.rowcount == 0:
@@ -343,32 +335,21 @@ class SqlTrackingStore:
 
     def get_metric_history(self, tenant: str, run_id: str, key: str, *, max_results: int | None = None,
                            page_token: str | None = None) -> Page[Metric]:
-        offset = decode_token(page_token)
+        paging: Paging[Metric] = Paging(page_token, max_results)
         with self.db.read() as cur:
-            cur.execute(self._q("SELECT 1 FROM runs WHERE tenant = ? AND run_id = ?"), (tenant, run_id))
-            if not cur.fetchone():
+            if not self.scoped(cur, tenant).exists("runs", "run_id = ?", (run_id,)):
                 raise NotFound(f"run {run_id!r} does not exist")
             sql = "SELECT value, is_nan, timestamp, step FROM metrics WHERE run_id = ? AND key = ? " \
-                  "ORDER BY step, timestamp"
-            params: list[Any] = [run_id, key]
-            if max_results is not None:
-                sql += " LIMIT ? OFFSET ?"
-                params += [max_results + 1, offset]
-            elif offset:
-                sql += " LIMIT -1 OFFSET ?" if self.db.dialect.name == "sqlite" else " OFFSET ?"
-                params.append(offset)
-            cur.execute(self._q(sql), tuple(params))
+                  "ORDER BY step, timestamp" + paging_clause(self.db.dialect.name, paging.kind)
+            cur.execute(self._q(sql), (run_id, key, *paging.params()))
             rows = cur.fetchall()
         nan = math.nan
-        items = [Metric(key, nan if is_nan else value, ts, step) for value, is_nan, ts, step in rows]
-        if max_results is not None and len(items) > max_results:
-            return Page(items[:max_results], encode_token(offset + max_results))
-        return Page(items, None)
+        return paging.page([Metric(key, nan if is_nan else value, ts, step) for value, is_nan, ts, step in rows])
 
     def search_runs(self, tenant: str, experiment_ids: Sequence[str], *, filter: RunFilter | None = None,
                     order_by: Sequence[OrderBy] = (), lifecycle: str = "active", max_results: int = 1000,
                     page_token: str | None = None, columns: Sequence[str] | None = None) -> Page[Run]:
-        offset = decode_token(page_token)
+        paging: Paging[tuple] = Paging(page_token, max_results)
         ids = []
         for e in experiment_ids:
             try:
@@ -377,10 +358,9 @@ class SqlTrackingStore:
                 continue  # an id that cannot exist matches nothing
         if not ids:
             return Page([], None)
-        joins: list[str] = []
-        join_params: list[Any] = []
-        where = [f"r.tenant = ? AND r.experiment_id IN ({_marks(ids)})"]
-        params: list[Any] = [tenant, *ids]
+        joins: list[Join] = []
+        where = [f"r.experiment_id IN ({_marks(ids)})"]
+        params: list[Any] = [*ids]
         if lifecycle != "all":
             where.append("r.lifecycle_stage = ?")
             params.append(lifecycle)
@@ -388,6 +368,8 @@ class SqlTrackingStore:
             sql, values = self._clause(clause)
             where.append(sql)
             params.extend(values)
+        if len(order_by) == 1 and order_by[0].kind in _KEY_ORDER_TABLES:
+            return self._search_in_key_order(tenant, order_by[0], where, params, paging, columns)
         order: list[str] = []
         for i, ob in enumerate(order_by):
             direction = "ASC" if ob.ascending else "DESC"
@@ -401,21 +383,64 @@ class SqlTrackingStore:
             if table is None:
                 raise InvalidInput(f"cannot order by {ob.kind}s")
             alias = f"o{i}"
-            joins.append(f"LEFT JOIN {table} {alias} ON {alias}.run_id = r.run_id AND {alias}.key = ?")
-            join_params.append(ob.key)
+            joins.append(Join(table, alias, f"{alias}.run_id = r.run_id AND {alias}.key = ?", (ob.key,), "LEFT JOIN"))
             if ob.kind == "metric":
                 order.append(f"({alias}.run_id IS NULL), {alias}.is_nan, {alias}.value {direction}")
             else:
                 order.append(f"({alias}.value IS NULL), {alias}.value {direction}")
         order.append("r.start_time DESC, r.run_id ASC")
-        sql = (f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLUMNS.split(','))} FROM runs r "
-               f"{' '.join(joins)} WHERE {' AND '.join(where)} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?")
         with self.db.read() as cur:
-            cur.execute(self._q(sql), (*join_params, *params, max_results + 1, offset))
-            rows = cur.fetchall()
-            more = len(rows) > max_results
-            runs = self._hydrate(cur, rows[:max_results], columns)
-        return Page(runs, encode_token(offset + max_results) if more else None)
+            page = paging.page(self.scoped(cur, tenant).select(
+                "runs", _RUN_SELECT, " AND ".join(where), params, alias="r", joins=joins, order=", ".join(order),
+                paging=paging))
+            return Page(self._hydrate(cur, page.items, columns), page.next_token)
+
+    def _search_in_key_order(self, tenant: str, ob: OrderBy, where: list[str], params: list[Any],
+                             paging: Paging, columns: Sequence[str] | None) -> Page[Run]:
+        """Runs ordered by one metric, param or tag, in the order search_runs defines, phase by phase.
+
+        Runs with a value come first (walked in the order of the key's ``(key, value)`` index, so the
+        first page of 100,000 runs costs a page, not a sort of them all), then for a metric those
+        whose value is NaN, then runs without the key; each phase by start time, newest first, after
+        the value. A page that starts past a phase counts that phase to know where the next begins.
+        """
+        table = _KEY_ORDER_TABLES[ob.kind]
+        direction = "ASC" if ob.ascending else "DESC"
+        if self.db.dialect.name == "sqlite":
+            # Unary + keeps SQLite from driving the join from the runs index (then sorting every run).
+            where = [("+" + w) if w.startswith(("r.experiment_id IN", "r.lifecycle_stage =")) else w for w in where]
+        joined = [Join(table, "o0", "o0.run_id = r.run_id AND o0.key = ?", (ob.key,))]
+        phases: list[tuple[list[Join], str, list[Any], str]] = []
+        if ob.kind == "metric":
+            phases.append((joined, "o0.is_nan = 0", [], f"o0.value {direction}, "))
+            phases.append((joined, "o0.is_nan = 1", [], ""))
+        else:
+            phases.append((joined, "", [], f"o0.value {direction}, "))
+        key_alias = "m" if ob.kind == "metric" else "p"
+        phases.append(([], f"r.run_id NOT IN (SELECT {key_alias}.run_id FROM {table} {key_alias} "
+                           f"WHERE {key_alias}.key = ?)", [ob.key], ""))
+        want = (paging.limit or 0) + 1
+        skip = paging.offset
+        rows: list[tuple] = []
+        with self.db.read() as cur:
+            scope = self.scoped(cur, tenant)
+            for joins, extra, extra_params, order in phases:
+                if len(rows) >= want:
+                    break
+                conditions = " AND ".join([*where, extra] if extra else where)
+                values = [*params, *extra_params]
+                got = scope.select("runs", _RUN_SELECT, conditions, values, alias="r", joins=joins,
+                                   order=f"{order}r.start_time DESC, r.run_id ASC",
+                                   paging=Paging(encode_token(skip) if skip else None, want - len(rows)))
+                got = got[:want - len(rows)]
+                if not got and skip:
+                    skip -= scope.select("runs", "COUNT(*)", conditions, values, alias="r", joins=joins)[0][0]
+                    skip = max(skip, 0)
+                elif got:
+                    skip = 0
+                rows.extend(got)
+            page = paging.page(rows)
+            return Page(self._hydrate(cur, page.items, columns), page.next_token)
 
     def _clause(self, c: Comparison) -> tuple[str, list[Any]]:
         """SQL for one filter clause, with its values as parameters."""

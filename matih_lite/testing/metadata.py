@@ -286,9 +286,12 @@ from matih_lite.testing.auth import AuthStoreContract  # noqa: E402
 from matih_lite.testing.deployments import DeploymentStoreContract  # noqa: E402
 from matih_lite.testing.jobs import JobStoreContract  # noqa: E402
 from matih_lite.testing.lineage import LineageStoreContract  # noqa: E402
+from matih_lite.testing.logged_models import LoggedModelStoreContract  # noqa: E402
 from matih_lite.testing.registry import RegistryStoreContract  # noqa: E402
+from matih_lite.testing.tenancy import TenantIsolationContract  # noqa: E402
 
 
-class MetadataStoreContract(TrackingStoreContract, RegistryStoreContract, AuthStoreContract, LineageStoreContract,
-                            DeploymentStoreContract, JobStoreContract):
+class MetadataStoreContract(TrackingStoreContract, LoggedModelStoreContract, RegistryStoreContract,
+                            AuthStoreContract, LineageStoreContract, DeploymentStoreContract, JobStoreContract,
+                            TenantIsolationContract):
     """The whole metadata-slot contract: every metadata backend subclasses this one."""

@@ -339,6 +339,28 @@ def test_a_real_duplicate_still_fails_promptly(make_store):
     assert store.get_run(T, "same").name == "a"
 
 
+def test_two_hosts_on_one_database_changing_one_logged_model_lose_nothing(pg_dsn, schema, tmp_path):
+    """Two service replicas (two hosts, their own connections) on one schema: every change to one model stays."""
+    from matih_lite.config import load_config
+    from matih_lite.host import Host
+    from matih_lite.testing.logged_models import replicas_lose_nothing
+
+    (tmp_path / "matih.toml").write_text(textwrap.dedent(f"""
+        default_profile = "cluster"
+
+        [profiles.cluster]
+        metadata = {{ backend = "postgres", dsn = "${{TEST_PG_DSN}}", schema = "{schema}" }}
+    """))
+    hosts = [Host(load_config(tmp_path / "matih.toml", env={"TEST_PG_DSN": pg_dsn, "MATIH_HOME": str(tmp_path / "h")},
+                              cwd=tmp_path)) for _ in range(2)]
+    try:
+        assert all(h.active("metadata").name == "postgres" for h in hosts)
+        replicas_lose_nothing(hosts)
+    finally:
+        for h in hosts:
+            h.close()
+
+
 # ---- same answers as SQLite ----------------------------------------------------------------------
 # The queries are shared with the SQLite backend, so a search must answer the same on both
 # (LIKE without an escape character, text in code-point order).
