@@ -1,0 +1,42 @@
+"""MLflow 3's server-info probe, and MLflow's ENDPOINT_NOT_FOUND for every endpoint not served here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, route
+
+from matih_lite.service.mlflow.api import ARTIFACTS_API, EXCEPTION_HANDLERS, MlflowApiError, paths
+
+
+class MlflowServerInfo(Controller):
+    path = "/"
+    tags = ["mlflow"]
+    exception_handlers = EXCEPTION_HANDLERS  # type: ignore[assignment]
+    include_in_schema = False
+
+    @get(["/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"], sync_to_thread=False)
+    def server_info(self) -> dict[str, Any]:
+        """What the client probes before large uploads and for workspaces: neither is offered."""
+        return {"store_type": "matih-lite", "workspaces_enabled": False, "trace_archival_enabled": False,
+                "multipart_uploads_enabled": False, "multipart_downloads_enabled": False,
+                "presigned_upload_run_id_supported": False, "presigned_upload_model_id_supported": False,
+                "features_enabled": {"gateway": False}}
+
+    @route([*paths("{rest:path}"), *paths("{rest:path}", ARTIFACTS_API), "/api/3.0/mlflow/{rest:path}",
+            "/ajax-api/3.0/mlflow/{rest:path}"],
+           http_method=["GET", "POST", "PUT", "PATCH", "DELETE"], sync_to_thread=False, status_code=404)
+    def not_found(self, request: Request, rest: str) -> None:
+        """Any other MLflow endpoint: ENDPOINT_NOT_FOUND, which the client knows how to fall back from."""
+        raise _endpoint_not_found(request)
+
+    @route(paths("logged-models/{model_id:str}/{rest:path}"), http_method=["GET", "POST", "PUT", "PATCH", "DELETE"],
+           sync_to_thread=False, status_code=404)
+    def not_found_under_model(self, request: Request, model_id: str, rest: str) -> None:
+        """The router does not fall back past a path parameter, so the catch-all repeats under one."""
+        raise _endpoint_not_found(request)
+
+
+def _endpoint_not_found(request: Request) -> MlflowApiError:
+    return MlflowApiError("ENDPOINT_NOT_FOUND", f"{request.method} {request.url.path} is not served by "
+                          "matih-lite's MLflow-compatible API", 404)
