@@ -1,10 +1,20 @@
-"""Hermetic tests: a temporary HOME and working folder, no telemetry, no Ray token files."""
+"""Hermetic tests: a temporary HOME and working folder, no telemetry, no Ray token files.
+
+Under ``CI=true`` a skipped test fails (:mod:`matih_lite.testing.skips`): CI installs everything the
+test command needs, so nothing it installs may be skipped there.
+"""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from matih_lite.testing.skips import register
+
+
+def pytest_configure(config):
+    register(config)
 
 
 @pytest.fixture(autouse=True)
