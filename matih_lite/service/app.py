@@ -49,6 +49,33 @@ def settle_heap() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
+DOCS_ASSETS = "/schema/assets"
+"""Where the API docs page's scripts and styles are served from: this service, never a CDN (it works offline)."""
+
+
+def docs_pages() -> list[Any]:
+    """``/schema`` (and ``/schema/swagger``): Swagger UI from the ``swagger-ui-bundle`` package's files, served
+    here; ``/schema/openapi.json`` and ``.yaml`` the document itself."""
+    from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+
+    return [
+        SwaggerRenderPlugin(js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                            standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                            path=["/", "/swagger"],
+                            favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>"),
+        JsonRenderPlugin(), YamlRenderPlugin(),
+    ]
+
+
+def docs_assets() -> Any:
+    """The static route holding Swagger UI's files (from the pinned ``swagger-ui-bundle`` distribution)."""
+    from litestar.static_files import create_static_files_router
+    from swagger_ui_bundle import swagger_ui_path
+
+    return create_static_files_router(path=DOCS_ASSETS, directories=[str(swagger_ui_path)], include_in_schema=False,
+                                      name="docs-assets")
+
+
 def create_app(host: Host) -> ObservedApp:
     """The ASGI app serving ``host``: mount with uvicorn, or drive with a test client."""
     import importlib
@@ -58,6 +85,7 @@ def create_app(host: Host) -> ObservedApp:
     for module_name in DOMAIN_CONTROLLERS:
         handlers.extend(importlib.import_module(f"matih_lite.service.{module_name}").CONTROLLERS)
     handlers.extend(host.registry("register_routes").values())
+    handlers.append(docs_assets())
 
     def on_startup() -> None:
         host.pm.hook.startup(host=host)
@@ -74,7 +102,8 @@ def create_app(host: Host) -> ObservedApp:
         dependencies={"host": Provide(lambda: host, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[DefineMiddleware(BearerAuth, gate=gate)],  # tokens and role gates (see service/accounts.py)
-        openapi_config=OpenAPIConfig(title="matih-lite ml-service", version=__version__, path="/schema"),
+        openapi_config=OpenAPIConfig(title="matih-lite ml-service", version=__version__, path="/schema",
+                                     render_plugins=docs_pages()),
         state=State({"host": host, "metrics": metrics}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

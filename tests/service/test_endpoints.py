@@ -96,3 +96,24 @@ def test_plugin_routes_are_mounted(tmp_path):
     host = Host(load_config(cwd=tmp_path), plugins=get_plugin_manager(entry_points=False, plugins=[("hello", mod)]))
     with TestClient(create_app(host)) as c:
         assert c.get("/api/v1/hello").json() == {"hello": "plugin"}
+
+
+def test_the_api_docs_page_works_offline(tmp_path, monkeypatch):
+    """/schema loads Swagger UI from this service: no CDN, every script, style and icon answers here."""
+    import re
+
+    from litestar.testing import TestClient
+
+    from matih_lite.config import load_config
+    from matih_lite.host import Host
+    from matih_lite.service import create_app
+
+    monkeypatch.chdir(tmp_path)
+    with TestClient(create_app(Host(load_config()))) as client:
+        page = client.get("/schema")
+        assert page.status_code == 200 and "swagger-ui" in page.text
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)""", page.text)
+        assert urls and not [u for u in urls if "://" in u or u.startswith("//")], urls
+        for url in urls:
+            assert client.get(url).status_code == 200, url
+        assert client.get("/schema/openapi.json").json()["info"]["title"] == "matih-lite ml-service"
