@@ -93,7 +93,7 @@ def evaluate(
     data: Annotated[Path, typer.Option("--data", "-d", help="Labelled evaluation set (.csv or .parquet).",
                                        exists=True, dir_okay=False)],
     target: Annotated[str, typer.Option("--target", "-y", help="Column holding the true labels.")],
-    protected: Annotated[list[str] | None, typer.Option("--protected", "-p", help="Column of a protected "
+    protected: Annotated[list[str] | None, typer.Option("--protected", "-P", help="Column of a protected "
                                                         "attribute to measure fairness across; repeatable.")] = None,
     keep_protected: Annotated[bool, typer.Option("--keep-protected", help="The model also takes the protected "
                                                  "columns as features.")] = False,

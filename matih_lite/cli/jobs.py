@@ -124,7 +124,7 @@ def train(
 
 @app.command("tune")
 def tune(
-    spec: Annotated[Path, typer.Argument(help="Job spec (TOML) with a [tune] table: metric, mode, space, "
+    spec: Annotated[Path, typer.Argument(help="Job spec (TOML) with a \\[tune] table: metric, mode, space, "
                                               "num_samples, search, scheduler.")],
     register: Annotated[str | None, typer.Option("--register", "-r", help="Register the best trial's model "
                                                  "under this name, as a Development version.")] = None,

@@ -99,7 +99,7 @@ def list_(
     if not found:
         console().print(f"deployment {escape(deployment)} consumes no stream")
         return
-    console().print(table(f"stream consumers of {deployment}", COLUMNS, _rows(found)))
+    table(f"stream consumers of {deployment}", COLUMNS, _rows(found))
 
 
 @stream_app.command("stop")

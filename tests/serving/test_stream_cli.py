@@ -75,6 +75,7 @@ def test_start_list_stop_in_a_running_service(cli, models, monkeypatch, tmp_path
             assert (found[0]["predicted"], found[0]["lag"]) == (25, 0)
             code, out, _ = cli("predict", "stream", "list", "churn-api")
             assert "requests" in out and "answers" in out
+            assert "None" not in out.split()  # the table, and nothing printed after it
             code, out, _ = cli("predict", "stream", "read", "--topic", "answers", "--json")
             assert [json.loads(line)["data"]["predictions"] for line in out.splitlines()] == \
                    [[i + 200.0] for i in range(25)]
