@@ -10,10 +10,8 @@ flavor the ml-service would load it with (its class travels by name). Flavors wh
 are sent to Triton only from the serving cache (verified copies), and ``model.py`` checks every file's
 sha256 again before loading.
 
-``predict`` sends binary tensors (the binary-data extension): the request body and the parsing of the
-answer are ``tritonclient.http``'s own, the transport one keep-alive ``http.client`` connection per calling
-thread with TCP_NODELAY (tritonclient's gevent client is not thread-safe, and on loopback it took ~0.8 ms
-a call against ~0.45 ms for the same bytes this way). Triton's answers map to the contract: 400 (the inputs do not fit) is InvalidInput,
+``predict`` sends binary tensors (the binary-data extension, :mod:`matih_triton.wire`: the bytes
+``tritonclient.http`` sends) on one keep-alive connection per calling thread. Triton's answers map to the contract: 400 (the inputs do not fit) is InvalidInput,
 an unreachable server is StoreError, an error of the model itself is :class:`TritonModelError`; a
 model Triton has forgotten (it restarted) is loaded again from the repository and the call retried once.
 """
@@ -51,6 +49,7 @@ from matih_triton.model_config import (
 )
 from matih_triton.plugin import TritonSettings
 from matih_triton.repository import open_repository
+from matih_triton.wire import HEADER_LENGTH, Connection, ProtocolError, decode_response, encode_request
 
 PYTHON_MODEL = Path(__file__).with_name("python_model.py")
 MODEL_FOLDER = "model"
@@ -68,6 +67,10 @@ class _Served:
     io: ModelIO
     info: ServedModel
     lock: threading.Lock
+
+    @property
+    def infer_path(self) -> str:
+        return f"/v2/models/{self.name}/versions/{self.version}/infer"
 
 
 class TritonServing:
@@ -247,17 +250,8 @@ class TritonServing:
         return outputs[served.io.outputs[0].name] if len(outputs) == 1 and served.io.outputs else outputs
 
     def _infer(self, served: _Served, tensors: list[tuple[Tensor, np.ndarray]], retry: bool = True) -> dict[str, Any]:
-        import tritonclient.http as httpclient
-
-        request = []
-        for tensor, arr in tensors:
-            item = httpclient.InferInput(tensor.name, list(arr.shape), tensor.wire_type)
-            item.set_data_from_numpy(arr, binary_data=True)
-            request.append(item)
-        wanted = [httpclient.InferRequestedOutput(t.name, binary_data=True) for t in served.io.outputs]
-        body, header_length = httpclient.InferenceServerClient.generate_request_body(request, outputs=wanted or None)
-        status, headers, data = self._post(f"/v2/models/{served.name}/versions/{served.version}/infer", body,
-                                           header_length, f"predicting with {served.name}")
+        body, header_length = encode_request(tensors, [t.name for t in served.io.outputs])
+        status, headers, data = self._post(served.infer_path, body, header_length, f"predicting with {served.name}")
         if status != 200:
             reason = _error_text(data)
             if retry and (status == 404 or "unknown model" in reason or "no available versions" in reason):
@@ -266,12 +260,15 @@ class TritonServing:
             if 400 <= status < 500:
                 raise InvalidInput(f"Triton refused the inputs: {reason}"[:2000])
             raise TritonModelError(reason)
-        length = headers.get("inference-header-content-length")
-        result = httpclient.InferenceServerClient.parse_response_body(
-            data, header_length=int(length) if length else None)
+        length = headers.get(HEADER_LENGTH)
+        try:
+            result = decode_response(data, int(length) if length else None)
+        except (ValueError, KeyError, msgspec.DecodeError) as exc:
+            raise StoreError(f"Triton at {self.settings.url} answered {served.name} with a body that is not an "
+                             f"inference response: {exc}") from exc
         out: dict[str, Any] = {}
         for t in served.io.outputs or ():
-            arr = result.as_numpy(t.name)
+            arr = result.get(t.name)
             if arr is None:
                 continue
             if len(t.shape) == 1 and arr.ndim == 2 and arr.shape[1] == 1:
@@ -282,51 +279,30 @@ class TritonServing:
             out[t.name] = arr
         return out
 
-    def _post(self, path: str, body: bytes, header_length: int | None, doing: str) -> tuple[int, dict[str, str], bytes]:
-        """POST on this thread's keep-alive connection (TCP_NODELAY: a request is one write, answered at once);
-        a connection the server closed meanwhile is opened again once. Raises StoreError when Triton does not
-        answer."""
-        import http.client
-
-        headers = {"Content-Type": "application/octet-stream" if header_length else "application/json"}
-        if header_length:
-            headers["Inference-Header-Content-Length"] = str(header_length)
+    def _post(self, path: str, body: bytes, header_length: int | None, doing: str) -> tuple[int, dict, bytes]:
+        """POST on this thread's keep-alive connection; one that Triton closed meanwhile is opened again once.
+        Raises StoreError when Triton does not answer."""
         for attempt in (0, 1):
             conn = self._connection()
+            reused = conn.sock is not None
             try:
-                conn.request("POST", path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop_connection()
-                if attempt == 0 and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError,
-                                                     ConnectionResetError)):
+                return conn.post(path, body, header_length)
+            except (OSError, ProtocolError) as exc:
+                conn.close()
+                if attempt == 0 and reused and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
                     continue  # a kept-alive connection Triton had closed
                 raise self._unreachable(exc, doing) from exc
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
         raise AssertionError("unreachable")
 
-    def _connection(self) -> Any:
+    def _connection(self) -> Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            import http.client
-            import socket
-
             host, _, port = self.address.rpartition(":")
-            kind = http.client.HTTPSConnection if self.settings.url.startswith("https") else http.client.HTTPConnection
-            conn = kind(host, int(port), timeout=self.settings.timeout_s)
-            conn.connect()
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(host, int(port), self.settings.timeout_s, tls=self.settings.url.startswith("https"))
             self._local.conn = conn
             with self._lock:
                 self._clients.append(conn)
         return conn
-
-    def _drop_connection(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            conn.close()
 
     def _reload(self, served: _Served) -> None:
         try:

@@ -156,3 +156,30 @@ def test_the_default_repository_is_in_the_state_folder(tmp_path):
         assert backend.settings.url == "http://127.0.0.1:8000"
     finally:
         host.close()
+
+
+# ---- the wire ----------------------------------------------------------------------------------------------------
+def test_binary_requests_and_responses_are_the_protocols_own_bytes():
+    """What matih_triton.wire writes, the ml-service's OIP decoder (and so Triton) reads, and the other way round."""
+    import tritonclient.http as httpclient
+
+    from matih_lite.serving.oip import decode_infer_request, encode_infer_response
+    from matih_triton.wire import decode_response, encode_request
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    text = np.array([[b"a"], ["\u00e9t\u00e9".encode()]], dtype=object)
+    body, length = encode_request([(Tensor("x", "float32", (-1, 3)), x), (Tensor("t", "str", (-1,)), text)], ["y"])
+    request = decode_infer_request(body, {"Inference-Header-Content-Length": str(length)})
+    assert [t.name for t in request.inputs] == ["x", "t"] and np.array_equal(request.inputs[0].data, x)
+    assert request.inputs[1].data.reshape(-1).tolist() == [b"a", "\u00e9t\u00e9".encode()]
+    assert [(o.name, o.binary) for o in request.outputs] == [("y", True)]
+    inp = httpclient.InferInput("x", [2, 3], "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    theirs, their_length = httpclient.InferenceServerClient.generate_request_body(
+        [inp], outputs=[httpclient.InferRequestedOutput("y", binary_data=True)])
+    ours, our_length = encode_request([(Tensor("x", "float32", (-1, 3)), x)], ["y"])
+    assert ours[our_length:] == theirs[their_length:]  # the same tensor bytes tritonclient sends
+    out, headers = encode_infer_response("m", {"y": np.array([1.5, 2.5]), "label": np.array(["a", "b"])},
+                                         request=request)
+    got = decode_response(out, int(headers.get("Inference-Header-Content-Length", len(out))))
+    assert got["y"].tolist() == [1.5, 2.5]
