@@ -5,8 +5,12 @@ no I/O, no lock) and returns. Every ``flush_interval_ms`` (or as soon as ``max_b
 wait) the queued requests become one Arrow table per deployment (on the service's event loop,
 a slice at a time, when the log is attached to it; else on the writer thread) and the writer
 thread appends them to the events slot, one transaction per deployment. Nothing the log does
-can fail a request: a full queue drops (and counts) the newest requests, a failing store is
-logged and counted.
+can fail or hold up a request. When the store fails an append (a Kafka cluster out of reach, a
+full disk: a :class:`~matih_lite.errors.StoreError`) the log keeps that batch and what follows,
+retries with a backoff of up to ``max_retry_s``, and writes them in order once the store takes
+them again; a request arriving while ``max_pending`` requests and labels are held is dropped
+and counted. Every count is in :attr:`InferenceLog.stats` and, for the service, in ``/metrics``
+(:class:`InferenceLogMetrics`).
 
 Schema
 ------
@@ -53,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from matih_lite.errors import InvalidInput
+from matih_lite.errors import InvalidInput, StoreError
 
 log = logging.getLogger("matih_lite.serving.inference_log")
 
@@ -104,14 +108,23 @@ class InferenceLog:
     """
 
     def __init__(self, events: Any, flush_interval_ms: int = 200, max_batch: int = 5000, *,
-                 max_pending: int = 200_000, slice_size: int = 256) -> None:
+                 max_pending: int = 200_000, slice_size: int = 256, max_retry_s: float = 5.0) -> None:
         self.events = events
         self.flush_interval = max(flush_interval_ms, 1) / 1000
         self.max_batch = max(int(max_batch), 1)
         self.max_pending = max_pending
         self.slice_size = max(int(slice_size), 1)
+        self.max_retry_s = max_retry_s
         self._pending: collections.deque[tuple] = collections.deque()
         self._prepared: collections.deque[list[tuple]] = collections.deque()
+        self._unsent: collections.deque[tuple] = collections.deque()
+        """Prepared parts the store has not taken yet, oldest first (kept across a store outage)."""
+        self._held = 0
+        """Requests and labels in ``_prepared`` and ``_unsent``: with ``_pending``, what ``max_pending`` bounds."""
+        self._held_lock = threading.Lock()
+        self._retry_at = 0.0
+        self._outage = 0
+        """Consecutive failed appends (0 while the store takes them)."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
@@ -121,11 +134,23 @@ class InferenceLog:
         self._loop: Any = None
         self._timer: Any = None
         self._due = 0
-        self.stats = {"recorded": 0, "written": 0, "dropped": 0, "failed": 0, "invalid": 0}
-        """Requests recorded, records written, requests dropped (queue full or closed), records a
-        store refused, requests whose inputs or outputs could not be read."""
+        self.stats = {"recorded": 0, "written": 0, "dropped": 0, "failed": 0, "invalid": 0, "store_errors": 0}
+        """Requests recorded, records written, requests dropped (the queue full, say while the events
+        store is down, or the log closed), records lost (the store refused them as invalid, or it was
+        still down when the log closed), requests whose inputs or outputs could not be read, and
+        appends the store failed (their records kept and retried)."""
         self._thread = threading.Thread(target=self._run, name="matih-inference-log", daemon=True)
         self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        """Requests and labels recorded and not written yet (waiting, being prepared, or held for a retry)."""
+        return len(self._pending) + self._held
+
+    @property
+    def store_down(self) -> bool:
+        """Whether the last append failed (the log holds its records and retries)."""
+        return self._outage > 0
 
     # ---- request path ----------------------------------------------------------------------
     def record(self, deployment: str, request_id: str, variant: str, version: Any, inputs: Any, outputs: Any,
@@ -139,7 +164,7 @@ class InferenceLog:
         Raises InvalidInput for a deployment name a stream cannot carry."""
         if deployment not in self._known:
             self._check_deployment(deployment)
-        if self._closed or len(self._pending) >= self.max_pending:
+        if self._closed or len(self._pending) + self._held >= self.max_pending:
             self.stats["dropped"] += 1
             return
         self._pending.append((_REQUEST, deployment, timestamp or _now_ms(), request_id, variant, version, inputs,
@@ -153,7 +178,7 @@ class InferenceLog:
         (a list or array). Written with the next batch. Raises InvalidInput for a bad deployment name."""
         if deployment not in self._known:
             self._check_deployment(deployment)
-        if self._closed or len(self._pending) >= self.max_pending:
+        if self._closed or len(self._pending) + self._held >= self.max_pending:
             self.stats["dropped"] += 1
             return
         self._pending.append((_LABEL, deployment, timestamp or _now_ms(), request_id, label, row))
@@ -176,6 +201,10 @@ class InferenceLog:
             loop.call_soon_threadsafe(self._cycle)
         except RuntimeError:  # the loop closed: the writer thread takes over
             self._wake.set()
+
+    def _hold(self, items: int) -> None:
+        with self._held_lock:
+            self._held += items
 
     # ---- preparing on an event loop --------------------------------------------------------
     def attach(self, loop: Any) -> None:
@@ -213,6 +242,7 @@ class InferenceLog:
             items = [self._pending.popleft() for _ in range(min(self._due, self.slice_size, len(self._pending)))]
             self._due = 0 if not items else self._due - len(items)
             if items:
+                self._hold(len(items))
                 self._prepared.append(self._prepare(items))
         finally:
             self._prepare_lock.release()
@@ -241,15 +271,15 @@ class InferenceLog:
                 log.exception("inference log writer failed")
 
     def flush(self) -> int:
-        """Write everything recorded so far (in the caller's thread); returns the records written."""
+        """Write everything recorded so far (in the caller's thread), retrying what an outage held back;
+        returns the records written. What the store still refuses stays queued for the writer."""
         with self._prepare_lock:
-            return self._write_prepared() + self._drain()
+            return self._write_prepared(force=True) + self._drain(force=True)
 
-    def _drain(self) -> int:
+    def _drain(self, force: bool = False) -> int:
         # Only what was pending when the drain began: under steady traffic the queue refills while a
         # batch is written, and chasing it would turn one write a second into a stream of tiny
         # transactions (each a commit with its fsync).
-        written = 0
         with self._write_lock:
             due = len(self._pending)
             while due > 0 and self._pending:
@@ -257,31 +287,77 @@ class InferenceLog:
                 while self._pending and len(items) < min(self.max_batch, due):
                     items.append(self._pending.popleft())
                 due -= len(items)
-                written += self._store(self._prepare(items))
+                self._hold(len(items))
+                self._unsent.extend(self._prepare(items))
+            return self._write_unsent(force)
+
+    def _write_prepared(self, force: bool = False) -> int:
+        with self._write_lock:
+            while self._prepared:
+                self._unsent.extend(self._prepared.popleft())
+            return self._write_unsent(force)
+
+    def _write_unsent(self, force: bool = False) -> int:
+        """Append the unsent parts, oldest first, the parts of one stream joined into one append (one
+        transaction); stops at the first the store fails, keeping it and the rest for a retry (at once
+        when ``force``, else after a backoff growing to ``max_retry_s``). Holds the write lock."""
+        if not self._unsent or (not force and time.monotonic() < self._retry_at):
+            return 0
+        parts = list(self._unsent)
+        self._unsent.clear()
+        written = 0
+        groups = _by_stream(parts)
+        for k, (stream, group) in enumerate(groups):
+            for j, (_, records, n, items) in enumerate(group):
+                try:
+                    self.events.append(stream, records)
+                except StoreError as exc:
+                    left = [*group[j:], *(p for _, g in groups[k + 1:] for p in g)]
+                    self._unsent.extendleft(reversed(left))
+                    self._store_failed(exc, sum(p[2] for p in left))
+                    self.stats["written"] += written
+                    return written
+                except Exception as exc:  # refused for good (invalid): retrying would not help
+                    self.stats["failed"] += n
+                    log.error("inference log: %d records for %s lost: %s", n, stream, getattr(exc, "message", exc))
+                else:
+                    written += n
+                    if self._outage:
+                        log.warning("inference log: the events store takes records again after %d failed "
+                                    "append(s)", self._outage)
+                        self._outage = 0
+                self._hold(-items)
+        self.stats["written"] += written
         return written
 
-    def _write_prepared(self) -> int:
-        written = 0
-        with self._write_lock:
-            batches = []
-            while self._prepared:
-                batches.append(self._prepared.popleft())
-            if batches:
-                written += self._store([part for batch in batches for part in batch])
-        return written
+    def _store_failed(self, exc: StoreError, held: int) -> None:
+        self.stats["store_errors"] += 1
+        self._outage += 1
+        delay = min(self.flush_interval * 2 ** min(self._outage - 1, 10), self.max_retry_s)
+        self._retry_at = time.monotonic() + delay
+        if self._outage == 1:
+            log.warning("inference log: the events store failed (%s); %d records held and retried, requests beyond "
+                        "%d queued are dropped", exc.message, held, self.max_pending)
+        else:
+            log.debug("inference log: append failed again (%s)", exc.message)
 
     def _prepare(self, items: list[tuple]) -> list[tuple]:
-        """Queued items as what the store takes: ``(stream, records, count)`` per deployment and kind."""
+        """Queued items as what the store takes: ``(stream, records, record count, item count)`` per
+        deployment and kind."""
         requests: dict[str, list[tuple]] = {}
         labels: dict[str, list[dict[str, Any]]] = {}
+        label_items: dict[str, int] = {}
+        unusable = 0
         for item in items:
             if item[0] == _REQUEST:
                 requests.setdefault(item[1], []).append(item)
             else:
                 try:
                     labels.setdefault(item[1], []).extend(label_records(*item[2:]))
+                    label_items[item[1]] = label_items.get(item[1], 0) + 1
                 except Exception as exc:
                     self._invalid(item, exc)
+                    unusable += 1
         parts = []
         for deployment, batch in requests.items():
             self.stats["recorded"] += len(batch)
@@ -289,41 +365,14 @@ class InferenceLog:
             for item, exc in rejected:
                 self._invalid(item, exc)
             if table is not None:
-                parts.append((inference_stream(deployment), table, table.num_rows))
+                parts.append((inference_stream(deployment), table, table.num_rows, len(batch)))
+            else:
+                unusable += len(batch)
         for deployment, records in labels.items():
-            parts.append((label_stream(deployment), records, len(records)))
+            parts.append((label_stream(deployment), records, len(records), label_items.get(deployment, 0)))
+        if unusable:
+            self._hold(-unusable)  # nothing of these will be written
         return parts
-
-    def _store(self, parts: list[tuple]) -> int:
-        """Append prepared parts, the tables of one stream joined into one append (one transaction)."""
-        by_stream: dict[str, list[tuple]] = {}
-        for part in parts:
-            by_stream.setdefault(part[0], []).append(part)
-        written = 0
-        for stream, group in by_stream.items():
-            if len(group) > 1 and all(not isinstance(p[1], list) for p in group):
-                import pyarrow as pa
-
-                try:
-                    group = [(stream, pa.concat_tables([p[1] for p in group], promote_options="permissive"),
-                              sum(p[2] for p in group))]
-                except (pa.ArrowInvalid, pa.ArrowTypeError):
-                    pass  # columns whose types differ between slices: one append each
-            elif len(group) > 1 and all(isinstance(p[1], list) for p in group):
-                group = [(stream, [r for p in group for r in p[1]], sum(p[2] for p in group))]
-            for _, records, n in group:
-                written += self._append(stream, records, n)
-        self.stats["written"] += written
-        return written
-
-    def _append(self, stream: str, records: Any, n: int) -> int:
-        try:
-            self.events.append(stream, records)
-        except Exception as exc:
-            self.stats["failed"] += n
-            log.error("inference log: %d records for %s lost: %s", n, stream, getattr(exc, "message", exc))
-            return 0
-        return n
 
     def _invalid(self, item: tuple, exc: Exception) -> None:
         self.stats["invalid"] += 1
@@ -331,7 +380,8 @@ class InferenceLog:
             log.warning("inference log: request %r of %r not logged: %s", item[3], item[1], exc)
 
     def close(self) -> None:
-        """Stop the writer thread and write what is pending (idempotent)."""
+        """Stop the writer thread and write what is pending (idempotent); what the store still refuses
+        then is lost, and counted as failed."""
         if self._closed:
             return
         self._closed = True
@@ -346,6 +396,15 @@ class InferenceLog:
         self._wake.set()
         self._thread.join(timeout=30)
         self.flush()
+        with self._write_lock:
+            lost = sum(p[2] for p in self._unsent)
+            if lost:
+                self.stats["failed"] += lost
+                log.error("inference log: %d records lost: the events store was still failing when the log closed",
+                          lost)
+            self._unsent.clear()
+            with self._held_lock:
+                self._held = 0
 
     def __enter__(self) -> InferenceLog:
         return self
@@ -362,6 +421,79 @@ class InferenceLog:
         self._check_deployment(deployment)
         self.flush()
         return read_window(self.events, deployment, start, end, shadow=shadow)
+
+
+TRAFFIC_MANAGER = "matih_lite.serving.traffic"
+"""The plugin name a host's traffic manager (which owns its inference log) is registered under."""
+
+
+class InferenceLogMetrics:
+    """A Prometheus collector of a host's inference log (register it in the service's registry)::
+
+        matih_inference_log_requests_total{outcome="recorded|dropped|invalid"}
+        matih_inference_log_records_total{outcome="written|failed"}
+        matih_inference_log_store_errors_total     appends the events store failed (records kept, retried)
+        matih_inference_log_queued                 requests and labels not written yet
+        matih_inference_log_store_down             1 while the last append failed
+
+    Nothing is reported before the first model loads (the log is made then)."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+
+    def current(self) -> InferenceLog | None:
+        manager = self.host.pm.get_plugin(TRAFFIC_MANAGER)
+        # The manager's log as it is: asking its ``inference_log`` would make one (and the events backend).
+        return getattr(manager, "_log", None) if manager is not None else None
+
+    def describe(self) -> list[Any]:
+        return []  # metrics are made per scrape; nothing to check at registration
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        found = self.current()
+        if found is None:
+            return
+        stats = dict(found.stats)
+        requests = CounterMetricFamily("matih_inference_log_requests", "Requests the inference log was given, by "
+                                       "outcome (dropped: the queue was full or the log closed)", labels=["outcome"])
+        for outcome in ("recorded", "dropped", "invalid"):
+            requests.add_metric([outcome], stats.get(outcome, 0))
+        yield requests
+        records = CounterMetricFamily("matih_inference_log_records", "Records the inference log wrote to the events "
+                                      "slot, or lost", labels=["outcome"])
+        for outcome in ("written", "failed"):
+            records.add_metric([outcome], stats.get(outcome, 0))
+        yield records
+        yield CounterMetricFamily("matih_inference_log_store_errors", "Appends the events slot failed (their records "
+                                  "are held and retried)", value=stats.get("store_errors", 0))
+        yield GaugeMetricFamily("matih_inference_log_queued", "Requests and labels recorded and not written yet",
+                                value=found.queued)
+        yield GaugeMetricFamily("matih_inference_log_store_down", "1 while the events slot fails the inference "
+                                "log's appends", value=1 if found.store_down else 0)
+
+
+def _by_stream(parts: list[tuple]) -> list[tuple[str, list[tuple]]]:
+    """Parts grouped by stream in order of first appearance, the tables (or record lists) of a stream
+    joined into one part where their columns allow."""
+    by_stream: dict[str, list[tuple]] = {}
+    for part in parts:
+        by_stream.setdefault(part[0], []).append(part)
+    out = []
+    for stream, group in by_stream.items():
+        if len(group) > 1 and all(not isinstance(p[1], list) for p in group):
+            import pyarrow as pa
+
+            try:
+                group = [(stream, pa.concat_tables([p[1] for p in group], promote_options="permissive"),
+                          sum(p[2] for p in group), sum(p[3] for p in group))]
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                pass  # columns whose types differ between slices: one append each
+        elif len(group) > 1 and all(isinstance(p[1], list) for p in group):
+            group = [(stream, [r for p in group for r in p[1]], sum(p[2] for p in group), sum(p[3] for p in group))]
+        out.append((stream, group))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
