@@ -355,13 +355,16 @@ class S3ArtifactStore:
         s = self.settings
         seekable = _seekable(source)
         start = source.tell() if seekable else 0
-        head = _read_part(source, s.multipart_threshold + 1)
-        if len(head) <= s.multipart_threshold:  # small: read once, hashed once, one PUT
-            sha = hashlib.sha256(head).hexdigest()
-            self._put_single(rel, key, head, sha, check)
-            return ArtifactInfo(rel, len(head), sha)
-        digest = hashlib.sha256(head)
-        size = len(head)
+        head = _read_head(source, s.multipart_threshold + 1)
+        size = sum(len(c) for c in head)
+        if size <= s.multipart_threshold:  # small: read once, hashed once, one PUT
+            body = head[0] if len(head) == 1 else b"".join(head)
+            sha = hashlib.sha256(body).hexdigest()
+            self._put_single(rel, key, body, sha, check)
+            return ArtifactInfo(rel, size, sha)
+        digest = hashlib.sha256()
+        for chunk in head:
+            digest.update(chunk)
         if seekable:
             # S3 takes the metadata when the upload begins: hash to the end, then send from the start.
             del head
@@ -375,7 +378,7 @@ class S3ArtifactStore:
             return ArtifactInfo(rel, size, sha)
         # Unknown length and no seeking back: spool to disk (never to memory) while hashing.
         with tempfile.TemporaryFile(prefix="matih-s3-") as spool:
-            spool.write(head)
+            spool.writelines(head)
             del head
             while chunk := source.read(CHUNK):
                 digest.update(chunk)
@@ -611,6 +614,19 @@ def _seekable(source: Any) -> bool:
         return bool(source.seekable())
     except (AttributeError, OSError, ValueError):
         return False
+
+
+def _read_head(source: BinaryIO, limit: int) -> list[bytes]:
+    """Up to ``limit`` bytes as the chunks they were read in (a small file costs its size, not ``limit``)."""
+    chunks: list[bytes] = []
+    got = 0
+    while got < limit:
+        chunk = source.read(min(CHUNK, limit - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return chunks
 
 
 def _read_part(source: BinaryIO, size: int) -> bytearray:
