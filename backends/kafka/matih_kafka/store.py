@@ -525,8 +525,8 @@ class KafkaEventStore:
             time.sleep(0.05)
 
     def _check_up(self) -> None:
-        """Fail at once, writing nothing, while the client knows every broker is down and the cluster still
-        does not answer."""
+        """Fail at once (in a second), writing nothing, while the client knows every broker is down and the
+        cluster still does not answer, rather than after the timeout."""
         why = self._down
         if why is None:
             return
@@ -535,7 +535,8 @@ class KafkaEventStore:
         try:
             self._admin_client().list_topics(timeout=1.0)
         except KafkaException as exc:
-            raise StoreError(f"Kafka at {self.servers} is unreachable ({why}); nothing was written") from exc
+            raise StoreError(f"Kafka at {self.servers} is unreachable ({why}); nothing was read or written") \
+                from exc
         self._mark_up()
 
     def _produce(self, stream: str, topic: str, partitions: int, values: list[bytes], stamps: list[int]) -> int:
@@ -752,6 +753,7 @@ class KafkaEventStore:
         limit = _check_offset(limit, "limit")
         topic = self.topic(stream)
         self._check_open()
+        self._check_up()
         partitions = self._partitions(topic)
         if partitions is None or limit == 0:
             return []
@@ -768,6 +770,7 @@ class KafkaEventStore:
     def end_offset(self, stream: str) -> int:
         topic = self.topic(stream)
         self._check_open()
+        self._check_up()
         partitions = self._partitions(topic)
         return 0 if partitions is None else sum(self._ends(topic, partitions))
 
@@ -777,6 +780,7 @@ class KafkaEventStore:
 
         topic = self.topic(stream)
         self._check_open()
+        self._check_up()
         start, end = int(start), int(end)
         partitions = self._partitions(topic)
         if partitions is None or end <= start:
@@ -862,6 +866,7 @@ class KafkaEventStore:
         topic = self.topic(stream)
         offset = _check_offset(offset)
         self._check_open()
+        self._check_up()
         partitions = self._ensure_topic(topic)
         wanted = ConsumerGroupTopicPartitions(name, [TopicPartition(topic, p, below(offset, p, partitions))
                                                      for p in range(partitions)])
@@ -883,6 +888,7 @@ class KafkaEventStore:
         name = self._group(group)
         topic = self.topic(stream)
         self._check_open()
+        self._check_up()
         partitions = self._partitions(topic)
         if partitions is None:
             return None
@@ -918,7 +924,11 @@ class KafkaEventStore:
             if self._closed:
                 return
             self._closed = True
-            consumers, self._consumers, self._idle = self._consumers, [], []
+            # Idle readers close here; one a thread is using closes when it is given back (closing a
+            # librdkafka handle under a thread still calling it would crash the process).
+            consumers, self._idle = self._idle, []
+            for consumer in consumers:
+                self._consumers.remove(consumer)
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
