@@ -91,6 +91,7 @@ class TritonServing:
         self._clients: list[Any] = []
         self._no_onnxruntime = settings.onnx_runtime == "python"
         self._closed = False
+        self._ensured = False
 
     # ---- clients -----------------------------------------------------------------------------------------
     @property
@@ -191,6 +192,9 @@ class TritonServing:
 
     def _write_and_load(self, model: ModelLoad, folder: Path, name: str, version: int, io: ModelIO,
                         config: dict[str, Any], files: Mapping[str, Path | bytes]) -> _Served:
+        if not self._ensured:
+            self.repository.ensure()
+            self._ensured = True
         self.repository.write(name, render_pbtxt(config), version, files)
         client = self._admin()
         try:

@@ -7,7 +7,8 @@ of it), in S3 its files are uploaded and then every other object under ``<name>/
 S3 locations are written as Triton reads them: ``s3://bucket/prefix`` (AWS; the region and keys from
 the settings or the usual AWS environment) or ``s3://http://host:port/bucket/prefix`` (an
 S3-compatible server such as MinIO or SeaweedFS). Triton needs the same keys in its own environment
-(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``).
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``), and the prefix must hold an
+object before Triton starts (:meth:`S3Repository.ensure` puts one; the backend does on its first write).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from matih_lite.errors import InvalidInput, StoreError
 
 Files = Mapping[str, "Path | bytes"]
 """A version's files by path relative to the model's folder: a local file to copy, or bytes."""
+
+MARKER = ".matih-triton-repository"
+"""An empty object at an S3 repository's prefix, so the prefix exists before any model does."""
 
 _S3 = re.compile(r"^s3://(?:(?P<scheme>https?)://(?P<host>[^/]+)/)?(?P<bucket>[^/]+)(?:/(?P<prefix>.*))?$")
 
@@ -91,6 +95,10 @@ class FolderRepository:
 
     def remove(self, name: str) -> None:
         shutil.rmtree(self.root / name, ignore_errors=True)
+
+    def ensure(self) -> None:
+        """Create the repository folder (Triton refuses to start on one that does not exist)."""
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def listing(self, name: str) -> list[str]:
         """Every file of a model, relative to the repository (for tests and messages)."""
@@ -161,6 +169,16 @@ class S3Repository:
         except Exception as exc:  # botocore's many client and connection errors
             raise StoreError(f"cannot write model {name} into the Triton repository {self.url}: "
                              f"{type(exc).__name__}: {exc}") from exc
+
+    def ensure(self) -> None:
+        """Put a marker object at the prefix: Triton refuses to start on an ``s3://`` prefix holding no object
+        ("repository path is not a valid directory"). Top-level files are not models to Triton."""
+        try:
+            self._s3().put_object(Bucket=self.location.bucket, Key=self.key(MARKER), Body=b"")
+        except InvalidInput:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot create the Triton repository {self.url}: {type(exc).__name__}: {exc}") from exc
 
     def remove(self, name: str) -> None:
         try:
