@@ -10,6 +10,8 @@ import time
 
 import pytest
 from conftest import kafka_store
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from matih_lite.errors import ConfigError, InvalidInput, StoreError
 from matih_lite.host import Host
@@ -255,3 +257,69 @@ def test_on_persistent_storage_a_broker_restart_loses_nothing(tmp_path, prefix):
                 again.close()
         finally:
             store.close()
+
+
+# ---- how a table's rows become records ------------------------------------------------------------
+
+_names = st.sampled_from(["a", "b", "B", "x.y", "x.z", "x.Z", "f.q'uote", 'f.d"q', "sp ace", "é", "a.b", "deep.er.k"])
+_values = {
+    "float": st.floats(allow_nan=True, allow_infinity=True, width=64),
+    "int": st.integers(-2**53, 2**53),
+    "bool": st.booleans(),
+    "str": st.text(max_size=12),
+}
+
+
+@st.composite
+def tables(draw):
+    import pyarrow as pa
+
+    n = draw(st.integers(1, 6))
+    names = draw(st.lists(_names, min_size=1, max_size=6, unique=True))
+    columns = {"timestamp": pa.array(draw(st.lists(st.integers(-5, 2**40), min_size=n, max_size=n)), pa.int64())}
+    for name in names:
+        kind = draw(st.sampled_from(sorted(_values)))
+        cells = draw(st.lists(st.one_of(st.none(), _values[kind]) if draw(st.booleans()) else _values[kind],
+                              min_size=n, max_size=n))
+        arrow = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "str": pa.string()}[kind]
+        columns[name] = pa.array(cells, arrow)
+    return pa.table(columns)
+
+
+def _expected(table) -> list[dict]:
+    """What the contract says a row reads back as: unflatten() of it, numbers as float64 (NaN and
+    infinities, which JSON has not, as null)."""
+    import math
+
+    from matih_lite.contracts.streams import unflatten
+
+    out = []
+    for row in table.to_pylist():
+        ts = row.pop("timestamp")
+        cells = {}
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = float(v) if math.isfinite(float(v)) else None
+            cells[k] = v
+        out.append({"timestamp": ts, **unflatten(cells)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def duckdb_json():
+    from matih_kafka.store import TableJSON
+
+    return TableJSON()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(table=tables())
+def test_a_tables_rows_become_the_records_unflatten_describes_by_either_encoder(duckdb_json, table):
+    from matih_kafka.store import _encode_table
+
+    expected = _expected(table)
+    for encoder in (None, duckdb_json):
+        values, stamps, kinds = _encode_table(table, encoder)
+        got = [json.loads(v) for v in values]
+        assert got == expected, f"encoder {encoder}"
+        assert stamps == [max(ts, 0) for ts in table.column("timestamp").to_pylist()]
