@@ -563,8 +563,13 @@ def _closing(reader: Any, cur: Any) -> Iterator[Any]:
                 batch = reader.read_next_batch()
             except StopIteration:
                 return
-            except duckdb.Error as exc:
-                raise _duck_error(exc, "") from exc
+            except (duckdb.Error, OSError) as exc:
+                # pyarrow hands DuckDB's errors on as OSError once the stream has begun
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if "Out of Memory" in text:
+                    raise StoreError(f"DuckDB ran out of memory joining the features: {text}; give it more "
+                                     "(memory_limit in the features slot of matih.toml) or fewer threads") from exc
+                raise _duck_error(exc, "the requested views") from exc
             yield batch
     finally:
         cur.close()

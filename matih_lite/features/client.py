@@ -37,7 +37,7 @@ class FeatureClient(HostOrService):
         return Features.of(self.host)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._http._request(method, path, **kwargs)
+        return self.http.call(method, path, **kwargs)
 
     def _local_files(self) -> dict[str, str]:
         from matih_lite.config import load_config
@@ -52,7 +52,7 @@ class FeatureClient(HostOrService):
     # ---- definitions ----------------------------------------------------------------------------------
     def plan(self) -> dict[str, Any]:
         """``{"base_version", "digest", "changes": [...]}``: what apply would change."""
-        if self._http is not None:
+        if self.http is not None:
             return self._call("POST", "/api/v1/features/plan", json={"files": self._local_files()})
         from matih_lite.features.views import plan_view
 
@@ -60,7 +60,7 @@ class FeatureClient(HostOrService):
 
     def apply(self, expected_version: int | None = None) -> dict[str, Any]:
         """``{"version", "digest", "applied", "changes"}``."""
-        if self._http is not None:
+        if self.http is not None:
             return self._call("POST", "/api/v1/features/apply",
                               json={"files": self._local_files(), "expected_version": expected_version})
         from matih_lite.features.views import apply_view
@@ -68,26 +68,26 @@ class FeatureClient(HostOrService):
         return apply_view(self._features().apply(self.principal, expected_version=expected_version))
 
     def overview(self) -> dict[str, Any]:
-        if self._http is not None:
+        if self.http is not None:
             return self._call("GET", "/api/v1/features")
         from matih_lite.features.views import overview
 
         return overview(self._features(), self.principal.tenant)
 
     def show(self, name: str, *, monitor: bool = True) -> dict[str, Any]:
-        if self._http is not None:
+        if self.http is not None:
             return self._call("GET", f"/api/v1/features/objects/{name}", params={"monitor": str(monitor).lower()})
         from matih_lite.features.views import show
 
         return show(self._features(), self.principal, name, monitor=monitor)
 
     def audit(self, name: str | None = None) -> list[dict[str, Any]]:
-        if self._http is not None:
+        if self.http is not None:
             return self._call("GET", "/api/v1/features/audit", params={"name": name} if name else {})["entries"]
         return [_json(e) for e in self._features().audit(self.principal.tenant, name)]
 
     def monitor(self, view: str | None = None) -> list[dict[str, Any]]:
-        if self._http is not None:
+        if self.http is not None:
             if view:
                 return [self._call("GET", f"/api/v1/features/views/{view}/monitoring")]
             return self._call("POST", "/api/v1/features/monitoring")["views"]
@@ -102,7 +102,7 @@ class FeatureClient(HostOrService):
                    feature_service: str | None = None, *, timestamp_column: str = "event_timestamp",
                    start: Any = None, end: Any = None, full_feature_names: bool = False) -> Any:
         """See :func:`matih_lite.features.get_historical_features`."""
-        if self._http is None:
+        if self.http is None:
             return self._features().historical(self.principal, entity_rows, features, feature_service,
                                                timestamp_column=timestamp_column, start=start, end=end,
                                                full_feature_names=full_feature_names)
@@ -118,7 +118,7 @@ class FeatureClient(HostOrService):
             sink = io.BytesIO()
             pq.write_table(retrieval.to_arrow(entity_rows), sink)
             body = sink.getvalue()
-        resp = self._http.service.send("POST", "/api/v1/features/historical", params=params, content=body,
+        resp = self.http.send("POST", "/api/v1/features/historical", params=params, content=body,
                                        headers={"Content-Type": "application/vnd.apache.parquet",
                                                 "Accept": "application/vnd.apache.parquet"})
         table = pq.read_table(pa.BufferReader(resp.content))
@@ -133,7 +133,7 @@ class FeatureClient(HostOrService):
                            timestamp_column: str = "event_timestamp", start: Any = None, end: Any = None,
                            full_feature_names: bool = False, progress: Callable[[int], None] | None = None) -> int:
         """Join an entity file (or a range) into ``output`` (.parquet or .csv); returns the rows."""
-        if self._http is None:
+        if self.http is None:
             return self._features().historical_to_file(
                 self.principal, output, entity_path=entity_path, features=features, service=feature_service,
                 timestamp_column=timestamp_column, start=start, end=end, full_feature_names=full_feature_names,
@@ -153,7 +153,7 @@ class FeatureClient(HostOrService):
             pq.write_table(table, sink)
             body = sink.getvalue()
         params = _params(features, feature_service, timestamp_column, full_feature_names, start, end)
-        resp = self._http.service.send("POST", "/api/v1/features/historical", params=params, content=body,
+        resp = self.http.send("POST", "/api/v1/features/historical", params=params, content=body,
                                        headers={"Content-Type": "application/vnd.apache.parquet",
                                                 "Accept": "application/vnd.apache.parquet"})
         result = pq.read_table(pa.BufferReader(resp.content))
@@ -163,7 +163,7 @@ class FeatureClient(HostOrService):
     def online(self, entity_rows: Any, features: Sequence[str] | None = None, feature_service: str | None = None,
                *, full_feature_names: bool = False) -> Any:
         """See :func:`matih_lite.features.get_online_features`."""
-        if self._http is None:
+        if self.http is None:
             return self._features().online(self.principal, entity_rows, features, feature_service,
                                            full_feature_names=full_feature_names)
         from matih_lite.features.retrieval import OnlineFeatures, columnar
@@ -180,7 +180,7 @@ class FeatureClient(HostOrService):
     # ---- writes --------------------------------------------------------------------------------------------
     def materialize(self, start: Any, end: Any, views: Sequence[str] | None = None,
                     progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
-        if self._http is None:
+        if self.http is None:
             return self._features().materialize(self.principal, start, end, views, progress)
         out = self._call("POST", "/api/v1/features/materialize",
                          json={"start_ts": _iso(start), "end_ts": _iso(end), "feature_views": list(views or [])})
@@ -188,14 +188,14 @@ class FeatureClient(HostOrService):
 
     def materialize_incremental(self, end: Any, views: Sequence[str] | None = None,
                                 progress: Callable[[str, int], None] | None = None) -> dict[str, dict[str, Any]]:
-        if self._http is None:
+        if self.http is None:
             return self._features().materialize_incremental(self.principal, end, views, progress)
         out = self._call("POST", "/api/v1/features/materialize-incremental",
                          json={"end_ts": _iso(end), "feature_views": list(views or [])})
         return out["feature_views"]
 
     def push(self, push_source: str, rows: Any, to: str = "online") -> int:
-        if self._http is None:
+        if self.http is None:
             return self._features().push(self.principal, push_source, rows, to)  # type: ignore[arg-type]
         from matih_lite.features.retrieval import to_arrow
 

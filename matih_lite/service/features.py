@@ -28,7 +28,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, Parameter, RawBody
 
 from matih_lite.errors import InvalidInput
 from matih_lite.features.service import Features
@@ -224,7 +224,7 @@ class FeaturesController(Controller):
 
     @post("/historical", sync_to_thread=True, status_code=200, request_max_body_size=MAX_ENTITY_BODY,
           summary="Point-in-time correct features for entity rows (JSON, or parquet in and out)")
-    def historical(self, request: Request, body: bytes, features: FeaturesDep, principal: PrincipalDep) -> Response:
+    def historical(self, request: Request, body: RawBody, features: FeaturesDep, principal: PrincipalDep) -> Response:
         media = (request.headers.get("content-type") or "").split(";")[0].strip()
         if media == PARQUET:
             return self._historical_parquet(request, body, features, principal)

@@ -440,3 +440,96 @@ def _toml(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class FeatureDefinitionStoreContract:
+    """The metadata slot's part for features. Override ``store`` to return a fresh, empty metadata backend."""
+
+    @pytest.fixture
+    def store(self):
+        raise NotImplementedError("override the 'store' fixture to build your metadata backend")
+
+    def change(self, action: str = "added", name: str = "customer", diff: dict | None = None) -> Any:
+        from matih_lite.contracts.features import DefinitionChange
+
+        return DefinitionChange(action, "entities", name, diff or {})  # type: ignore[arg-type]
+
+    def test_versions_count_up_per_tenant_with_their_documents(self, store):
+        doc = {"project": "default", "entities": {"customer": {"name": "customer", "join_keys": ["id"]}}}
+        assert store.latest_feature_definition_version("t") == 0
+        first = store.put_feature_definitions("t", doc, digest="d1", actor="ann", at=10, changes=[self.change()],
+                                              expected_version=0)
+        second = store.put_feature_definitions("t", {**doc, "x": [1, "ü", None]}, digest="d2", actor="bob", at=20,
+                                               changes=[])
+        other = store.put_feature_definitions("u", doc, digest="d9", actor="eve", at=30, changes=[])
+        assert (first.version, second.version, other.version) == (1, 2, 1)
+        assert store.get_feature_definitions("t") == second
+        assert store.get_feature_definitions("t", 1).document == doc
+        assert store.latest_feature_definition_version("t") == 2
+        assert [(v.version, v.digest, v.actor, v.document) for v in store.list_feature_definition_versions("t")] == [
+            (2, "d2", "bob", {}), (1, "d1", "ann", {})]
+
+    def test_a_stale_expected_version_is_a_conflict_and_records_nothing(self, store):
+        from matih_lite.errors import Conflict
+
+        store.put_feature_definitions("t", {}, digest="d1", actor="a", at=1, changes=[self.change()])
+        with pytest.raises(Conflict):
+            store.put_feature_definitions("t", {}, digest="d2", actor="a", at=2, changes=[self.change("changed")],
+                                          expected_version=0)
+        assert store.latest_feature_definition_version("t") == 1 and len(store.feature_audit("t")) == 1
+
+    def test_unknown_versions_and_tenants_are_not_found(self, store):
+        store.put_feature_definitions("t", {}, digest="d1", actor="a", at=1, changes=[])
+        with pytest.raises(NotFound):
+            store.get_feature_definitions("u")
+        with pytest.raises(NotFound):
+            store.get_feature_definitions("t", 7)
+
+    def test_audit_entries_newest_first_by_name(self, store):
+        store.put_feature_definitions("t", {}, digest="d1", actor="ann", at=1,
+                                      changes=[self.change(), self.change(name="driver")])
+        store.put_feature_definitions("t", {}, digest="d2", actor="bob", at=2,
+                                      changes=[self.change("changed", diff={"join_keys": [["a"], ["b"]]})])
+        entries = store.feature_audit("t")
+        assert [(e.version, e.actor, e.change.action, e.change.name) for e in entries] == [
+            (2, "bob", "changed", "customer"), (1, "ann", "added", "driver"), (1, "ann", "added", "customer")]
+        assert entries[0].change.diff == {"join_keys": [["a"], ["b"]]}
+        assert [e.version for e in store.feature_audit("t", name="customer", max_results=1)] == [2]
+        assert store.feature_audit("u") == []
+
+    def test_materializations_newest_first(self, store):
+        store.record_materialization("t", "stats", start=0, end=100, rows=5, at=1)
+        store.record_materialization("t", "stats", start=100, end=200, rows=7, at=2)
+        store.record_materialization("t", "other", start=0, end=900, rows=1, at=3)
+        store.record_materialization("u", "stats", start=0, end=999, rows=1, at=4)
+        assert [(m.start, m.end, m.rows) for m in store.materializations("t", "stats")] == [(100, 200, 7), (0, 100, 5)]
+        assert [m.view for m in store.materializations("t")] == ["other", "stats", "stats"]
+        assert len(store.materializations("t", "stats", max_results=1)) == 1
+        with pytest.raises(InvalidInput):
+            store.record_materialization("t", "stats", start=5, end=1, rows=0, at=5)
+
+    def test_an_alert_is_claimed_once(self, store):
+        assert store.claim_feature_alert("t", "stats", "spend", "1d", 42, 1)
+        assert not store.claim_feature_alert("t", "stats", "spend", "1d", 42, 2)
+        assert store.claim_feature_alert("t", "stats", "spend", "1d", 43, 3)
+        assert store.claim_feature_alert("t", "stats", "visits", "1d", 42, 4)
+        assert store.claim_feature_alert("u", "stats", "spend", "1d", 42, 5)
+
+    def test_concurrent_applies_get_distinct_versions(self, store):
+        import threading
+
+        errors: list[BaseException] = []
+
+        def put(i: int) -> None:
+            try:
+                store.put_feature_definitions("t", {"i": i}, digest=str(i), actor="a", at=i, changes=[])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=put, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sorted(v.version for v in store.list_feature_definition_versions("t")) == [1, 2, 3, 4, 5, 6]
