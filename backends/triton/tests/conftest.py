@@ -9,13 +9,10 @@ their own. When the environment cannot be built the tests skip, and fail under `
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import pytest
+from triton_support import TESTS, start_triton
 
 from matih_lite.testing.processes import engine_missing
-
-TESTS = Path(__file__).resolve().parent
 
 
 def _in_ci() -> bool:
@@ -57,13 +54,6 @@ def triton_install():
         return triton_env()
     except (RuntimeError, OSError) as exc:
         engine_missing(f"the Triton environment cannot be built here: {exc}")
-
-
-def start_triton(workdir, install, **kwargs):
-    """A started Triton in ``workdir`` whose Python also imports this folder's model classes."""
-    from matih_lite.testing.triton import TritonServer
-
-    return TritonServer(workdir, install, python_path=(TESTS,), **kwargs).start()
 
 
 @pytest.fixture(scope="session")

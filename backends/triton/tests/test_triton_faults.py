@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import numpy as np
 import pytest
-from conftest import start_triton
+from triton_support import start_triton
 from serving_helpers import register_model
 from triton_models import BrokenOnLoad, Linear
 

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TESTS
+from triton_support import TESTS
 from serving_helpers import register_model
 from triton_models import Linear
 
