@@ -99,6 +99,7 @@ def test_the_mlflow_client_logs_artifacts_through_the_proxy_into_s3(hermetic, ml
 
 
 # ---- drift baselines ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_drift_baselines_are_stored_in_s3_and_read_back_by_another_process(hermetic, seaweed, shared_bucket, prefix):
     from litestar.testing import TestClient
 

@@ -111,6 +111,7 @@ def test_a_large_stream_uploads_in_parallel_parts_with_bounded_memory(make_store
     assert digest.hexdigest() == info.sha256
 
 
+@pytest.mark.slow
 def test_an_interrupted_multipart_upload_is_aborted_not_left_as_debris(make_store, shared_bucket, prefix, seaweed):
     store = make_store(shared_bucket, prefix=prefix, **SMALL_PARTS)
     with pytest.raises(SourceBroke):
@@ -143,6 +144,7 @@ def test_a_source_that_changes_between_hashing_and_sending_is_refused(make_store
         store.stat("moving.bin")
 
 
+@pytest.mark.slow
 def test_a_stream_that_cannot_seek_is_spooled_to_disk_not_memory(make_store, shared_bucket, prefix):
     import tracemalloc
 
@@ -262,6 +264,7 @@ def test_a_bad_setting_in_matih_toml_names_its_key_path(tmp_path):
         Host(load_config(tmp_path / "matih.toml"), "cluster")
 
 
+@pytest.mark.slow
 def test_boto3_loads_on_the_first_call_not_at_start(tmp_path):
     (tmp_path / "matih.toml").write_text('[profiles.cluster]\nartifacts = { backend = "s3", bucket = "ml-artifacts", '
                                          'endpoint_url = "http://127.0.0.1:9" }\n')
