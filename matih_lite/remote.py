@@ -149,35 +149,58 @@ class ServiceHttp:
         return error_from_response(resp.status_code, body, method=method, url=self.url + path)
 
 
+def resolve_service(url: str | None, token: str | None, config: str | None = None,
+                    host: Any = None) -> tuple[str | None, str | None]:
+    """``(url, token)`` of the service a client should talk to, or ``(None, token)`` to work embedded.
+
+    ``url`` when given; none when a host was handed in; else ``MATIH_URL``, else the ``matih-lite up``
+    that owns this folder's state (:func:`matih_lite.ownership.service_target`). ``token`` defaults
+    to ``MATIH_TOKEN``.
+    """
+    token = token if token is not None else (os.environ.get("MATIH_TOKEN") or None)
+    if url or host is not None:
+        return url or None, token
+    from matih_lite.ownership import service_target
+
+    target = service_target(config)
+    return (target[0], token) if target is not None else (None, token)
+
+
 class HostOrService:
-    """The opening and closing shared by the domain clients (drift, cards) that work either on this
-    folder's host (embedded, acting as ``principal``, the local admin by default) or through the
-    ml-service at ``url`` / ``MATIH_URL`` (the token naming the caller). A host passed in is used as
-    it is and left open; one opened here is closed with the client."""
+    """The base of every domain client (tracking's aside, which has its own transports): it works on this
+    folder's host (embedded, acting as ``principal``, the local admin by default) or through the ml-service
+    (:func:`resolve_service`: ``url``, ``MATIH_URL``, or the ``up`` that owns this folder; the token naming
+    the caller). A host or connection handed in is used as it is and left open; one opened here is closed
+    with the client."""
 
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
-                 profile: str | None = None, host: Any = None, principal: Any = None) -> None:
+                 profile: str | None = None, host: Any = None, principal: Any = None,
+                 http: ServiceHttp | None = None, timeout: float = 30.0) -> None:
         from matih_lite.identity import LOCAL_ADMIN
 
-        if url is None and host is None:
-            from matih_lite.ownership import service_target
-
-            target = service_target(config)
-            if target is not None:
-                url, token = target[0], token if token is not None else target[1]
-        self._http: Any = None
-        self._owns = host is None
         self.principal = principal or LOCAL_ADMIN
         self.host = host
-        if url and host is None:
-            from matih_lite.tracking.client import HttpTransport
-
-            self._http = HttpTransport(url, token if token is not None else (os.environ.get("MATIH_TOKEN") or None))
+        self.http = http
+        self._owns = host is None and http is None
+        if http is not None or host is not None:
             return
-        if host is None:
-            from matih_lite.host import Host
+        url, token = resolve_service(url, token, config)
+        if url:
+            self.http = ServiceHttp(url, token, timeout=timeout, retries=2)
+            return
+        from matih_lite.host import Host
 
-            self.host = Host.open(config, profile)
+        self.host = Host.open(config, profile)
+
+    @property
+    def transport(self) -> str:
+        """``"embedded"`` or ``"http"``."""
+        return "http" if self.http is not None else "embedded"
+
+    @property
+    def location(self) -> str:
+        """The service URL, or the embedded state folder."""
+        return self.http.url if self.http is not None else str(self.host.config.home)
 
     def __enter__(self) -> Any:
         return self
@@ -187,4 +210,4 @@ class HostOrService:
 
     def close(self) -> None:
         if self._owns:
-            (self._http or self.host).close()
+            (self.http or self.host).close()

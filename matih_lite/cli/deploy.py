@@ -1,10 +1,8 @@
 """Deployments from the terminal: ``matih-lite deploy``, ``matih-lite deployments list|show|history|delete``
 and ``matih-lite predict request``.
 
-Embedded on this folder's store (a running ``matih-lite up`` notices the change within a second),
-or against the service at ``MATIH_URL`` (with ``MATIH_TOKEN``). ``predict request`` sends one
-request through the deployment's routes: over HTTP it is what any client sees; embedded it loads
-the routed version in this process.
+Through :class:`~matih_lite.serving.client.DeploymentClient`: the service at ``MATIH_URL`` or the
+``matih-lite up`` serving this folder, else this folder's store.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import msgspec
 import typer
@@ -22,8 +19,7 @@ from matih_lite.cli import app
 from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, escape, print_json, table
 from matih_lite.contracts.deployments import Deployment, DeploymentChange
 from matih_lite.errors import InvalidInput
-from matih_lite.identity import LOCAL_ADMIN
-from matih_lite.remote import ServiceHttp
+from matih_lite.serving.client import DeploymentClient
 
 deployments_app = typer.Typer(
     help="List, show and delete deployments, and read every change made to them.\n\n"
@@ -33,119 +29,6 @@ deployments_app = typer.Typer(
          "  matih-lite deployments history churn-api",
     no_args_is_help=True)
 app.add_typer(deployments_app, name="deployments")
-
-
-class DeploymentClient:
-    """Deployments through the service this folder has (``MATIH_URL``, or its running ``up``), else embedded."""
-
-    def __init__(self, config: str | None = None, profile: str | None = None) -> None:
-        self.host: Any = None
-        self.http = ServiceHttp.from_env(config, user_agent="matih-lite-cli", timeout=60.0)
-        if self.http is None:
-            from matih_lite.host import Host
-            from matih_lite.serving.deployments import Deployments
-
-            self.host = Host.open(config, profile)
-            self.deployments = Deployments(self.host)
-
-    def __enter__(self) -> DeploymentClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.http is not None:
-            self.http.close()
-        if self.host is not None:
-            from matih_lite.serving.traffic import detach_traffic
-
-            detach_traffic(self.host)
-            self.host.close()
-
-    def deploy(self, name: str, model: str | None, **changes: Any) -> Deployment:
-        if self.http is None:
-            return self.deployments.deploy(LOCAL_ADMIN, name, model, **changes)
-        body = {k: v for k, v in changes.items() if v is not None}
-        from matih_lite.errors import NotFound
-
-        try:
-            self.http.call("GET", f"/api/v1/deployments/{quote(name, safe='')}")
-        except NotFound:
-            if not model:
-                raise InvalidInput(f"deployment {name!r} does not exist; give --model to create it") from None
-            body.pop("reason", None)
-            return _deployment(self.http.call("POST", "/api/v1/deployments",
-                                              json={"name": name, "model": model, **body}))
-        return _deployment(self.http.call("PATCH", f"/api/v1/deployments/{quote(name, safe='')}", json=body))
-
-    def list(self, model: str | None) -> list[Deployment]:
-        if self.http is None:
-            out, token = [], None
-            while True:
-                page = self.deployments.list(LOCAL_ADMIN, model=model, max_results=1000, page_token=token)
-                out.extend(page.items)
-                token = page.next_token
-                if not token:
-                    return out
-        params = {"model": model} if model else {}
-        return [_deployment(d) for d in self.http.call("GET", "/api/v1/deployments", params=params)["deployments"]]
-
-    def get(self, name: str) -> Deployment:
-        if self.http is None:
-            return self.deployments.get(LOCAL_ADMIN, name)
-        return _deployment(self.http.call("GET", f"/api/v1/deployments/{quote(name, safe='')}"))
-
-    def history(self, name: str) -> list[DeploymentChange]:
-        if self.http is None:
-            return self.deployments.history(LOCAL_ADMIN, name, max_results=50_000).items
-        doc = self.http.call("GET", f"/api/v1/deployments/{quote(name, safe='')}/history",
-                             params={"max_results": 50_000})
-        return [msgspec.convert({"tenant": "", "deployment": name, **c}, DeploymentChange) for c in doc["changes"]]
-
-    def stats(self, name: str) -> dict[str, Any] | None:
-        """What the serving process measured (only a running service has traffic to show)."""
-        if self.http is None:
-            return None
-        return self.http.call("GET", f"/api/v1/deployments/{quote(name, safe='')}/stats")
-
-    def delete(self, name: str, reason: str) -> None:
-        if self.http is None:
-            self.deployments.delete(LOCAL_ADMIN, name, reason=reason)
-            return
-        self.http.call("DELETE", f"/api/v1/deployments/{quote(name, safe='')}", params={"reason": reason})
-
-    def predict(self, name: str, body: dict[str, Any], key: str | None, version: int | None) -> dict[str, Any]:
-        if self.http is not None:
-            headers = {"X-Request-Key": key} if key else {}
-            if version is not None:
-                raise InvalidInput("--version works embedded only; over HTTP pin a version with the Open Inference "
-                                   f"Protocol: POST /v2/models/{name}/versions/{version}/infer")
-            return self.http.call("POST", f"/api/v1/deployments/{quote(name, safe='')}/predict", json=body,
-                                  headers=headers)
-        return _predict_embedded(self.host, name, body, key, version)
-
-
-def _deployment(doc: dict[str, Any]) -> Deployment:
-    return msgspec.convert({"tenant": "", **doc}, Deployment)
-
-
-def _predict_embedded(host: Any, name: str, body: dict[str, Any], key: str | None,
-                      version: int | None) -> dict[str, Any]:
-    import asyncio
-
-    from matih_lite.serving.traffic import attach_traffic
-    from matih_lite.serving.payload import parse_scoring_request, predictions_json
-
-    manager = attach_traffic(host)
-    body = dict(body)
-    key = body.pop("request_key", key)
-
-    async def run() -> Any:
-        target = await manager.target(LOCAL_ADMIN.tenant, name, key=key, version=version)
-        parsed = parse_scoring_request(body, target.served.schema)
-        return await manager.infer(target, parsed.inputs)
-
-    answer = asyncio.run(run())
-    return {"predictions": predictions_json(answer.outputs), "deployment": answer.deployment, "model": answer.model,
-            "version": answer.version, "variant": answer.variant, "request_id": answer.request_id}
 
 
 def _split_text(d: Deployment) -> str:

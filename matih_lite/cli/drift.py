@@ -256,7 +256,7 @@ def baseline(
     source = {"name": data.name, "uri": str(data.resolve())} if data is not None else None
     with _client(config, profile) as client:
         options = {"target": target, "prediction": prediction, "features": features, "predict": not no_predict}
-        if client._http is None:
+        if client.http is None:
             options["source"] = source
         summary = client.build_baseline(name, version, columns, **options)
     if json_out:

@@ -73,8 +73,7 @@ def _resolve_run(models: Any, ref: str) -> str:
     from matih_lite.cli.tracking import resolve_run
     from matih_lite.tracking.client import Client
 
-    host = models._embedded.host if models._embedded else None
-    with Client(host=host) as tracking:
+    with Client(url=models.http.url if models.http else None, host=models.host) as tracking:
         return resolve_run(tracking, ref).run_id
 
 

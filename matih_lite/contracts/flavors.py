@@ -19,10 +19,12 @@ import json
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import msgspec
-import numpy as np
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SERVING_CACHE = "serving-cache"
 """The serving cache's folder name under a state folder."""
@@ -52,6 +54,8 @@ class TensorSpec(msgspec.Struct, frozen=True):
         return self.dtype not in ("str", "bytes", "object")
 
     def np_dtype(self) -> np.dtype:
+        import numpy as np
+
         return np.dtype(self.dtype) if self.numeric else np.dtype(object)
 
 
@@ -81,6 +85,8 @@ class InputSchema(msgspec.Struct, frozen=True, dict=True):
 
     @cached_property
     def _row_dtype(self) -> np.dtype:
+        import numpy as np
+
         if not self.specs:
             return np.dtype(np.float64)
         dtypes = {s.dtype for s in self.specs}
@@ -140,6 +146,8 @@ class InputSchema(msgspec.Struct, frozen=True, dict=True):
 
 def dtype_name(value: Any) -> str:
     """A numpy dtype name for a dtype-like value (``str``, ``bytes`` or ``object`` for the non-numeric ones)."""
+    import numpy as np
+
     text = str(value)
     if text in ("str", "string", "object", "bytes"):
         return {"string": "str"}.get(text, text)

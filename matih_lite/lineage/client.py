@@ -1,47 +1,30 @@
 """The lineage client for the SDK and the CLI: embedded on this folder's store, or over HTTP.
 
-It follows :class:`~matih_lite.tracking.client.Client`: ``MATIH_URL`` (with ``MATIH_TOKEN``)
-when set, else the current folder's matih.toml. Every call returns plain JSON-shaped data
-(the REST API's shapes), whichever transport carries it.
+Like every domain client (:class:`~matih_lite.remote.HostOrService`): ``MATIH_URL`` (with
+``MATIH_TOKEN``), else the ``matih-lite up`` that owns this folder, else the current folder's matih.toml.
+Every call returns plain JSON-shaped data (the REST API's shapes), whichever transport carries it.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 from urllib.parse import quote
 
 import msgspec
 
+from matih_lite.remote import HostOrService
+
 DEFAULT_TENANT = "default"
 
 
-class LineageClient:
+class LineageClient(HostOrService):
     """Record and query lineage: ``log_input``, ``node``, ``upstream``, ``downstream``, ``export``."""
 
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
                  profile: str | None = None, host: Any = None, tenant: str = DEFAULT_TENANT,
-                 _http: Any = None) -> None:
-        self._http = _http
-        self._owns = False
-        self.host = None
+                 http: Any = None) -> None:
+        super().__init__(url, token=token, config=config, profile=profile, host=host, http=http)
         self.tenant = tenant
-        if _http is not None:
-            return
-        url = url if url is not None else (os.environ.get("MATIH_URL") or None)
-        if url and host is None:
-            from matih_lite.tracking.client import HttpTransport
-
-            token = token if token is not None else (os.environ.get("MATIH_TOKEN") or None)
-            self._http = HttpTransport(url, token)
-            self._owns = True
-        else:
-            if host is None:
-                from matih_lite.host import Host
-
-                host = Host.open(config, profile)
-                self._owns = True
-            self.host = host
 
     @classmethod
     def of(cls, client: Any) -> LineageClient:
@@ -49,21 +32,7 @@ class LineageClient:
         transport = client._t  # the tracking client's transport: one connection for both domains
         if transport.name == "embedded":
             return cls(host=transport.host, tenant=transport.tenant)
-        return cls(_http=transport)
-
-    @property
-    def transport(self) -> str:
-        return "http" if self._http is not None else "embedded"
-
-    def __enter__(self) -> LineageClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns:
-            (self._http or self.host).close()
+        return cls(http=transport.service)
 
     def _lineage(self) -> Any:
         from matih_lite.lineage.service import Lineage
@@ -71,17 +40,17 @@ class LineageClient:
         return Lineage(self.host)
 
     def _get(self, path: str, **params: Any) -> Any:
-        return self._http._request("GET", path, params={k: v for k, v in params.items() if v is not None})
+        return self.http.call("GET", path, params={k: v for k, v in params.items() if v is not None})
 
     # ---- recording ------------------------------------------------------------------------------
     def log_input(self, run_id: str, dataset_uri: str, *, version: str | None = None, digest: str | None = None,
                   name: str | None = None, properties: dict[str, Any] | None = None) -> dict[str, Any]:
         """Record ``dataset -> run`` and set the run's ``matih.dataset.<name>`` tag; returns
         ``{"name", "node", "tags"}``."""
-        if self._http is not None:
+        if self.http is not None:
             body = {k: v for k, v in (("uri", dataset_uri), ("version", version), ("digest", digest),
                                       ("name", name), ("properties", properties)) if v is not None}
-            return self._http._request("POST", f"/api/v1/lineage/runs/{quote(run_id, safe='')}/inputs", json=body)
+            return self.http.call("POST", f"/api/v1/lineage/runs/{quote(run_id, safe='')}/inputs", json=body)
         from matih_lite.lineage.service import node_view
 
         out = self._lineage().log_input(self.tenant, run_id, dataset_uri, version, digest, name,
@@ -89,8 +58,8 @@ class LineageClient:
         return {"name": out["name"], "node": msgspec.to_builtins(node_view(out["node"])), "tags": out["tags"]}
 
     def record_node(self, key: str, *, name: str = "", properties: dict[str, Any] | None = None) -> dict[str, Any]:
-        if self._http is not None:
-            return self._http._request("POST", "/api/v1/lineage/nodes",
+        if self.http is not None:
+            return self.http.call("POST", "/api/v1/lineage/nodes",
                                        json={"key": key, "name": name, "properties": properties or {}})
         from matih_lite.lineage.service import node_view
 
@@ -98,8 +67,8 @@ class LineageClient:
                                                                          properties=properties)))
 
     def record_edge(self, source: str, target: str, kind: str) -> dict[str, Any]:
-        if self._http is not None:
-            return self._http._request("POST", "/api/v1/lineage/edges",
+        if self.http is not None:
+            return self.http.call("POST", "/api/v1/lineage/edges",
                                        json={"source": source, "target": target, "kind": kind})
         from matih_lite.lineage.service import edge_view
 
@@ -107,7 +76,7 @@ class LineageClient:
 
     # ---- queries --------------------------------------------------------------------------------
     def node(self, key: str) -> dict[str, Any]:
-        if self._http is not None:
+        if self.http is not None:
             return self._get("/api/v1/lineage/node", key=key)
         from matih_lite.lineage.service import node_view
 
@@ -120,7 +89,7 @@ class LineageClient:
         return self._walk(key, "downstream", depth)
 
     def _walk(self, key: str, direction: str, depth: int) -> dict[str, Any]:
-        if self._http is not None:
+        if self.http is not None:
             return self._get(f"/api/v1/lineage/{direction}", key=key, depth=depth)
         from matih_lite.lineage.service import graph_view
 
@@ -129,6 +98,6 @@ class LineageClient:
 
     def export(self, key: str | None = None, depth: int = 5) -> list[dict[str, Any]]:
         """OpenLineage ``COMPLETE`` run events (all of the tenant's, or those around ``key``)."""
-        if self._http is not None:
+        if self.http is not None:
             return self._get("/api/v1/lineage/openlineage", key=key, depth=depth)["events"]
         return self._lineage().export_openlineage(self.tenant, key, depth=depth)

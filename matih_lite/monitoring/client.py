@@ -23,7 +23,7 @@ class DriftClient(HostOrService):
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
                  profile: str | None = None, host: Any = None, principal: Principal | None = None) -> None:
         super().__init__(url, token=token, config=config, profile=profile, host=host, principal=principal)
-        if self._http is None:
+        if self.http is None:
             self.monitoring = Monitoring(self.host)
 
     @staticmethod
@@ -33,44 +33,44 @@ class DriftClient(HostOrService):
         return quote(str(text), safe="")
 
     def check(self, deployment: str, window: str = "1h", *, end: int | None = None, act: bool = True) -> dict[str, Any]:
-        if self._http is None:
+        if self.http is None:
             return self.monitoring.check(self.principal, deployment, window, end=end, act=act)
         body = {"window": window, "act": act, **({"end": end} if end is not None else {})}
-        return self._http._request("POST", f"/api/v1/drift/deployments/{self._seg(deployment)}/check", json=body)
+        return self.http.call("POST", f"/api/v1/drift/deployments/{self._seg(deployment)}/check", json=body)
 
     def report_html(self, deployment: str, window: str = "1h", *, end: int | None = None) -> str:
-        if self._http is None:
+        if self.http is None:
             return self.monitoring.report_html(self.principal, deployment, window, end=end)
         params: dict[str, Any] = {"window": window}
         if end is not None:
             params["end"] = end
-        return self._http._request_text("GET", f"/api/v1/drift/deployments/{self._seg(deployment)}/report",
-                                        params=params)
+        return self.http.send("GET", f"/api/v1/drift/deployments/{self._seg(deployment)}/report",
+                              params=params).text
 
     def history(self, deployment: str, window: str | None = None, max_results: int = 50) -> list[dict[str, Any]]:
-        if self._http is None:
+        if self.http is None:
             return self.monitoring.history(self.principal, deployment, window=window, max_results=max_results)
         params: dict[str, Any] = {"max_results": max_results}
         if window:
             params["window"] = window
-        body = self._http._request("GET", f"/api/v1/drift/deployments/{self._seg(deployment)}/reports", params=params)
+        body = self.http.call("GET", f"/api/v1/drift/deployments/{self._seg(deployment)}/reports", params=params)
         return body["reports"]
 
     def build_baseline(self, name: str, version: int, data: Any, **options: Any) -> dict[str, Any]:
         """Build a version's baseline; over HTTP the data travels as columns (JSON)."""
-        if self._http is None:
+        if self.http is None:
             return self.monitoring.build_baseline(self.principal, name, version, data, **options).summary()
         from matih_lite.monitoring.profile import columns_of
 
         columns = {k: _json_column(v) for k, v in columns_of(data).items()}
         body = {"columns": columns, **{k: v for k, v in options.items() if v is not None}}
-        return self._http._request("POST", f"/api/v1/drift/baselines/{self._seg(name)}/versions/{int(version)}",
+        return self.http.call("POST", f"/api/v1/drift/baselines/{self._seg(name)}/versions/{int(version)}",
                                    json=body)
 
     def tests(self) -> list[dict[str, Any]]:
-        if self._http is None:
+        if self.http is None:
             return describe_tests(self.monitoring.tests())
-        return self._http._request("GET", "/api/v1/drift/tests")["tests"]
+        return self.http.call("GET", "/api/v1/drift/tests")["tests"]
 
 
 def describe_tests(tests: Mapping[str, Any]) -> list[dict[str, Any]]:

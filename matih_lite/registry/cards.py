@@ -741,29 +741,29 @@ class CardClient(HostOrService):
 
     def card(self, name: str, version: int | str, fmt: str = "json") -> str:
         """The card as text in ``fmt`` (json, md, html)."""
-        if self._http is None:
+        if self.http is None:
             return ModelCards(self.host).render(self.principal, name, version, fmt)
         if fmt not in FORMATS:
             raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-        resp = self._http.service.send("GET", self._path(name, version, "card"), params={"format": fmt})
+        resp = self.http.send("GET", self._path(name, version, "card"), params={"format": fmt})
         return resp.text if fmt != "json" else json.dumps(resp.json(), indent=2) + "\n"
 
     def edit(self, name: str, version: int | str, **fields: Any) -> dict[str, Any]:
-        if self._http is None:
+        if self.http is None:
             return ModelCards(self.host).edit(self.principal, name, version, **fields)
         body = {k: v for k, v in fields.items() if v is not None}
-        return self._http._request("PATCH", self._path(name, version, "card"), json=body)
+        return self.http.call("PATCH", self._path(name, version, "card"), json=body)
 
     def evaluate(self, name: str, version: int | str, X: Any, y: Any, **options: Any) -> dict[str, Any]:
         """Evaluate (see :meth:`ModelCards.evaluate`); over HTTP, ``X`` travels as a table."""
-        if self._http is None:
+        if self.http is None:
             return ModelCards(self.host).evaluate(self.principal, name, version, X, y, **options)
         body = {"X": table_json(X), "y": _plain_list(y), **{k: v for k, v in options.items() if v is not None}}
         if isinstance(body.get("protected"), Mapping):
             body["protected"] = {k: _plain_list(v) for k, v in body["protected"].items()}
         elif isinstance(body.get("protected"), str):
             body["protected"] = [body["protected"]]
-        return self._http._request("POST", self._path(name, version, "evaluate"), json=body)
+        return self.http.call("POST", self._path(name, version, "evaluate"), json=body)
 
 
 def _plain_list(values: Any) -> list[Any]:

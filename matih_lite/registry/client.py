@@ -11,7 +11,6 @@ and raise the same :mod:`matih_lite.errors` classes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -20,9 +19,9 @@ import msgspec
 
 from matih_lite.contracts.records import Page
 from matih_lite.contracts.registry import Approval, AuditEntry, ModelVersion, RegisteredModel
-from matih_lite.identity import LOCAL_ADMIN, Principal
+from matih_lite.identity import Principal
 from matih_lite.registry.service import Transition
-from matih_lite.remote import ServiceHttp
+from matih_lite.remote import HostOrService, resolve_service
 
 
 def _seg(value: Any) -> str:
@@ -38,34 +37,26 @@ def _record(data: Mapping[str, Any], kind: type) -> Any:
 
 
 class _Embedded:
+    """The registry of this process's host, called as ``principal``."""
+
     name = "embedded"
 
-    def __init__(self, host: Any, config: str | None, profile: str | None, principal: Principal) -> None:
+    def __init__(self, host: Any, principal: Principal) -> None:
         from matih_lite.registry.service import Registry
 
-        self._owns_host = host is None
-        if host is None:
-            from matih_lite.host import Host
-
-            host = Host.open(config, profile)
-        self.host = host
         self.registry = Registry(host)
         self.principal = principal
-        self.location = str(host.config.home)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return getattr(self.registry, method)(self.principal, *args, **kwargs)
 
-    def close(self) -> None:
-        if self._owns_host:
-            self.host.close()
 
-
-class RegistryClient:
+class RegistryClient(HostOrService):
     """Registered models, versions, promotions, approvals, aliases and audit logs, embedded or over HTTP.
 
-    ``RegistryClient()`` talks to ``MATIH_URL`` (with ``MATIH_TOKEN``) when it is set, and otherwise
-    opens the current folder's matih.toml in this process, acting as ``principal`` (default: the
+    ``RegistryClient()`` talks to ``MATIH_URL`` (with ``MATIH_TOKEN``) when it is set, or to the
+    ``matih-lite up`` that serves this folder, and otherwise opens the current folder's matih.toml in this
+    process, acting as ``principal`` (default: the
     local admin; only the embedded client can act as someone else)::
 
         with RegistryClient() as models:
@@ -76,37 +67,15 @@ class RegistryClient:
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
                  profile: str | None = None, host: Any = None, principal: Principal | None = None,
                  timeout: float = 30.0) -> None:
-        url = url if url is not None else (os.environ.get("MATIH_URL") or None)
-        if url and host is None:
-            if principal is not None:
-                from matih_lite.errors import InvalidInput
+        if principal is not None and host is None and resolve_service(url, token, config)[0]:
+            from matih_lite.errors import InvalidInput
 
-                raise InvalidInput("over HTTP (MATIH_URL) the service names the caller from its token; acting as "
-                                   "another user works only embedded")
-            token = token if token is not None else (os.environ.get("MATIH_TOKEN") or None)
-            self._http: ServiceHttp | None = ServiceHttp(url, token, timeout=timeout, retries=2)
-            self._embedded: _Embedded | None = None
-        else:
-            self._http = None
-            self._embedded = _Embedded(host, config, profile, principal or LOCAL_ADMIN)
-
-    @property
-    def transport(self) -> str:
-        """``"embedded"`` or ``"http"``."""
-        return "http" if self._http else "embedded"
-
-    @property
-    def location(self) -> str:
-        return self._http.url if self._http else self._embedded.location  # type: ignore[union-attr]
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        (self._http or self._embedded).close()  # type: ignore[union-attr]
+            raise InvalidInput("through the service (MATIH_URL, or the matih-lite up serving this folder) the "
+                               "caller is the token's; acting as another user (--as) works only embedded")
+        super().__init__(url, token=token, config=config, profile=profile, host=host, principal=principal,
+                         timeout=timeout)
+        self._http = self.http
+        self._embedded = _Embedded(self.host, self.principal) if self.http is None else None
 
     def _get(self, path: str, **params: Any) -> Any:
         assert self._http is not None

@@ -31,7 +31,7 @@ from urllib.parse import quote
 from matih_lite.contracts.artifacts import ArtifactInfo
 from matih_lite.contracts.records import Experiment, Metric, Page, Run
 from matih_lite.errors import Conflict, InvalidInput, MatihError, NotFound, StoreError
-from matih_lite.remote import ServiceHttp, error_from_response  # noqa: F401 - error_from_response's old home
+from matih_lite.remote import ServiceHttp, error_from_response, resolve_service  # noqa: F401 - error_from_response's old home
 from matih_lite.tracking.service import MAX_BATCH_METRICS, MAX_BATCH_PARAMS, MAX_BATCH_TAGS, check_key, to_metric
 
 log = logging.getLogger("matih_lite.sdk")
@@ -408,8 +408,9 @@ def _chunks(items: Mapping[str, str], size: int) -> list[dict[str, str]]:
 class Client:
     """Experiments, runs, metrics, params, tags and artifacts, embedded or over HTTP.
 
-    ``Client()`` talks to ``MATIH_URL`` (with ``MATIH_TOKEN``) when it is set, and otherwise
-    opens the current folder's matih.toml (or the lite defaults) in this process::
+    ``Client()`` talks to ``MATIH_URL`` (with ``MATIH_TOKEN``) when it is set, or to the ``matih-lite up``
+    that serves this folder, and otherwise opens the current folder's matih.toml (or the lite defaults) in
+    this process::
 
         client = Client()
         exp = client.get_or_create_experiment("churn")
@@ -424,9 +425,8 @@ class Client:
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
                  profile: str | None = None, host: Any = None, tenant: str = DEFAULT_TENANT,
                  timeout: float = 30.0) -> None:
-        url = url if url is not None else (os.environ.get("MATIH_URL") or None)
-        if url and host is None:
-            token = token if token is not None else (os.environ.get("MATIH_TOKEN") or None)
+        url, token = resolve_service(url, token, config, host)
+        if url:
             self._t: Transport = HttpTransport(url, token, timeout=timeout)
         else:
             self._t = EmbeddedTransport(host, config=config, profile=profile, tenant=tenant)
