@@ -116,7 +116,8 @@ def test_every_page_works_at_1280_and_390_pixels_without_console_errors(shared, 
     paths = ["/ui", f"/ui/experiments/{exp}", f"/ui/runs/{runs['a']}", f"/ui/runs/{runs['a']}/artifacts",
              f"/ui/runs/{runs['a']}/artifacts?path=config.json", f"/ui/runs/{runs['a']}/artifacts?path=notes/readme.txt",
              f"/ui/compare?runs={runs['a']},{runs['b']},{runs['c']}", "/ui/models", "/ui/approvals",
-             "/ui/deployments", "/ui/lineage", f"/ui/lineage?key=run:{runs['a']}", "/ui/jobs", "/ui/login"]
+             "/ui/deployments", "/ui/lineage", f"/ui/lineage?key=run:{runs['a']}", "/ui/jobs", "/ui/features",
+             "/ui/login"]
     for viewport in (WIDE, NARROW):
         tab = tabs(url, viewport)
         for path in paths:
@@ -129,6 +130,40 @@ def test_every_page_works_at_1280_and_390_pixels_without_console_errors(shared, 
         tab.expect_console_error(r"404")  # the missing page below answers 404 on purpose
         tab.open("/ui/runs/ffffffffffffffffffffffffffffffff", status=404)
         assert "Not found" in tab.page.inner_text("h1")
+
+
+def test_the_registry_serving_feature_and_job_pages_work_at_both_widths(platform, served, tabs):
+    from pathlib import Path
+
+    from matih_lite.contracts.jobs import Job
+    from matih_lite.identity import LOCAL_ADMIN
+    from matih_lite.monitoring.service import Monitoring
+    from matih_lite.testing.features import CUSTOMER, DAY, T0
+    from matih_lite.testing.features import Platform as FeaturePlatform
+
+    name = drifting_deployment(platform)
+    Monitoring(platform).check(LOCAL_ADMIN, name, "1h")
+    repo = Path(platform.config.path).parent / "features"
+    repo.mkdir()
+    (repo / "customer.toml").write_text(CUSTOMER)
+    features = FeaturePlatform(platform, repo)
+    features.customers([(1, T0 - DAY, T0 - DAY, 0.2, 2)])
+    features.apply()
+    now = int(time.time() * 1000)
+    platform.metadata.create_job(Job(tenant="default", job_id="b" * 32, name="train-churn", kind="train",
+                                     status="FAILED", spec={"entrypoint": "train:fit"}, created_by="local",
+                                     created_at=now, ended_at=now, message="exit code 1"))
+    paths = ["/ui/models/churn", "/ui/models/churn/versions/1", "/ui/deployments", f"/ui/deployments/{name}",
+             f"/ui/deployments/{name}/drift", "/ui/features", "/ui/features/customer_stats", "/ui/features/churn_v1",
+             "/ui/jobs", "/ui/jobs/" + "b" * 32, f"/ui/lineage?key=deployment:{name}"]
+    for viewport in (WIDE, NARROW):
+        tab = tabs(served, viewport)
+        for path in paths:
+            tab.open(path)
+            overflow = tab.page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 1, f"{path} at {viewport['width']} px scrolls sideways by {overflow} px"
+            assert tab.page.is_visible("main h1"), path
+    assert tab.page.locator("#lineage-svg g.node").count() >= 2  # the deployment and its model version
 
 
 def test_the_daily_loop_works_by_keyboard(shared, tabs):

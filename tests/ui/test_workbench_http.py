@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import re
+from pathlib import Path
 
 import httpx
 from ui_helpers import csrf_of, log_runs, pending_production
@@ -402,3 +403,32 @@ def test_pages_show_only_the_callers_tenant(secured, monkeypatch):
         assert 'href="/ui/models/churn-tenant"' not in other.get("/ui/models").text
     with signed_in(url, tokens["vic"]) as same:
         assert same.get(f"/ui/runs/{runs['a']}").status_code == 200
+
+
+# ---- features -------------------------------------------------------------------------------------------
+def test_features_page_shows_views_freshness_and_quality(platform, served):
+    from matih_lite.testing.features import CUSTOMER, DAY, T0
+    from matih_lite.testing.features import Platform as FeaturePlatform
+
+    with client(served) as c:
+        assert "No feature definitions are applied" in c.get("/ui/features").text
+    repo = Path(platform.config.path).parent / "features"
+    repo.mkdir()
+    (repo / "customer.toml").write_text(CUSTOMER)
+    features = FeaturePlatform(platform, repo)
+    features.customers([(1, T0 - DAY, T0 - DAY, 0.2, 2), (2, T0 - DAY, T0 - DAY, None, 3)])
+    features.apply()
+    with client(served) as c:
+        page = c.get("/ui/features")
+        assert page.status_code == 200
+        assert '<tr data-view="customer_stats" class="stale">' in page.text  # newest row older than its 7d TTL
+        row = page.text.split('data-view="customer_stats"')[1].split("</tr>")[0]
+        assert '<strong class="yes">stale</strong>' in row
+        assert "<code>conv_rate</code>" in row and "7d" in row
+        detail = c.get("/ui/features/customer_stats")
+        assert detail.status_code == 200
+        quality = detail.text.split('id="feature-quality"')[1].split("</table>")[0]
+        conv = quality.split('data-feature="conv_rate"')[1].split("</tr>")[0]
+        assert "50.0%" in conv  # one of the two rows has no conv_rate
+        assert "customer.toml" in detail.text and "churn_v1" in detail.text  # declared where, used by whom
+        assert c.get("/ui/features/nope").status_code == 404

@@ -23,17 +23,14 @@ def _controllers() -> list[Any]:
     from litestar.datastructures import CacheControlHeader
     from litestar.static_files import create_static_files_router
 
-    from matih_lite.service.ui import deployments, jobs, lineage, links, models, runs, session
+    from matih_lite.service.ui import deployments, features, jobs, lineage, links, models, runs, session
     from matih_lite.service.ui.render import STATIC
 
     static = create_static_files_router(path="/ui/static", directories=[STATIC], include_in_schema=False,
                                         cache_control=CacheControlHeader(max_age=86400))
     handlers: list[Any] = [static, session.SessionController]
-    for module in (links, runs, models, deployments, lineage, jobs):
+    for module in (links, runs, models, deployments, lineage, jobs, features):
         handlers.extend(module.CONTROLLERS)
-    from matih_lite.service.ui import features
-
-    handlers.extend(features.CONTROLLERS)
     return handlers
 
 

@@ -13,7 +13,6 @@ import functools
 import hashlib
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -135,15 +134,16 @@ def page(request: Request, template: str, *, status_code: int = 200, title: str 
     """A full page: the template with the signed-in principal, CSRF token, flash and security headers."""
     from matih_lite.service.ui.session import csrf_token, pop_flash
 
+    from matih_lite.service.ui.pages import server_timing
+
     principal = who(request)
-    started = request.scope.get("matih_ui_started") or time.perf_counter()
     flash, clear_flash = pop_flash(request)
     token, csrf_cookie = csrf_token(request)
     html = render(template, request=request, principal=principal, editor=can_edit(principal),
                   authenticated="matih_principal" in request.scope, csrf=token, flash=flash, nav=NAV,
                   section=section, title=title, features_available=features_available(), **context)
     headers = dict(SECURITY_HEADERS)
-    headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+    headers["Server-Timing"] = server_timing(request)
     response = Response(html, status_code=status_code, media_type=HTML, headers=headers)
     if clear_flash:
         clear_flash(response)

@@ -22,7 +22,7 @@ from matih_lite.contracts import Run
 from matih_lite.contracts.records import decode_page_token, encode_page_token
 from matih_lite.contracts.search import Comparison, RunFilter
 from matih_lite.errors import InvalidInput, NotFound
-from matih_lite.service.ui.pages import Pages
+from matih_lite.service.ui.pages import Pages, server_timing
 from matih_lite.service.ui.render import page, who
 from matih_lite.tracking import Tracking
 from matih_lite.tracking.series import metric_series
@@ -403,9 +403,10 @@ class TrackingPages(Pages):
             raise InvalidInput(f"compare takes 2 to {MAX_COMPARE} runs (runs=ID1,ID2,...); got {len(ids)}",
                                detail={"field": "runs"})
         result = tracking.compare_runs(tenant, ids)
-        full = {r.run_id: r for r in (tracking.get_run(tenant, i) for i in ids)}
-        run_rows = [{**r, "params": full[r["run_id"]].params,
-                     "metrics": {k: m.value for k, m in full[r["run_id"]].metrics.items()}} for r in result["runs"]]
+        run_rows = [{**r, "params": {k: v["values"][i] for k, v in result["params"].items()
+                                     if v["values"][i] is not None},
+                     "metrics": {k: v["values"][i] for k, v in result["metrics"].items()
+                                 if v["values"][i] is not None}} for i, r in enumerate(result["runs"])]
         params = [{"key": k, **v} for k, v in result["params"].items()]
         metrics = [{"key": k, **v, "best_index": next((i for i, r in enumerate(result["runs"])
                                                        if r["run_id"] == v["best"]), None)}
@@ -413,12 +414,13 @@ class TrackingPages(Pages):
         metric_keys = [m["key"] for m in metrics]
         chosen_metric = metric if metric in metric_keys else (metric_keys[0] if metric_keys else "")
         differing_params = [p["key"] for p in params if p["differs"]]
-        plot = {"runs": [{"run_id": r["run_id"], "name": r["name"], "params": r["params"],
-                          "metrics": {k: (v if v is not None and math.isfinite(v) else None)
-                                      for k, v in r["metrics"].items()}} for r in run_rows],
-                "params": differing_params or [p["key"] for p in params][:12],
-                "metrics": metric_keys, "metric": chosen_metric,
-                "goals": {m["key"]: m["goal"] for m in metrics}}
+        axes = (differing_params or [p["key"] for p in params])[:12]
+        value = {r["run_id"]: r["metrics"].get(chosen_metric) for r in run_rows}
+        plot = {"runs": [{"run_id": r["run_id"], "name": r["name"], "params": {k: r["params"].get(k) for k in axes},
+                          "metrics": {chosen_metric: value[r["run_id"]] if value[r["run_id"]] is not None and
+                                      math.isfinite(value[r["run_id"]]) else None}} for r in run_rows],
+                "params": axes, "metric": chosen_metric,
+                "goals": {m["key"]: m["goal"] for m in metrics if m["key"] == chosen_metric}}
         return page(request, "compare.html", title=f"Compare {len(ids)} runs", section="experiments",
                     runs=run_rows, params=params, metrics=metrics, diff=diff, ids=ids, metric=chosen_metric,
                     metric_keys=metric_keys, plot=plot,
@@ -445,7 +447,8 @@ class SeriesApi(Pages):
             out.append({"run_id": s.run_id, "points": s.points, "downsampled": s.downsampled, "x": s.x,
                         "x_end": s.x_end, "count": s.count, "min": s.min, "max": s.max, "mean": s.mean})
         body = json.dumps({"key": key, "axis": axis, "series": out}, separators=(",", ":"), allow_nan=False)
-        return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+        return Response(body, media_type="application/json", headers={"Cache-Control": "no-store",
+                                                                       "Server-Timing": server_timing(request)})
 
 
 CONTROLLERS = [TrackingPages, SeriesApi]

@@ -29,7 +29,7 @@
       return d.toISOString().replace("T", " ").slice(0, 19);
     }
     if (axis === "relative") return duration(v);
-    return Math.round(v).toLocaleString("en-US");
+    return (Math.round(v) || 0).toLocaleString("en-US");
   }
   function duration(ms) {
     var s = ms / 1000;
@@ -169,8 +169,9 @@
     });
     var gx = el("g", {"class": "axis"}, svg);
     el("line", {x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b}, gx);
-    var xt = axis === "step" ? ticks(xmin, xmax, Math.max(2, Math.floor(W / 110))) :
-      ticks(xmin, xmax, Math.max(2, Math.floor(W / 170)));
+    var xt = axis === "step" ? ticks(xmin, xmax, Math.max(2, Math.floor(W / 110))).filter(function (t) {
+      return Math.abs(t - Math.round(t)) < 1e-9;  // steps are whole numbers
+    }) : ticks(xmin, xmax, Math.max(2, Math.floor(W / 170)));
     xt.forEach(function (t) {
       var x = sx(t);
       el("line", {x1: x, x2: x, y1: H - m.b, y2: H - m.b + 4}, gx);
