@@ -202,8 +202,12 @@ def events_section(opts: argparse.Namespace, work: Path, broker: Any) -> list[di
 # ---- predict ------------------------------------------------------------------------------------------
 def _serving_bench() -> Any:
     """scripts/bench/serving.py, for its wrk runner and parser."""
+    found = sys.modules.get("serving_bench")
+    if found is not None:
+        return found
     spec = importlib.util.spec_from_file_location("serving_bench", SERVING_BENCH)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["serving_bench"] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 
@@ -317,6 +321,10 @@ def predict_section(opts: argparse.Namespace, work: Path, broker: Any, env: dict
         for turn in range(max(opts.predict_repeat, 1)):
             for side, service in services.items():
                 service.start()
+                answer = httpx.post(service.url + url, content=body, headers={"content-type": "application/json"},
+                                    timeout=120)  # loads the model
+                if answer.status_code != 200:
+                    raise RuntimeError(f"predicting on {side}: {answer.status_code} {answer.text}")
                 time.sleep(8.0)  # the drift scheduler's first look, 5 s after start, passes before the timing
                 if opts.warmup > 0:
                     bench.wrk(service.url + url, lua, opts.connections, 2, opts.warmup)

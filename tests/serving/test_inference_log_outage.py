@@ -180,3 +180,29 @@ def test_the_counts_are_prometheus_metrics(store):
     assert "matih_inference_log_store_errors_total 1.0" in text
     assert "matih_inference_log_queued 3.0" in text
     assert "matih_inference_log_store_down 1.0" in text
+
+
+class Summer:
+    def predict(self, inputs):
+        return np.asarray(inputs, dtype=np.float64).sum(axis=1)
+
+
+def test_the_service_reports_its_inference_log_in_metrics(hermetic):
+    from litestar.testing import TestClient
+    from serving_helpers import register_model
+
+    from matih_lite.host import Host
+    from matih_lite.service import create_app
+
+    host = Host.open()
+    register_model(host, "summer", Summer(), example=np.array([[1.0, 2.0]]))
+    host.close()
+    with TestClient(create_app(Host.open())) as client:
+        assert "matih_inference_log" not in client.get("/metrics").text  # no log before a model loads
+        client.post("/api/v1/deployments", json={"name": "s", "model": "summer", "version": 1})
+        for i in range(3):
+            assert client.post("/api/v1/deployments/s/predict", json={"inputs": [[float(i), 1.0]]}).status_code == 200
+        wait_until(lambda: 'matih_inference_log_records_total{outcome="written"} 3.0' in client.get("/metrics").text)
+        text = client.get("/metrics").text
+    assert 'matih_inference_log_requests_total{outcome="recorded"} 3.0' in text
+    assert "matih_inference_log_store_down 0.0" in text and "matih_http_requests_total" in text
