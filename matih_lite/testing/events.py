@@ -335,7 +335,8 @@ class EventStoreContract:
         assert store.append("busy", _records(1, start=T0 + 200)) == 4
         assert [r.offset for r in store.read_from("busy", 0)] == [0, 1, 2, 3, 4]
 
-    @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors])
+    @settings(max_examples=10, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors])
     @given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=6), page=st.integers(1, 60),
            table=st.booleans())
     def test_offsets_are_contiguous_and_pages_rebuild_the_stream(self, store, sizes, page, table):

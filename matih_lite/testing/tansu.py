@@ -160,7 +160,7 @@ class Tansu:
     def __enter__(self) -> Tansu:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:

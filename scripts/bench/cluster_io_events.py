@@ -434,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _own_options(argv: list[str]) -> list[str]:
     """The options :func:`parser` knows (with their values), from a command line that has others too."""
-    known = {a for action in parser(add_help=False)._actions for a in action.option_strings if a not in ("-h", "--help")}
+    known = {a for action in parser(add_help=False)._actions for a in action.option_strings
+             if a not in ("-h", "--help")}
     out, i = [], 0
     while i < len(argv):
         name = argv[i].split("=", 1)[0]

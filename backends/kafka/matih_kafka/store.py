@@ -47,8 +47,9 @@ Failures
 Every driver failure is a :class:`~matih_lite.errors.StoreError` (503, retry after). While the
 client knows every broker is down, an append asks the cluster once (one second) and fails at
 once, before a record is queued: nothing is written. An append cut off part-way (a broker lost
-while its records were in flight) raises, saying how many of them were written; it is not rolled back (Kafka has no rollback without transactions), so a caller that retries may write those
-twice (the streaming consumers drop replays by request id).
+while its records were in flight) raises, saying how many of them were written; it is not rolled
+back (Kafka has no rollback without transactions), so a caller that retries may write those twice
+(the streaming consumers drop replays by request id).
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ from typing import Any
 
 import msgspec
 
-from matih_lite.contracts import Health
-from matih_lite.contracts.streams import RESERVED_COLUMNS, STREAM_NAME, EventRecord, record_columns, unflatten
-from matih_lite.errors import InvalidInput, StoreError
 from matih_kafka.plugin import FIXED_PRODUCER
+from matih_lite.contracts import Health
+from matih_lite.contracts.streams import RESERVED_COLUMNS, STREAM_NAME, EventRecord, record_columns
+from matih_lite.errors import InvalidInput, StoreError
 
 log = logging.getLogger("matih_kafka")
 
@@ -179,7 +180,7 @@ class _Delivery:
     Every message reports: a partition's messages can fail apart (one timed out in the queue while
     a later one, sent after the brokers came back, was written), so no subset tells all."""
 
-    __slots__ = ("pending", "first", "errors", "written", "done", "partitions", "ends")
+    __slots__ = ("done", "ends", "errors", "first", "partitions", "pending", "written")
 
     def __init__(self, count: int, partitions: int, ends: dict[int, int]) -> None:
         self.pending = count
@@ -332,9 +333,9 @@ class KafkaEventStore:
         if err.fatal():
             self._retire(self._producer, err.str())
             return
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
-            if err.code() == KafkaError._ALL_BROKERS_DOWN or self._down is None:
-                self._mark_down(err.str())
+        if err.code() == KafkaError._ALL_BROKERS_DOWN or (
+                self._down is None and err.code() in (KafkaError._TRANSPORT, KafkaError._RESOLVE)):
+            self._mark_down(err.str())
         log.debug("kafka client error: %s", err.str())
 
     def _mark_down(self, why: str) -> None:
@@ -834,7 +835,8 @@ class KafkaEventStore:
                         column = cells[name] = [None] * n
                     column[i] = value
         names = list(kinds) if columns is None else [c for c in dict.fromkeys(columns) if c in kinds]
-        arrays = [pa.array([r.offset for r in records], pa.int64()), pa.array([r.timestamp for r in records], pa.int64())]
+        arrays = [pa.array([r.offset for r in records], pa.int64()),
+                  pa.array([r.timestamp for r in records], pa.int64())]
         for name in names:
             values = cells.get(name) or [None] * n
             kind = kinds[name]
@@ -986,7 +988,7 @@ def _COORDINATOR_ERRORS() -> frozenset[int]:
 def _kafka_timestamp(ts: int) -> int:
     # librdkafka reads 0 as "now" and Kafka has no negative CreateTime: a record at or before the epoch
     # gets a later CreateTime, which keeps offsets_for_times a safe lower bound for every window.
-    return ts if ts > 0 else 0
+    return max(0, ts)
 
 
 def _encode_records(records: Any) -> tuple[list[bytes], list[int], dict[str, str]]:
@@ -1115,7 +1117,7 @@ def _encode_table(table: Any, to_json: TableJSON | None = None) -> tuple[list[by
         # DuckDB folds the case of struct keys, hence the check above; the object wins over a
         # scalar of the same name in unflatten(), and the check leaves that case to Python too.
         parts = [f"'timestamp': {_sql_name('timestamp')}", *(f"{_sql_key(k)}: {_sql_name(c)}" for k, c in top)]
-        parts += ["%s: {%s}" % (_sql_key(head), ", ".join(f"{_sql_key(k)}: {_sql_name(c)}" for k, c in members))
+        parts += [f"{_sql_key(head)}: {{{', '.join(f'{_sql_key(k)}: {_sql_name(c)}' for k, c in members)}}}"
                   for head, members in groups.items()]
         data = pa.table([timestamps.cast(pa.int64()), *(c for _, c in used)],
                         names=["timestamp", *(n for n, _ in used)])

@@ -24,7 +24,7 @@ from matih_lite.testing.processes import engine_missing
 from matih_lite.testing.service import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "serving"))
-from serving_helpers import register_model  # noqa: E402
+from serving_helpers import register_model
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,8 @@ def test_a_service_rides_out_a_kafka_outage(cluster, prefix):
     host = Host.open()
     register_model(host, "doubler", Doubler(), example=np.array([[1.0, 2.0]]))
     with serve(host) as url, httpx.Client(base_url=url, timeout=30) as client:
-        assert client.post("/api/v1/deployments", json={"name": "d", "model": "doubler", "version": 1}).status_code == 201
+        made = client.post("/api/v1/deployments", json={"name": "d", "model": "doubler", "version": 1})
+        assert made.status_code == 201, made.text
         predicted = 0
 
         def predict(i: int) -> float:
