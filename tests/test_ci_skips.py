@@ -36,7 +36,8 @@ SUITE = textwrap.dedent('''
     def test_passes():
         pass
 ''')
-SKIPPED_MODULE = 'import pytest\npytest.importorskip("no_such_package_matih")\n\ndef test_never_collected():\n    pass\n'
+SKIPPED_MODULE = ('import pytest\npytest.importorskip("no_such_package_matih")\n\n'
+                  'def test_never_collected():\n    pass\n')
 
 
 def _run(tmp_path, ci: str | None) -> dict[str, str]:

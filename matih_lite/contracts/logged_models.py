@@ -38,6 +38,8 @@ class LoggedModelMetric(msgspec.Struct, frozen=True):
 
 
 class LoggedModel(msgspec.Struct):
+    """A model logged in an experiment, with its tags, write-once params and metric points."""
+
     model_id: str
     tenant: str
     experiment_id: str
@@ -60,6 +62,8 @@ class LoggedModel(msgspec.Struct):
 
 
 class Dataset(msgspec.Struct, frozen=True):
+    """A dataset as MLflow describes it: name, digest, where it came from, and optionally its schema and profile."""
+
     name: str
     digest: str
     source_type: str
@@ -76,6 +80,7 @@ class DatasetInput(msgspec.Struct, frozen=True):
 
     @property
     def context(self) -> str:
+        """What the dataset was for (its ``mlflow.data.context`` tag), ``""`` when not said."""
         return self.tags.get(DATASET_CONTEXT_TAG, "")
 
 

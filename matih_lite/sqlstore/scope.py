@@ -67,6 +67,7 @@ EVERY_TENANT: Any = _EveryTenant()
 
 @functools.cache
 def owned_tables() -> frozenset[str]:
+    """The tables declared :data:`OWNED` in :data:`matih_lite.sqlstore.schema.TABLES`."""
     from matih_lite.sqlstore.schema import TABLES
 
     return frozenset(name for name, how in TABLES.items() if isinstance(how, Owned))
@@ -100,6 +101,7 @@ class Paging(Generic[T]):
 
     @property
     def kind(self) -> str:
+        """``limit`` (a page), ``offset`` (everything after a token) or ``""`` (everything)."""
         if self.limit is not None:
             return "limit"
         return "offset" if self.offset else ""
@@ -118,6 +120,7 @@ class Paging(Generic[T]):
 
 
 def paging_clause(dialect: str, kind: str) -> str:
+    """The SQL a :class:`Paging` of ``kind`` appends (its values are :meth:`Paging.params`)."""
     if kind == "limit":
         return " LIMIT ? OFFSET ?"
     if kind == "offset":
@@ -138,6 +141,7 @@ class Join:
 
     @property
     def shape(self) -> tuple[str, str, str, str]:
+        """The join without its values: what the statement text depends on."""
         return self.table, self.alias, self.on, self.kind
 
 
@@ -189,6 +193,7 @@ class Scoped:
         return rows[0] if rows else None
 
     def exists(self, table: str, where: str = "", params: Sequence[Any] = ()) -> bool:
+        """Whether the tenant has a row of ``table`` matching ``where``."""
         return self.first(table, "1", where, params) is not None
 
     def insert(self, table: str, values: Mapping[str, Any], *, on_conflict: str = "",
@@ -200,6 +205,7 @@ class Scoped:
 
     def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
                     on_conflict: str = "", returning: str = "") -> None:
+        """Insert rows of this tenant (``columns`` without the tenant, which the scope adds)."""
         if self._every:
             raise ValueError("rows are inserted for one tenant; scope to it, not EVERY_TENANT")
         sql = _insert_sql(self.dialect.placeholder, table, tuple(columns), on_conflict, returning)

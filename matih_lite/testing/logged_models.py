@@ -29,6 +29,7 @@ def _now() -> int:
 
 
 def new_model_id() -> str:
+    """A logged model id as the tracking domain makes them."""
     return f"m-{uuid.uuid4().hex}"
 
 
@@ -40,6 +41,7 @@ class LoggedModelStoreContract:
         return store.create_experiment(T, f"models-{uuid.uuid4().hex[:6]}").experiment_id
 
     def new_model(self, store, experiment_id, *, tenant=T, name="model", **kw) -> LoggedModel:
+        """Store a logged model with a fresh id (``kw`` are :class:`LoggedModel` fields)."""
         model_id = kw.pop("model_id", None) or new_model_id()
         return store.create_logged_model(LoggedModel(model_id=model_id, tenant=tenant, experiment_id=experiment_id,
                                                      name=name, artifact_uri=f"x:/{model_id}", **kw))

@@ -59,6 +59,7 @@ def store_methods(protocol: type = MetadataStore) -> list[str]:
 
 
 def now() -> int:
+    """Milliseconds since the epoch."""
     return int(time.time() * 1000)
 
 
@@ -85,6 +86,7 @@ class World:
 
 
 def build_world(store: Any, features: bool) -> World:
+    """Two new tenants in ``store``, the first with one record of every kind (feature definitions too if asked)."""
     tag = uuid.uuid4().hex[:8]
     w = World(a=f"acme-{tag}", b=f"globex-{tag}")
     t = now()
@@ -389,7 +391,8 @@ class TenantIsolationContract:
         w = build_world(store, features)
         before = view_of_a(store, w, features)
         for i, method in enumerate(sorted(methods & set(CASES))):
-            w.b = f"{w.b.rsplit('~', 1)[0]}~{i}"  # a tenant of its own per case: what one case made, the next never sees
+            # A tenant of its own per case: what one case made, the next never lists.
+            w.b = f"{w.b.rsplit('~', 1)[0]}~{i}"
             store.create_tenant(w.b, created_at=now())
             try:
                 CASES[method](store, w)

@@ -44,7 +44,7 @@ log = logging.getLogger("matih_lite.tracking.logged_models")
 MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
 BAD_NAME_CHARACTERS = ("/", ":", ".", "%", '"', "'")
 LEGACY_FOLDER = "_mlflow"
-"""Under a tenant's folder in the artifacts slot: the JSON documents of folders from before the metadata slot kept them."""
+"""Under a tenant's folder in the artifacts slot: the JSON state of folders from before the metadata slot kept it."""
 
 _moved: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 _moving = threading.Lock()
@@ -59,10 +59,12 @@ class LoggedModels:
 
     @property
     def store(self) -> Any:
+        """The metadata slot."""
         return self.host.metadata
 
     @property
     def artifacts(self) -> Any:
+        """The artifacts slot (the models' files, and the JSON state of old folders)."""
         return self.host.artifacts
 
     # ---- logged models ------------------------------------------------------------------------------
@@ -114,20 +116,24 @@ class LoggedModels:
         return found[0] if found else None
 
     def finalize(self, tenant: str, model_id: str, status: str) -> LoggedModel:
+        """Set the status (READY once its files are up, or UPLOAD_FAILED). Raises InvalidInput, NotFound."""
         if status not in LOGGED_MODEL_STATUSES:
             raise InvalidInput(f"invalid logged model status {status!r}; use one of {', '.join(LOGGED_MODEL_STATUSES)}")
         self._move_legacy(tenant)
         return self.store.update_logged_model(tenant, _model_id(model_id), status=status)
 
     def delete(self, tenant: str, model_id: str) -> LoggedModel:
+        """Hide the model (its files stay). Raises NotFound."""
         self._move_legacy(tenant)
         return self.store.update_logged_model(tenant, _model_id(model_id), lifecycle_stage="deleted")
 
     def set_tags(self, tenant: str, model_id: str, tags: Mapping[str, str]) -> None:
+        """Upsert tags (checked as run tags are). Raises InvalidInput, NotFound."""
         self._move_legacy(tenant)
         self.store.set_logged_model_tags(tenant, _model_id(model_id), _checked(tags, "tag", MAX_TAG_VALUE))
 
     def delete_tag(self, tenant: str, model_id: str, key: str) -> None:
+        """Raises NotFound for the model or the tag."""
         self._move_legacy(tenant)
         self.store.delete_logged_model_tag(tenant, _model_id(model_id), key)
 
@@ -147,6 +153,7 @@ class LoggedModels:
 
     # ---- run inputs and outputs -----------------------------------------------------------------------
     def run_io(self, tenant: str, run_id: str) -> RunIO:
+        """What the run consumed and produced. Raises NotFound."""
         self._move_legacy(tenant)
         return self.store.get_run_io(tenant, run_id)
 

@@ -64,6 +64,7 @@ def required(value: Any, name: str) -> Any:
 
 
 def error_body(error_code: str, message: str, status: int) -> Response[dict[str, str]]:
+    """MLflow's error answer: ``{"error_code", "message"}`` with the status it gives that code."""
     return Response({"error_code": error_code, "message": message}, status_code=status,
                     media_type="application/json")
 
@@ -128,6 +129,7 @@ def drop_none(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def kv(items: dict[str, str]) -> list[dict[str, str]]:
+    """Tags or params as protobuf's list of ``{"key", "value"}``."""
     return [{"key": k, "value": v} for k, v in items.items()]
 
 

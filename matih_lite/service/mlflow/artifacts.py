@@ -60,6 +60,8 @@ def resolve_artifact_path(s: Scope, path: str, *, allow_root: bool) -> Target:
 
 
 class MlflowArtifacts(Controller):
+    """``/api/2.0/mlflow-artifacts/*``."""
+
     path = "/"
     tags = ["mlflow"]
     dependencies = DEPENDENCIES
@@ -95,11 +97,11 @@ class MlflowArtifacts(Controller):
             target = resolve_artifact_path(s, path, allow_root=False)
             if target.run_id is not None:
                 info = tracking.stat_artifact(s.tenant, target.run_id, target.rel)
-                opener = lambda: tracking.open_artifact(s.tenant, target.run_id, target.rel)
+                opener = lambda: tracking.open_artifact(s.tenant, target.run_id, target.rel)  # noqa: E731
             else:
                 full = f"{target.slot_root}/{target.rel}"
                 info = tracking.artifacts.stat(full)
-                opener = lambda: tracking.artifacts.open(full)
+                opener = lambda: tracking.artifacts.open(full)  # noqa: E731
             if info.is_dir:
                 raise InvalidInput(f"{target.rel!r} is a folder; list it with GET "
                                    "/api/2.0/mlflow-artifacts/artifacts?path=...")

@@ -64,6 +64,7 @@ class SearchExperimentsIn(msgspec.Struct):
 
 # ---- answers -----------------------------------------------------------------------------------------
 def experiment_json(e: Experiment, s: Scope) -> dict[str, Any]:
+    """An experiment as MLflow's ``Experiment`` (the Default one as "0")."""
     ext = s.external(e.experiment_id)
     return {"experiment_id": ext, "name": e.name,
             "artifact_location": e.artifact_location or f"mlflow-artifacts:/{e.experiment_id}",
@@ -76,6 +77,8 @@ _EXPERIMENT_ATTRIBUTES = {"name": "str", "experiment_id": "str", "creation_time"
 
 
 class MlflowExperiments(Controller):
+    """``/api/2.0/mlflow/experiments/*``."""
+
     path = "/"
     tags = ["mlflow"]
     dependencies = DEPENDENCIES

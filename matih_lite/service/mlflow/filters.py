@@ -68,6 +68,7 @@ def run_filter(text: str | None) -> str | None:
 
 
 def run_order_by(items: list[str]) -> list[str] | None:
+    """MLflow's ``order_by`` for runs, bare columns read as attributes (``start_time DESC``)."""
     out = []
     for item in items:
         for part in (item.split(",") if not any(q in item for q in "`'\"") else [item]):
@@ -201,6 +202,7 @@ def _holds(op: str, actual: Any, expected: Any) -> bool:
 
 
 def matches(clauses: list[tuple[str, str, str, Any]], get_value: Callable[[str, str], Any]) -> bool:
+    """Whether a record holds every clause; ``get_value(kind, key)`` reads the record (None: absent)."""
     return all(_holds(op, get_value(kind, key), value) for kind, key, op, value in clauses)
 
 
@@ -215,6 +217,7 @@ def sort_rows(items: list[Any], keys: list[tuple[Callable[[Any], Any], bool]]) -
 
 
 def order_item(text: str) -> tuple[str, str, bool]:
+    """``"metrics.auc DESC"`` -> ("metric", "auc", False); a bare column is an attribute."""
     parts = text.strip().rsplit(None, 1)
     ascending = True
     if len(parts) == 2 and parts[1].upper() in ("ASC", "DESC"):

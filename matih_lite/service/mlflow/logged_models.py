@@ -81,12 +81,14 @@ class SearchLoggedModelsIn(msgspec.Struct):
 
 # ---- answers -----------------------------------------------------------------------------------------
 def model_metric_json(m: LoggedModelMetric, model_id: str) -> dict[str, Any]:
+    """A logged model's metric point as MLflow's ``Metric`` (with its run, model and dataset)."""
     return drop_none({"key": m.key, "value": json_float(m.value), "timestamp": m.timestamp, "step": m.step,
                       "run_id": m.run_id, "model_id": model_id, "dataset_name": m.dataset_name,
                       "dataset_digest": m.dataset_digest})
 
 
 def logged_model_json(model: LoggedModel, s: Scope) -> dict[str, Any]:
+    """A logged model as MLflow 3's ``LoggedModel`` (info and data)."""
     info = drop_none({
         "model_id": model.model_id, "experiment_id": s.external(model.experiment_id), "name": model.name,
         "creation_timestamp_ms": model.creation_time, "last_updated_timestamp_ms": model.last_update_time,
@@ -123,6 +125,8 @@ def _model_value(model: LoggedModel, kind: str, key: str) -> Any:
 
 
 class MlflowLoggedModels(Controller):
+    """``/api/2.0/mlflow/logged-models``."""
+
     path = "/"
     tags = ["mlflow"]
     dependencies = DEPENDENCIES

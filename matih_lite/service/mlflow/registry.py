@@ -145,6 +145,7 @@ def _tags(items: list[KeyValue]) -> dict[str, str]:
 
 
 def version_json(v: ModelVersion) -> dict[str, Any]:
+    """A version as MLflow's ``ModelVersion`` (Development as stage "None")."""
     return drop_none({
         "name": v.name, "version": str(v.version), "creation_timestamp": v.creation_time,
         "last_updated_timestamp": v.last_update_time, "user_id": v.created_by,
@@ -154,12 +155,14 @@ def version_json(v: ModelVersion) -> dict[str, Any]:
 
 
 def model_json(m: RegisteredModel, latest: list[ModelVersion]) -> dict[str, Any]:
+    """A model as MLflow's ``RegisteredModel``, with its latest version per stage."""
     return {"name": m.name, "creation_timestamp": m.creation_time, "last_updated_timestamp": m.last_update_time,
             "user_id": m.owner, "description": m.description, "latest_versions": [version_json(v) for v in latest],
             "tags": kv(m.tags), "aliases": [{"alias": a, "version": str(v)} for a, v in m.aliases.items()]}
 
 
 def pending_message(approval: Approval, approvers: str) -> str:
+    """What the client is told when Production waits for an approval, and how to give it."""
     return (f"Production for version {approval.version} of model '{approval.name}' needs an approval: request "
             f"{approval.approval_id} is pending (approvers: {approvers}). The version stays in Staging until it is "
             f"approved with 'matih-lite models approve {approval.approval_id}' or "
@@ -182,6 +185,7 @@ PrincipalDep = NamedDependency[Principal]
 
 
 def provide_registry(host: NamedDependency[Host]) -> Registry:
+    """The registry domain over the app's host, per request."""
     return Registry(host)
 
 
@@ -190,6 +194,8 @@ DEPENDENCIES = {"registry": Provide(provide_registry, sync_to_thread=False),
 
 
 class MlflowRegisteredModels(Controller):
+    """``/api/2.0/mlflow/registered-models/*``."""
+
     path = "/"
     tags = ["mlflow"]
     dependencies = DEPENDENCIES
@@ -222,7 +228,8 @@ class MlflowRegisteredModels(Controller):
         for m in models:
             row = {"name": m.name, "creation_timestamp": m.creation_time, "last_updated_timestamp": m.last_update_time,
                    "user_id": m.owner, "description": m.description}
-            if matches_registry(clauses, lambda kind, key, m=m, row=row: m.tags.get(key) if kind == "tag" else row.get(key)):
+            if matches_registry(clauses, lambda kind, key, m=m, row=row: m.tags.get(key) if kind == "tag"
+                                else row.get(key)):
                 rows.append((row, m))
         ordered = order_rows([r for r, _ in rows], order_by or [], set(_MODEL_ATTRIBUTES), [("name", True)])
         by_name = {m.name: m for _, m in rows}
@@ -291,6 +298,8 @@ class MlflowRegisteredModels(Controller):
 
 
 class MlflowModelVersions(Controller):
+    """``/api/2.0/mlflow/model-versions/*``."""
+
     path = "/"
     tags = ["mlflow"]
     dependencies = DEPENDENCIES
@@ -356,7 +365,8 @@ class MlflowModelVersions(Controller):
                     "creation_timestamp": mv.creation_time, "last_updated_timestamp": mv.last_update_time,
                     "status": mv.status}.get(key)
 
-        rows = [version_json(v) for v in versions if matches_registry(clauses, lambda kind, key, v=v: value(v, kind, key))]
+        rows = [version_json(v) for v in versions
+                if matches_registry(clauses, lambda kind, key, v=v: value(v, kind, key))]
         rows = order_rows(rows, order_by or [], {"name", "version", "creation_timestamp", "last_updated_timestamp",
                                              "current_stage", "run_id"},
                       [("name", True), ("version", False)])

@@ -147,10 +147,12 @@ class LogModelIn(msgspec.Struct):
 
 # ---- answers -----------------------------------------------------------------------------------------
 def metric_json(m: Metric) -> dict[str, Any]:
+    """A metric point as MLflow's ``Metric``."""
     return {"key": m.key, "value": json_float(m.value), "timestamp": m.timestamp, "step": m.step}
 
 
 def run_info_json(r: Run, s: Scope) -> dict[str, Any]:
+    """A run as MLflow's ``RunInfo``."""
     return drop_none({"run_id": r.run_id, "run_uuid": r.run_id, "run_name": r.name,
                        "experiment_id": s.external(r.experiment_id), "user_id": r.user_id, "status": r.status,
                        "start_time": r.start_time, "end_time": r.end_time, "artifact_uri": r.artifact_uri,
@@ -158,6 +160,7 @@ def run_info_json(r: Run, s: Scope) -> dict[str, Any]:
 
 
 def run_json(r: Run, s: Scope, io: RunIO | None = None) -> dict[str, Any]:
+    """A run as MLflow's ``Run``; with its inputs and outputs when ``io`` is given (searches leave them out)."""
     out: dict[str, Any] = {
         "info": run_info_json(r, s),
         "data": {"metrics": [metric_json(m) for m in r.metrics.values()], "params": kv(r.params),
@@ -170,6 +173,7 @@ def run_json(r: Run, s: Scope, io: RunIO | None = None) -> dict[str, Any]:
 
 
 def dataset_input_json(d: DatasetInput) -> dict[str, Any]:
+    """A dataset input as MLflow's ``DatasetInput``."""
     return {"tags": kv(d.tags), "dataset": drop_none(msgspec.structs.asdict(d.dataset))}
 
 
@@ -229,6 +233,8 @@ def _log(s: Scope, run_id: str, *, metrics: Iterable[MetricIn] = (), params: dic
 
 
 class MlflowRuns(Controller):
+    """``/api/2.0/mlflow/runs/*``."""
+
     path = "/"
     tags = ["mlflow"]
     dependencies = DEPENDENCIES
@@ -400,6 +406,8 @@ def _dataset(d: DatasetInputIn) -> DatasetInput:
 
 
 class MlflowMetrics(Controller):
+    """``/api/2.0/mlflow/metrics/get-history`` and the tracking API's ``artifacts/list``."""
+
     path = "/"
     tags = ["mlflow"]
     dependencies = DEPENDENCIES

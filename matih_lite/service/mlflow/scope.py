@@ -76,4 +76,5 @@ class Scope:
 
 
 def scope(tracking: Tracking, principal: Principal) -> Scope:
+    """The view of one request."""
     return Scope(tracking, principal)

@@ -10,6 +10,8 @@ from matih_lite.service.mlflow.api import ARTIFACTS_API, EXCEPTION_HANDLERS, Mlf
 
 
 class MlflowServerInfo(Controller):
+    """``/api/3.0/mlflow/server-info`` and the catch-all."""
+
     path = "/"
     tags = ["mlflow"]
     exception_handlers = EXCEPTION_HANDLERS  # type: ignore[assignment]
