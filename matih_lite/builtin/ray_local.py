@@ -7,10 +7,13 @@ sized from the settings, without its dashboard, with its session files under
 sockets). A Ray already running in the process (a notebook, a test session) is used as it is
 and left running.
 
-Each job runs as one Ray task (the driver, holding no CPU) that calls the job's runner with
-the request; the runner starts the trainers or the Tune trials as Ray actors it owns, so
-cancelling the task (``ray.cancel(force=True)``) stops all of them. Output goes to
-``<home>/jobs/<job_id>.log``, which any process on this state folder can read.
+Each job is a Ray job of its own: a driver process (``python -m matih_lite.training.driver``)
+connected to that Ray, which runs the job's runner with the request; the trainers and Tune trials
+are its actors. Cancelling stops that process (SIGTERM, then SIGKILL after a grace), and Ray
+frees everything the job held, placement groups included: their lifetime is the driver's job.
+(A driver that was a task of this process's own Ray job left its trials' placement groups, and
+so their CPUs, held after a cancel; the compute contract kit measures that they come back.)
+Output goes to ``<home>/jobs/<job_id>.log``, which any process on this state folder can read.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from __future__ import annotations
 import glob
 import hashlib
 import importlib.util
+import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +44,12 @@ log = logging.getLogger("matih_lite.compute")
 
 MAX_TEMP_DIR = 60
 """Ray puts Unix sockets under its temp dir; their paths must stay under 108 bytes."""
+DRIVER_MODULE = "matih_lite.training.driver"
+"""The platform's job driver, run as ``python -m`` (by name: a backend imports no domain code)."""
+FAILED_MARKER = "MATIH-JOB-FAILED: "
+"""What the driver prints before it exits 1 (kept in step with :mod:`matih_lite.training.driver`)."""
+STOP_GRACE_S = 3.0
+"""Seconds a cancelled job's driver gets after SIGTERM before SIGKILL."""
 
 
 class RayLocalSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,26 +63,16 @@ class RayLocalSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Bytes for Ray's object store; default: Ray's choice."""
 
 
-def _run_driver(runner: str, request: dict[str, Any], storage_path: str, log_path: str) -> dict[str, Any]:
-    """The job's driver task: import the runner the request names and run it."""
-    import importlib
-
-    module_name, _, fn_name = runner.partition(":")
-    return getattr(importlib.import_module(module_name), fn_name)(request, storage_path=storage_path,
-                                                                  log_path=log_path)
-
-
 class _Submitted:
-    def __init__(self, ref: Any) -> None:
-        self.ref = ref
+    def __init__(self, process: subprocess.Popen, driver_log: Path) -> None:
+        self.process = process
+        self.driver_log = driver_log
         self.cancelled = False
         self.state: JobState | None = None
 
 
 class RayLocalBackend:
     """The :class:`~matih_lite.contracts.slots.ComputeBackend` contract on a local Ray."""
-
-    RUNNER = "matih_lite.training.runner:run_job"
 
     def __init__(self, settings: RayLocalSettings, context: BackendContext) -> None:
         self.settings = settings
@@ -80,7 +82,6 @@ class RayLocalBackend:
         self._jobs: dict[str, _Submitted] = {}
         self._lock = threading.RLock()
         self._owns_ray = False
-        self._driver: Any = None
         self._home_thread: Any = None
         """The thread ``ray.init`` ran on, kept alive until ``ray.shutdown`` runs on it too: Ray's core
         worker belongs to the thread that started it, and shutting it down from another thread after that
@@ -117,8 +118,6 @@ class RayLocalBackend:
                 self._home_thread.submit(ray.init, **kwargs).result()
                 self._owns_ray = True
                 log.info("started a local Ray in %.1fs (%s)", time.monotonic() - started, temp)
-            if self._driver is None:
-                self._driver = ray.remote(num_cpus=0, max_retries=0)(_run_driver)
         return ray
 
     def _ray_running(self) -> Any:
@@ -156,6 +155,26 @@ class RayLocalBackend:
             gpus = float(found if visible is None else min(found, len([d for d in visible.split(",") if d.strip()])))
         return Resources(cpus, gpus, 0)
 
+    def service_url(self) -> None:
+        """None: the job's Ray workers run on this machine and open the platform's stores themselves."""
+        return
+
+    def render(self, request: JobRequest) -> list[dict[str, Any]]:
+        """The driver process :meth:`submit` would start on this machine's Ray, and what it is given."""
+        env = self._driver_env(request, "<the local Ray's address>")
+        return [{"backend": "ray-local", "command": [sys.executable, "-m", DRIVER_MODULE],
+                 "environment": {k: v for k, v in env.items() if k.startswith(("MATIH_", "RAY_ADDRESS"))},
+                 "ray_temp_dir": str(self.temp_dir()), "log": str(self.log_path(request.job_id))}]
+
+    def _driver_env(self, request: JobRequest, address: str) -> dict[str, str]:
+        job = msgspec.to_builtins(request)
+        job.pop("limits", None)
+        env = dict(os.environ)
+        env.update({"MATIH_JOB": json.dumps(job, sort_keys=True), "RAY_ADDRESS": address,
+                    "MATIH_STORAGE": str(self.storage_dir), "MATIH_LOG": str(self.log_path(request.job_id)),
+                    "PYTHONUNBUFFERED": "1"})
+        return env
+
     def log_path(self, job_id: str) -> Path:
         return self.jobs_dir / f"{job_id}.log"
 
@@ -164,16 +183,16 @@ class RayLocalBackend:
             if request.job_id in self._jobs:
                 raise Conflict(f"job {request.job_id!r} was already submitted")
             ray = self._ray()
+            address = ray.get_runtime_context().gcs_address
             self.jobs_dir.mkdir(parents=True, exist_ok=True)
-            log_path = self.log_path(request.job_id)
-            log_path.touch()
-            storage = self.storage_dir / request.job_id
-            storage.mkdir(parents=True, exist_ok=True)
-            payload = msgspec.to_builtins(request)
-            ref = self._driver.options(name=f"matih-job-{request.job_id}").remote(
-                self.RUNNER, payload, str(storage), str(log_path))
-            self._jobs[request.job_id] = _Submitted(ref)
-            del ray
+            self.log_path(request.job_id).touch()
+            self.storage_dir.mkdir(parents=True, exist_ok=True)
+            driver_log = self.jobs_dir / f"{request.job_id}.driver.log"
+            with driver_log.open("ab") as out:
+                process = subprocess.Popen([sys.executable, "-m", DRIVER_MODULE], stdin=subprocess.DEVNULL,
+                                           stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                           env=self._driver_env(request, address))
+            self._jobs[request.job_id] = _Submitted(process, driver_log)
 
     def _entry(self, job_id: str) -> _Submitted:
         entry = self._jobs.get(job_id)
@@ -186,25 +205,15 @@ class RayLocalBackend:
             entry = self._entry(job_id)
             if entry.state is not None:
                 return entry.state
-            ray = self._ray_running()
-            if ray is None:
-                entry.state = JobState("FAILED", "Ray stopped while the job ran")
-                return entry.state
-            ready, _ = ray.wait([entry.ref], timeout=0)
-            if not ready:
+            code = entry.process.poll()
+            if code is None:
                 return JobState("RUNNING")
-            try:
-                ray.get(entry.ref)
+            if entry.cancelled:
+                entry.state = JobState("CANCELLED", "cancelled")
+            elif code == 0:
                 entry.state = JobState("SUCCEEDED")
-            except (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError) as exc:
-                entry.state = JobState("CANCELLED", "cancelled") if entry.cancelled else JobState(
-                    "FAILED", f"the job's driver process died: {type(exc).__name__}")
-            except ray.exceptions.RayTaskError as exc:
-                entry.state = JobState("CANCELLED", "cancelled") if entry.cancelled else JobState(
-                    "FAILED", _cause(exc))
-            except Exception as exc:  # Ray's own failures (object lost, ...)
-                entry.state = JobState("CANCELLED", "cancelled") if entry.cancelled else JobState(
-                    "FAILED", f"{type(exc).__name__}: {exc}")
+            else:
+                entry.state = JobState("FAILED", _failure(entry.driver_log, code))
             return entry.state
 
     def logs(self, job_id: str, offset: int = 0) -> str:
@@ -214,48 +223,64 @@ class RayLocalBackend:
                 return ""
             raise NotFound(f"no log for job {job_id!r} in {self.jobs_dir}")
         with path.open("r", encoding="utf-8", errors="replace") as handle:
-            handle.seek(0)
             text = handle.read()
         return text[offset:]
 
     def cancel(self, job_id: str) -> None:
         with self._lock:
             entry = self._entry(job_id)
-            if entry.state is not None:
+            if entry.state is not None or entry.process.poll() is not None:
                 return
             entry.cancelled = True
-            ray = self._ray_running()
-            if ray is not None:
-                ray.cancel(entry.ref, force=True)
+        _stop(entry.process)
 
     def close(self) -> None:
         with self._lock:
+            running = [e for e in self._jobs.values() if e.state is None and e.process.poll() is None]
+            for entry in running:
+                entry.cancelled = True
+        for entry in running:
+            _stop(entry.process)
+        with self._lock:
             ray = self._ray_running()
-            if ray is not None:
-                for entry in self._jobs.values():
-                    if entry.state is None:
-                        entry.cancelled = True
-                        try:
-                            ray.cancel(entry.ref, force=True)
-                        except Exception:
-                            pass
-                if self._owns_ray:
-                    if self._home_thread is not None:
-                        self._home_thread.submit(ray.shutdown).result()
-                    else:
-                        ray.shutdown()
+            if ray is not None and self._owns_ray:
+                if self._home_thread is not None:
+                    self._home_thread.submit(ray.shutdown).result()
+                else:
+                    ray.shutdown()
             if self._home_thread is not None:
                 self._home_thread.shutdown(wait=True)
                 self._home_thread = None
             self._owns_ray = False
-            self._driver = None
 
 
-def _cause(exc: Any) -> str:
-    """The user's exception from a RayTaskError, in one line, with its last traceback frame."""
-    cause = getattr(exc, "cause", None)
-    text = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc).strip().splitlines()[-1]
-    return " ".join(text.split())[:2000]
+def _stop(process: subprocess.Popen) -> None:
+    """Stop a job's driver and whatever it forked: SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _failure(driver_log: Path, code: int) -> str:
+    """Why a driver exited non-zero: its ``MATIH-JOB-FAILED`` line, else the end of its output."""
+    try:
+        text = driver_log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in reversed(text.splitlines()):
+        at = line.find(FAILED_MARKER)
+        if at >= 0:
+            return line[at + len(FAILED_MARKER):].strip()
+    tail = [line.strip() for line in text.splitlines() if line.strip()][-1:]
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    return f"the job's driver {how}" + (f": {tail[0][:1500]}" if tail else "")
 
 
 def create_backend(settings: RayLocalSettings, context: BackendContext) -> RayLocalBackend:

@@ -14,7 +14,15 @@ Each process that submits jobs runs one :class:`JobSupervisor` thread (per host)
   ends: records it, ends its run, registers its best model (``register``), emits
   ``job.succeeded`` / ``job.failed`` / ``job.cancelled`` and calls the notifiers;
 * keeps a heartbeat on its jobs, so that the jobs of a process that died stop holding quota
-  and are marked FAILED by whoever looks next.
+  and are marked FAILED by whoever looks next;
+* keeps jobs queued, saying why, while the compute backend does not answer (a Ray head down),
+  and starts them when it does again; fails a running job whose cluster has not answered for
+  :data:`COMPUTE_LOST_AFTER_S` or no longer knows it (the cluster was replaced), with the reason.
+
+A backend whose jobs run where this platform's stores are out of reach (a cluster:
+:meth:`~matih_lite.contracts.slots.ComputeBackend.service_url` is set) gets the service's URL and,
+when the service requires tokens, a token of the job's creator made for the job alone
+(``job:<job_id>``), revoked when the job ends.
 
 Quotas come from matih.toml::
 
@@ -52,7 +60,7 @@ from matih_lite.contracts.jobs import (
     Usage,
 )
 from matih_lite.contracts.records import Page
-from matih_lite.errors import ConfigError, Conflict, InvalidInput, MatihError, NotFound
+from matih_lite.errors import ConfigError, Conflict, InvalidInput, MatihError, NotFound, StoreError
 from matih_lite.events import PlatformEvent
 from matih_lite.identity import Principal
 from matih_lite.training.spec import JobSpec, parse_spec, trials_of
@@ -62,6 +70,12 @@ log = logging.getLogger("matih_lite.jobs")
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 30.0
 """A job whose supervisor has not been heard of for this long is taken as lost."""
+COMPUTE_LOST_AFTER_S = 120.0
+"""A running job whose compute backend has not answered for this long is failed (its cluster vanished)."""
+HEALTH_EVERY_S = 2.0
+"""How often a supervisor with queued jobs asks whether the compute backend can take them."""
+JOB_TOKEN_DAYS = 7.0
+"""A job-scoped token expires after this long even if the job is still running (and is revoked when it ends)."""
 TICK_S = 0.25
 MAX_RESULTS = 10_000
 _FINAL_RUN_STATUS = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLED"}
@@ -216,6 +230,32 @@ class Jobs:
         self._emit(job, "job.queued", {"name": job.name, "kind": job.kind})
         supervisor.wake()
         return job
+
+    def manifest(self, principal: Principal, spec: JobSpec | Mapping[str, Any], *, kind: str | None = None,
+                 register: str | None = None) -> list[dict[str, Any]]:
+        """What the compute backend would apply for this spec (``matih-lite jobs manifest``), applying nothing.
+
+        The spec is checked and sized as :meth:`submit` does; the run id and the job's token do not
+        exist yet and are shown as placeholders. Raises InvalidInput as :meth:`submit` does.
+        """
+        checked = parse_spec(spec, kind=kind)
+        if register:
+            checked = parse_spec({**checked.to_dict(), "register": register}, kind=kind)
+        limits = self.limits(principal.tenant)
+        compute = self.compute
+        capacity = compute.capacity()
+        demand, concurrency = job_demand(checked, limits, capacity)
+        if checked.tune is not None:
+            checked.tune.max_concurrent = concurrency
+        backend = self.host.selection().get("compute", {}).get("backend", "compute")
+        check_fits(demand, limits, capacity, principal.tenant, backend)
+        url = compute.service_url()
+        target = ({"url": url, "token": "<a token of the job alone, made when it starts>"} if url
+                  else JobSupervisor.of(self.host, start=False).embedded_target())
+        request = JobRequest(job_id=uuid.uuid4().hex, tenant=principal.tenant, kind=checked.kind,
+                             spec=checked.to_dict(), run_id="<the job's run, made when it starts>", tracking=target,
+                             limits=limits)
+        return compute.render(request)
 
     def get(self, principal: Principal, job_id: str) -> Job:
         """A job by id, or by a unique prefix of at least 4 characters (as ``jobs list`` shows them)."""
@@ -387,6 +427,10 @@ class JobSupervisor:
         self._thread: threading.Thread | None = None
         self._beat = 0.0
         self._lock = threading.Lock()
+        self._compute_checked = 0.0
+        self._compute_health: tuple[bool, str] = (True, "")
+        self._unanswered: dict[str, tuple[float, str]] = {}
+        """Running jobs whose status the compute backend could not tell: since when (monotonic), and why."""
 
     @classmethod
     def of(cls, host: Any, *, start: bool = True) -> JobSupervisor:
@@ -472,6 +516,12 @@ class JobSupervisor:
         if job.cancel_requested:
             self._finish(job, JobState("CANCELLED", job.message or "cancelled while queued"))
             return
+        ok, detail = self.compute_health()
+        if not ok:
+            reason = f"waiting for the compute backend: {detail}"
+            if reason != job.message:
+                store.update_job(job.tenant, job.job_id, message=reason, expect=["QUEUED"])
+            return
         limits = self.jobs.limits(job.tenant)
         now = now_ms()
         claim = store.claim_job(job.tenant, job.job_id, limits, live_after=now - int(STALE_AFTER_S * 1000),
@@ -483,6 +533,8 @@ class JobSupervisor:
             return
         try:
             self._launch(claim.job or job)
+        except StoreError as exc:
+            self._requeue(store.get_job(job.tenant, job.job_id), exc.message)
         except MatihError as exc:
             self._finish(store.get_job(job.tenant, job.job_id), JobState("FAILED", f"could not start: {exc.message}"))
         except Exception as exc:
@@ -495,28 +547,91 @@ class JobSupervisor:
 
         spec = job.spec
         tracking = Tracking(self.host)
-        experiment = tracking.get_or_create_experiment(job.tenant, spec.get("experiment") or "Default")
-        run = tracking.create_run(job.tenant, experiment.experiment_id, name=job.name, user_id=job.created_by,
-                                  tags={"matih.job_id": job.job_id, "matih.job_kind": job.kind,
-                                        "matih.framework": spec.get("framework", "custom"),
-                                        "matih.entrypoint": spec.get("entrypoint", "")})
-        params = {f"job.{k}": v for k, v in _flat(spec.get("resources") or {}).items()}
-        if job.kind == "tune":
-            tune = spec.get("tune") or {}
-            params.update({f"tune.{k}": v for k, v in tune.items() if k != "space" and v is not None})
-            params.update({f"tune.space.{k}": v for k, v in (tune.get("space") or {}).items()})
-        params.update({k: v for k, v in (spec.get("params") or {}).items()})
-        tracking.log_batch(job.tenant, run.run_id, params={k: str(v)[:6000] for k, v in list(params.items())[:100]})
-        job = self.jobs.store.update_job(job.tenant, job.job_id, status="RUNNING", run_id=run.run_id,
+        run_id = job.run_id  # set when an earlier launch found the cluster away and put the job back in the queue
+        if run_id is None:
+            experiment = tracking.get_or_create_experiment(job.tenant, spec.get("experiment") or "Default")
+            run = tracking.create_run(job.tenant, experiment.experiment_id, name=job.name, user_id=job.created_by,
+                                      tags={"matih.job_id": job.job_id, "matih.job_kind": job.kind,
+                                            "matih.framework": spec.get("framework", "custom"),
+                                            "matih.entrypoint": spec.get("entrypoint", "")})
+            run_id = run.run_id
+            params = {f"job.{k}": v for k, v in _flat(spec.get("resources") or {}).items() if v not in (None, [], {})}
+            if job.kind == "tune":
+                tune = spec.get("tune") or {}
+                params.update({f"tune.{k}": v for k, v in tune.items() if k != "space" and v is not None})
+                params.update({f"tune.space.{k}": v for k, v in (tune.get("space") or {}).items()})
+            params.update({k: v for k, v in (spec.get("params") or {}).items()})
+            tracking.log_batch(job.tenant, run_id, params={k: str(v)[:6000] for k, v in list(params.items())[:100]})
+        job = self.jobs.store.update_job(job.tenant, job.job_id, status="RUNNING", run_id=run_id,
                                          started_at=now_ms(), message="running", expect=["STARTING"])
+        compute = self.jobs.compute
+        url = compute.service_url()
+        target = {"url": url, "token": self._job_token(job)} if url else self.embedded_target()
+        request = JobRequest(job_id=job.job_id, tenant=job.tenant, kind=job.kind, spec=spec, run_id=run_id,
+                             tracking=target, limits=self.jobs.limits(job.tenant))
+        try:
+            compute.submit(request)
+        except BaseException:
+            self._revoke_job_token(job)
+            raise
+        self.jobs._emit(job, "job.started", {"name": job.name, "run_id": run_id})
+        log.info("job %s (%s) started; run %s", job.job_id, job.name, run_id)
+
+    def embedded_target(self) -> dict[str, str]:
+        """How a job's processes on this machine open the platform's stores themselves."""
         config = self.host.config
-        target = {"config": str(config.path.resolve()) if config.path else "", "home": str(config.home),
-                  "cwd": str(config.base_dir), "profile": self.host.profile}
-        request = JobRequest(job_id=job.job_id, tenant=job.tenant, kind=job.kind, spec=spec, run_id=run.run_id,
-                             tracking=target)
-        self.jobs.compute.submit(request)
-        self.jobs._emit(job, "job.started", {"name": job.name, "run_id": run.run_id})
-        log.info("job %s (%s) started; run %s", job.job_id, job.name, run.run_id)
+        return {"config": str(config.path.resolve()) if config.path else "", "home": str(config.home),
+                "cwd": str(config.base_dir), "profile": self.host.profile}
+
+    def compute_health(self) -> tuple[bool, str]:
+        """Whether the compute backend can take jobs now (asked at most every :data:`HEALTH_EVERY_S`)."""
+        if time.monotonic() - self._compute_checked > HEALTH_EVERY_S:
+            try:
+                health = self.jobs.compute.health()
+                self._compute_health = (bool(health.ok), health.detail)
+            except Exception as exc:  # health must not raise; one that does is as good as down
+                self._compute_health = (False, f"{type(exc).__name__}: {exc}")
+            self._compute_checked = time.monotonic()
+        return self._compute_health
+
+    def _requeue(self, job: Job, why: str) -> None:
+        """Put a job the compute backend could not take back in the queue (its run is kept for the next try)."""
+        self._compute_checked = 0.0
+        try:
+            self.jobs.store.update_job(job.tenant, job.job_id, status="QUEUED", started_at=None,
+                                       message=f"waiting for the compute backend: {why}",
+                                       expect=["STARTING", "RUNNING"])
+        except Conflict:
+            pass
+        log.warning("job %s back in the queue: the compute backend could not take it: %s", job.job_id, why)
+
+    # ---- the job's token -------------------------------------------------------------------------
+    def _job_token(self, job: Job) -> str:
+        """A token of the job's creator for this job alone, when the service requires tokens ("" otherwise)."""
+        from matih_lite.auth import auth_enabled
+        from matih_lite.auth.service import Accounts
+
+        if not auth_enabled(self.host):
+            return ""
+        self._revoke_job_token(job)  # a token from an earlier try that the cluster never took
+        issued = Accounts(self.host).create_token(job.tenant, job.created_by, name=f"job:{job.job_id}",
+                                                  description=f"{job.kind} job {job.name}, revoked when it ends",
+                                                  expires_in_days=JOB_TOKEN_DAYS)
+        return issued.secret
+
+    def _revoke_job_token(self, job: Job) -> None:
+        from matih_lite.auth import auth_enabled
+        from matih_lite.auth.service import Accounts
+
+        try:
+            if not auth_enabled(self.host):
+                return
+            accounts = Accounts(self.host)
+            for token in accounts.list_tokens(job.tenant, user=job.created_by):
+                if token.name == f"job:{job.job_id}" and not token.revoked:
+                    accounts.revoke_token(job.tenant, token.token_id)
+        except MatihError as exc:
+            log.warning("job %s: could not revoke its token: %s", job.job_id, exc.message)
 
     # ---- watching ----------------------------------------------------------------------------------
     def _watch(self, job: Job) -> None:
@@ -531,10 +646,32 @@ class JobSupervisor:
                 return
         try:
             state = compute.status(job.job_id)
-        except NotFound:
-            state = JobState("FAILED", "the compute backend no longer knows this job")
+        except NotFound as exc:
+            state = JobState("FAILED", "lost: the compute backend no longer knows this job (its cluster was "
+                                       f"replaced, or the job deleted there): {exc.message}")
+        except StoreError as exc:
+            self._unanswered_for(job, exc.message)
+            return
+        if job.job_id in self._unanswered:
+            del self._unanswered[job.job_id]
+            if job.message.startswith("running; the compute backend"):
+                self.jobs.store.update_job(job.tenant, job.job_id, message="running", expect=["RUNNING"])
         if state.status in TERMINAL_JOB_STATUSES:
             self._finish(job, state)
+
+    def _unanswered_for(self, job: Job, why: str) -> None:
+        """The compute backend could not say how a running job is: note it, and fail the job once it lasts."""
+        since, _ = self._unanswered.setdefault(job.job_id, (time.monotonic(), why))
+        self._unanswered[job.job_id] = (since, why)
+        waited = time.monotonic() - since
+        if waited >= COMPUTE_LOST_AFTER_S:
+            del self._unanswered[job.job_id]
+            self._finish(job, JobState("FAILED", f"lost: the compute backend has not answered for {waited:.0f} s, "
+                                                 f"so its cluster is taken as gone: {why}"))
+            return
+        message = f"running; the compute backend has not answered for {waited:.0f} s: {why}"
+        if not job.message.startswith("running; the compute backend") or waited - _seconds(job.message) >= 10:
+            self.jobs.store.update_job(job.tenant, job.job_id, message=message, expect=["RUNNING"])
 
     def _finish(self, job: Job, state: JobState) -> None:
         from matih_lite.tracking.service import Tracking
@@ -557,6 +694,10 @@ class JobSupervisor:
                                              message=message, result=result, expect=list(ACTIVE_JOB_STATUSES))
         except Conflict:
             return  # someone else finished it (a cancel of a queued job)
+        finally:
+            self._unanswered.pop(job.job_id, None)
+        if job.run_id:
+            self._revoke_job_token(job)
         self.jobs._announce(job)
         log.info("job %s %s: %s", job.job_id, status.lower(), message)
 
@@ -611,6 +752,14 @@ class JobSupervisor:
                 tracking.update_run(job.tenant, job.run_id, status=status)
         except MatihError as exc:
             log.warning("job %s: could not end its runs: %s", job.job_id, exc.message)
+
+
+def _seconds(message: str) -> float:
+    """The seconds a "has not answered for N s" message states (0 when it states none)."""
+    import re
+
+    found = re.search(r"for (\d+) s", message)
+    return float(found.group(1)) if found else 0.0
 
 
 def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -124,7 +124,10 @@ class _Tee(io.TextIOBase):
 
 
 class _CapturedOutput:
-    """stdout, stderr and the matih_lite loggers of this process appended to the job's log file."""
+    """stdout, stderr and the matih_lite loggers of this process appended to the job's log file.
+
+    Without a log file (a Ray Jobs API job, whose output Ray keeps) the loggers still write to stderr.
+    """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
@@ -137,22 +140,29 @@ class _CapturedOutput:
             self._saved = (sys.stdout, sys.stderr)
             sys.stdout = _Tee(sys.stdout, self.path)  # type: ignore[assignment]
             sys.stderr = _Tee(sys.stderr, self.path)  # type: ignore[assignment]
-            self._handler = logging.StreamHandler(sys.stderr)
+        root = logging.getLogger("matih_lite")
+        if self.path or not any(isinstance(h, _JobLogHandler) for h in root.handlers):
+            self._handler = _JobLogHandler(sys.stderr)
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                                          "%H:%M:%S"))
-            root = logging.getLogger("matih_lite")
             root.addHandler(self._handler)
             root.setLevel(logging.INFO)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
+        if self._handler is not None:
+            logging.getLogger("matih_lite").removeHandler(self._handler)
+            self._handler = None
         if self._saved is not None:
-            logging.getLogger("matih_lite").removeHandler(self._handler)  # type: ignore[arg-type]
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
                 stream.close()
             sys.stdout, sys.stderr = self._saved
             self._saved = None
+
+
+class _JobLogHandler(logging.StreamHandler):
+    """The handler a job's process writes the matih_lite loggers with (one per capture)."""
 
 
 # ---- entrypoints -----------------------------------------------------------------------------------
@@ -252,8 +262,8 @@ class WorkerSession:
 
     @property
     def area(self) -> str:
-        """Where this trial's files go in the job's run."""
-        return f"trials/{self.trial_id}" if self.mode == "tune" else ""
+        """Where this trial's files go in the job's run (a trial's Train workers share their trial's)."""
+        return f"trials/{self.trial_id}" if self.trial_id else ""
 
     # Ray, by mode --------------------------------------------------------------------------------------
     def _ray(self) -> Any:
@@ -297,8 +307,8 @@ class WorkerSession:
         self.iteration = step + 1
 
     def _save_checkpoint(self, checkpoint: Any, step: int) -> dict[str, Any]:
-        base = "/".join(p for p in (self.area or "", "checkpoints", f"{step:06d}") if p)
-        if self.mode == "train":
+        base = "/".join(p for p in (self.area, "checkpoints", f"{step:06d}") if p)
+        if self.mode == "train" and not self.trial_id:
             base = f"checkpoints/train/{step:06d}"
         if isinstance(checkpoint, (str, os.PathLike)):
             folder = Path(checkpoint)
@@ -385,8 +395,26 @@ def tune_trial(config: dict[str, Any], job: Mapping[str, Any]) -> None:
 
 
 def train_worker(config: dict[str, Any], job: Mapping[str, Any]) -> None:
-    """The Ray Train ``train_loop_per_worker``: one worker of the entrypoint."""
-    _run_entrypoint(job, lambda: WorkerSession(job, dict(config), mode="train", trial_id=None))
+    """The Ray Train ``train_loop_per_worker``: one worker of the entrypoint (of a trial's, in a tune)."""
+    _run_entrypoint(job, lambda: WorkerSession(job, dict(config), mode="train", trial_id=job.get("trial_id")))
+
+
+def tune_train_trial(config: dict[str, Any], job: Mapping[str, Any]) -> None:
+    """A Tune trial that is itself a Ray Train run of ``num_workers`` workers (a data-parallel trial).
+
+    The trial's driver holds no CPU; its trainer's workers hold their own. Rank 0's reports reach
+    Tune through Ray's ``TuneReportCallback``, so the trial's run logs them as any trial's.
+    """
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    trial_job = {**job, "trial_id": trial_id}
+    trainer = _trainer(trial_job, {**job["spec"].get("params", {}), **config}, name=f"job-{job['job_id']}-{trial_id}",
+                       storage_path=job["storage_path"], callbacks=[TuneReportCallback()])
+    result = trainer.fit()
+    if result.error:
+        raise result.error
 
 
 # ---- logging into tracking from the driver -----------------------------------------------------------
@@ -411,22 +439,91 @@ def _params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+class _Sender:
+    """One thread sending a trial logger's tracking calls in the order they were made.
+
+    The Tune loop only queues them, so a tracking call that is slow (over HTTP to a busy service) never
+    holds a trial back; consecutive metric batches of one run go as one request. The first error is
+    kept and raised by :meth:`flush`, so the job still fails when its metrics cannot be stored.
+    """
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: Any = queue.Queue(maxsize=100_000)
+        self.error: BaseException | None = None
+        self.busy_s = 0.0
+        self._thread = threading.Thread(target=self._run, name="matih-trial-logger", daemon=True)
+        self._thread.start()
+
+    def put(self, item: tuple[Any, ...]) -> None:
+        self._queue.put(item)
+
+    def _run(self) -> None:
+        import queue
+
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            t0 = time.perf_counter()
+            try:
+                if self.error is None:
+                    _send(batch)
+            except BaseException as exc:  # kept for flush(): the job must not end as if its metrics were stored
+                self.error = exc
+            finally:
+                self.busy_s += time.perf_counter() - t0
+                for _ in batch:
+                    self._queue.task_done()
+
+    def flush(self) -> None:
+        self._queue.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _send(batch: list[tuple[Any, ...]]) -> None:
+    """Run queued calls in order; ``("metrics", fn, run, points)`` items in a row for one run become one call."""
+    i = 0
+    while i < len(batch):
+        item = batch[i]
+        if item[0] == "metrics":
+            _, log_batch, run_of, points = item
+            points = list(points)
+            while i + 1 < len(batch) and batch[i + 1][0] == "metrics" and batch[i + 1][2] is run_of:
+                points += batch[i + 1][3]
+                i += 1
+            log_batch(run_of(), metrics=points)
+        else:
+            item[1]()
+        i += 1
+
+
 class TrialLogger:
     """Tune's trial events as tracking calls: a child run per trial, its params, each iteration's metrics.
 
     Framework-free so its cost can be measured alone (``scripts/bench/tuning.py``); the Tune
     callback in :func:`tune_callback` forwards to it. ``client()`` returns the tracking client
-    (a factory, so Tune can pickle the callback). ``overhead_s`` adds up the time spent here.
+    (a factory, so Tune can pickle the callback). ``overhead_s`` adds up the time the Tune loop
+    spent here. With ``background`` the tracking calls go out on a thread of their own
+    (``sending_s`` adds up their time) and :meth:`flush` waits for them.
     """
 
     def __init__(self, client: Callable[[], Any], experiment_id: str, parent_run_id: str, job_id: str,
-                 max_t: int | None) -> None:
+                 max_t: int | None, *, background: bool = False) -> None:
         self._connect = client
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.job_id = job_id
         self.max_t = max_t
+        self.background = background
         self.runs: dict[str, str] = {}
+        """Each trial's run id, once its run exists (with ``background``: once the sender has made it)."""
+        self.trials: set[str] = set()
         self.last_step: dict[str, int] = {}
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.recovered: set[str] = set()
@@ -434,36 +531,84 @@ class TrialLogger:
         self.failed: set[str] = set()
         self.overhead_s = 0.0
         self.results = 0
+        self._sender: _Sender | None = None
+        self._run_getters: dict[str, Callable[[], str]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_sender"] = None  # a thread does not pickle; Tune pickles its callbacks before any trial starts
+        state["_run_getters"] = {}
+        return state
 
     @property
     def client(self) -> Any:
         return self._connect()
 
+    @property
+    def sending_s(self) -> float:
+        return self._sender.busy_s if self._sender is not None else 0.0
+
+    def _do(self, fn: Callable[[], Any]) -> None:
+        if not self.background:
+            fn()
+            return
+        if self._sender is None:
+            self._sender = _Sender()
+        self._sender.put(("call", fn))
+
+    def _log_metrics(self, trial_id: str, points: list[Metric]) -> None:
+        if not self.background:
+            self.client.log_batch(self.runs[trial_id], metrics=points)
+            return
+        if self._sender is None:
+            self._sender = _Sender()
+        self._sender.put(("metrics", self._send_metrics, self._run_of(trial_id), points))
+
+    def _send_metrics(self, run_id: str, *, metrics: list[Metric]) -> None:
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def _run_of(self, trial_id: str) -> Callable[[], str]:
+        """The trial's run id, looked up when the sender gets to it (its run is made by an earlier call)."""
+        found = self._run_getters.get(trial_id)
+        if found is None:
+            found = self._run_getters[trial_id] = lambda: self.runs[trial_id]
+        return found
+
+    def flush(self) -> None:
+        """Wait until every tracking call was made; raises the first one that failed."""
+        if self._sender is not None:
+            self._sender.flush()
+
     def started(self, trial_id: str, config: Mapping[str, Any]) -> None:
         t0 = time.perf_counter()
-        if trial_id not in self.runs:
-            run = self.client.create_run(self.experiment_id, name=f"trial-{trial_id}", parent_run_id=self.parent_run_id,
-                                         tags={TRIAL_TAG: trial_id, JOB_TAG: self.job_id})
-            self.runs[trial_id] = run.run_id
+        if trial_id not in self.trials:
+            self.trials.add(trial_id)
             params = _params(config)
-            if params:
-                self.client.log_batch(run.run_id, params=params)
+
+            def create() -> None:
+                run = self.client.create_run(self.experiment_id, name=f"trial-{trial_id}",
+                                             parent_run_id=self.parent_run_id,
+                                             tags={TRIAL_TAG: trial_id, JOB_TAG: self.job_id})
+                self.runs[trial_id] = run.run_id
+                if params:
+                    self.client.log_batch(run.run_id, params=params)
+
+            self._do(create)
         elif trial_id in self.finished:  # ASHA/HyperBand resumed a paused trial
             self.finished.discard(trial_id)
-            self.client.update_run(self.runs[trial_id], status="RUNNING")
+            self._do(lambda: self.client.update_run(self.runs[trial_id], status="RUNNING"))
         self.overhead_s += time.perf_counter() - t0
 
     def result(self, trial_id: str, result: Mapping[str, Any]) -> None:
         t0 = time.perf_counter()
-        run_id = self.runs.get(trial_id)
         step = int(result.get(STEP_KEY, result.get("training_iteration", 1) - 1))
         last = self.last_step.get(trial_id, -1)
         # After a failure the trial restarts from its checkpoint: steps it reported before the
         # failure stay as logged, so the run shows one history (PBT's jumps are kept as they come).
-        if run_id is not None and not (trial_id in self.recovered and step <= last):
+        if trial_id in self.trials and not (trial_id in self.recovered and step <= last):
             points = _metric_points(result, step, _TUNE_BOOKKEEPING)
             if points:
-                self.client.log_batch(run_id, metrics=points)
+                self._log_metrics(trial_id, points)
                 self.last_metrics[trial_id] = {p.key: p.value for p in points}
             self.last_step[trial_id] = max(step, last)
             self.results += 1
@@ -474,13 +619,16 @@ class TrialLogger:
 
     def completed(self, trial_id: str, iterations: int | None, failed: bool = False) -> None:
         t0 = time.perf_counter()
-        run_id = self.runs.get(trial_id)
-        if run_id is not None and trial_id not in self.finished:
+        if trial_id in self.trials and trial_id not in self.finished:
             tags = {"matih.iterations": str(iterations or 0)}
             if self.max_t and iterations is not None and iterations < self.max_t and not failed:
                 tags["matih.stopped_early"] = "true"
-            self.client.set_tags(run_id, tags)
-            self.client.end_run(run_id, "FAILED" if failed else "FINISHED")
+
+            def end() -> None:
+                self.client.set_tags(self.runs[trial_id], tags)
+                self.client.end_run(self.runs[trial_id], "FAILED" if failed else "FINISHED")
+
+            self._do(end)
             self.finished.add(trial_id)
         if failed:
             self.failed.add(trial_id)
@@ -537,10 +685,13 @@ class TrainLogger:
         self.restarts += 1
         tracking_client(self.job["tracking"], self.job["tenant"]).set_tag(self.job["run_id"], "matih.worker_failures",
                                                                           str(self.restarts))
+        lines = "".join(f"worker {rank} failed: {type(exc).__name__}: {exc}\n" for rank, exc in errors.items())
         if self.job.get("log_path"):
             with open(self.job["log_path"], "a", encoding="utf-8") as out:
-                for rank, exc in errors.items():
-                    out.write(f"worker {rank} failed: {type(exc).__name__}: {exc}\n")
+                out.write(lines)
+        else:  # a Jobs API job: this process's output reaches the job's log through Ray
+            sys.stderr.write(lines)
+            sys.stderr.flush()
 
 
 def train_callback(logger: TrainLogger) -> Any:
@@ -584,8 +735,9 @@ def _resources(spec: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def run_train(job: Mapping[str, Any], client: Any, storage_path: str) -> dict[str, Any]:
-    """Ray Train: ``num_workers`` workers, ``max_failures`` restarts, reports streamed into the job's run."""
+def _trainer(job: Mapping[str, Any], config: dict[str, Any], *, name: str, storage_path: str,
+             callbacks: list[Any]) -> Any:
+    """The spec's Ray Train trainer: ``num_workers`` workers of the spec's resources, ``max_failures`` restarts."""
     import ray.train
 
     spec = job["spec"]
@@ -593,29 +745,33 @@ def run_train(job: Mapping[str, Any], client: Any, storage_path: str) -> dict[st
     resources = _resources(spec)
     scaling = ray.train.ScalingConfig(num_workers=int(spec.get("resources", {}).get("num_workers", 1)),
                                       use_gpu=resources["GPU"] > 0, resources_per_worker=resources)
-    logger = TrainLogger(job)
     run_config = ray.train.RunConfig(
-        name=f"job-{job['job_id']}", storage_path=storage_path,
-        failure_config=ray.train.FailureConfig(max_failures=int(spec.get("max_failures", 0))),
-        callbacks=[train_callback(logger)])
+        name=name, storage_path=storage_path,
+        failure_config=ray.train.FailureConfig(max_failures=int(spec.get("max_failures", 0))), callbacks=callbacks)
     loop = functools.partial(train_worker, job=dict(job))
-    config = dict(spec.get("params", {}))
     kwargs = {"train_loop_config": config, "scaling_config": scaling, "run_config": run_config}
     if framework == "pytorch":
         from ray.train.torch import TorchConfig, TorchTrainer
 
-        trainer = TorchTrainer(loop, torch_config=TorchConfig(backend="nccl" if resources["GPU"] > 0 else "gloo"),
-                               **kwargs)
-    elif framework == "xgboost":
+        return TorchTrainer(loop, torch_config=TorchConfig(backend="nccl" if resources["GPU"] > 0 else "gloo"),
+                            **kwargs)
+    if framework == "xgboost":
         from ray.train.xgboost import XGBoostTrainer
 
-        trainer = XGBoostTrainer(loop, **kwargs)
-    else:
-        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+        return XGBoostTrainer(loop, **kwargs)
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-        trainer = DataParallelTrainer(loop, **kwargs)
-    log.info("training with %s (%d workers, max_failures %s)", type(trainer).__name__, scaling.num_workers,
-             spec.get("max_failures", 0))
+    return DataParallelTrainer(loop, **kwargs)
+
+
+def run_train(job: Mapping[str, Any], client: Any, storage_path: str) -> dict[str, Any]:
+    """Ray Train: ``num_workers`` workers, ``max_failures`` restarts, reports streamed into the job's run."""
+    spec = job["spec"]
+    logger = TrainLogger(job)
+    trainer = _trainer(job, dict(spec.get("params", {})), name=f"job-{job['job_id']}", storage_path=storage_path,
+                       callbacks=[train_callback(logger)])
+    log.info("training with %s (%d workers, max_failures %s)", type(trainer).__name__,
+             trainer.scaling_config.num_workers, spec.get("max_failures", 0))
     result = trainer.fit()
     if result.error:
         raise result.error
@@ -690,10 +846,20 @@ def run_tune(job: Mapping[str, Any], client: Any, storage_path: str) -> dict[str
     t = spec["tune"]
     parent = client.get_run(job["run_id"])
     connect = functools.partial(tracking_client, dict(job["tracking"]), job["tenant"])
+    # The tracking calls go out on a thread of their own: over HTTP to a busy service they would otherwise
+    # hold the Tune loop (and every trial waiting on it) for each call.
     logger = TrialLogger(connect, parent.experiment_id, parent.run_id, job["job_id"],
-                         int(t.get("max_t", 100)) if t.get("scheduler") in ("asha", "hyperband") else None)
-    trainable = tune.with_resources(tune.with_parameters(tune_trial, job=dict(job)),
-                                    {k.lower(): v for k, v in _resources(spec).items() if v})
+                         int(t.get("max_t", 100)) if t.get("scheduler") in ("asha", "hyperband") else None,
+                         background=True)
+    workers = int((spec.get("resources") or {}).get("num_workers", 1))
+    if workers > 1:
+        # Each trial is a Ray Train run: its workers hold the CPUs and GPUs; its driver a token of
+        # memory only (Tune refuses a trial with no resources, and a CPU would starve the workers).
+        trainable = tune.with_resources(tune.with_parameters(tune_train_trial, job={**job, "storage_path": storage_path}),
+                                        {"cpu": 0, "memory": 1})
+    else:
+        trainable = tune.with_resources(tune.with_parameters(tune_trial, job=dict(job)),
+                                        {k.lower(): v for k, v in _resources(spec).items() if v})
     num_samples = t.get("num_samples") or (1 if t.get("search") == "grid" else 10)
     tune_config = tune.TuneConfig(
         metric=t["metric"], mode=t["mode"], num_samples=int(num_samples), search_alg=search_algorithm(t),
@@ -701,22 +867,29 @@ def run_tune(job: Mapping[str, Any], client: Any, storage_path: str) -> dict[str
         reuse_actors=True, time_budget_s=t.get("time_budget_s"))
     run_config = tune.RunConfig(name=f"job-{job['job_id']}", storage_path=storage_path, verbose=0,
                                 callbacks=[tune_callback(logger)],
-                                failure_config=tune.FailureConfig(max_failures=int(spec.get("max_failures", 0))))
+                                # A data-parallel trial restarts its failed workers itself (its trainer's max_failures).
+        failure_config=tune.FailureConfig(max_failures=0 if workers > 1 else int(spec.get("max_failures", 0))))
     log.info("tuning: search %s, scheduler %s, %s trials, %s at once", type(tune_config.search_alg).__name__
              if tune_config.search_alg else "random/grid (BasicVariantGenerator)",
              type(tune_config.scheduler).__name__ if tune_config.scheduler else "FIFO", num_samples,
              tune_config.max_concurrent_trials or "as many as fit")
     started = time.perf_counter()
-    results = tune.Tuner(trainable, param_space=search_space(t), tune_config=tune_config,
-                         run_config=run_config).fit()
+    try:
+        results = tune.Tuner(trainable, param_space=search_space(t), tune_config=tune_config,
+                             run_config=run_config).fit()
+    finally:
+        logger.flush()
     elapsed = time.perf_counter() - started
     trials = len(logger.runs)
     summary: dict[str, Any] = {"trials": trials, "results": logger.results, "seconds": round(elapsed, 3),
-                               "overhead_ms_per_trial": round(1000 * logger.overhead_s / max(trials, 1), 3)}
+                               "overhead_ms_per_trial": round(1000 * logger.overhead_s / max(trials, 1), 3),
+                               "tracking_ms_per_trial": round(1000 * logger.sending_s / max(trials, 1), 3)}
     best = _best(logger, t["metric"], t["mode"])
-    client.log_batch(parent.run_id, metrics=[Metric("matih.overhead_ms_per_trial",
-                                                    summary["overhead_ms_per_trial"], int(time.time() * 1000), 0)],
-                     tags={"matih.trials": str(trials)})
+    now_ms = int(time.time() * 1000)
+    client.log_batch(parent.run_id, metrics=[
+        Metric("matih.overhead_ms_per_trial", summary["overhead_ms_per_trial"], now_ms, 0),
+        Metric("matih.tracking_ms_per_trial", summary["tracking_ms_per_trial"], now_ms, 0)],
+        tags={"matih.trials": str(trials)})
     if logger.failed:
         summary["failed_trials"] = len(logger.failed)
     if best is None:

@@ -13,7 +13,11 @@ through :func:`parse_spec`, which checks every key and names the one at fault::
     cpus = 1
     gpus = 0.5                           # fractions as Ray schedules them
     memory = "2GB"
-    num_workers = 1                      # > 1: data-parallel (TorchTrainer, XGBoostTrainer)
+    num_workers = 1                      # > 1: data-parallel (TorchTrainer, XGBoostTrainer), in a tune too
+    node_selector = { pool = "gpu" }     # kuberay: where the workers' pods go
+    tolerations = [{ key = "gpu", operator = "Exists", effect = "NoSchedule" }]
+    image = "registry/ml:1.4"            # kuberay: the Ray image (default: the backend's)
+    service_account = "trainer"          # kuberay: the pods' service account
 
     [inputs]
     train = "runs:/3f2a9c1e.../artifacts/data/train.csv"     # or a local path
@@ -56,6 +60,10 @@ SEARCH_ALGORITHMS = ("random", "grid", "optuna")
 SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint", "grid")
 MODES = ("min", "max")
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,99}$")
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -65,13 +73,21 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 
 
 
 class ResourceSpec(msgspec.Struct, forbid_unknown_fields=True):
-    """Per worker; a tuning trial is one worker."""
+    """Per worker; a tuning trial has ``num_workers`` workers (one by default)."""
 
     cpus: float = 1.0
     gpus: float = 0.0
     memory: int = 0
     """Bytes (TOML may say ``"2GB"`` or ``"512MiB"``)."""
     num_workers: int = 1
+    node_selector: dict[str, str] = msgspec.field(default_factory=dict)
+    """Kubernetes node labels the workers' pods must match (kuberay; other backends ignore it)."""
+    tolerations: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """Kubernetes tolerations of the workers' pods (kuberay)."""
+    image: str | None = None
+    """The container image of the job's Ray cluster (kuberay; default: the backend's ``image``)."""
+    service_account: str | None = None
+    """The Kubernetes service account of the job's pods (kuberay; default: the backend's)."""
 
 
 class TuneSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -229,6 +245,18 @@ def _check(spec: JobSpec, source: str) -> None:
     if r.num_workers > 1 and spec.framework == "sklearn":
         raise bad("resources.num_workers", "scikit-learn trains on one worker; use xgboost, pytorch or custom for "
                                            "data-parallel training")
+    for key, value in r.node_selector.items():
+        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+            raise bad(f"resources.node_selector.{key}", f"not a Kubernetes label ({key}={value!r}): keys like "
+                                                        "'pool' or 'example.com/pool', values of at most 63 letters, "
+                                                        "digits, '-', '_' or '.'")
+    for i, toleration in enumerate(r.tolerations):
+        _check_toleration(toleration, f"resources.tolerations[{i}]", bad)
+    if r.image is not None and (not r.image.strip() or any(c.isspace() for c in r.image)):
+        raise bad("resources.image", f"not an image reference: {r.image!r}")
+    if r.service_account is not None and not _DNS_NAME.match(r.service_account):
+        raise bad("resources.service_account", f"{r.service_account!r} is not a Kubernetes name (lower-case "
+                                               "letters, digits, '-' and '.')")
     if spec.max_failures < 0:
         raise bad("max_failures", f"must be 0 or more, got {spec.max_failures}")
     for name, uri in spec.inputs.items():
@@ -251,11 +279,34 @@ def _check(spec: JobSpec, source: str) -> None:
         _check_tune(spec, bad)
 
 
+_TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+
+
+def _check_toleration(toleration: Any, key: str, bad: Any) -> None:
+    if not isinstance(toleration, dict):
+        raise bad(key, f"expected a table like {{ key = \"gpu\", operator = \"Exists\" }}, got {toleration!r}")
+    unknown = set(toleration) - _TOLERATION_KEYS
+    if unknown:
+        raise bad(f"{key}.{min(unknown)}", f"unknown key; expected one of {', '.join(sorted(_TOLERATION_KEYS))}")
+    operator = toleration.get("operator", "Equal")
+    if operator not in ("Equal", "Exists"):
+        raise bad(f"{key}.operator", f"expected \"Equal\" or \"Exists\", got {operator!r}")
+    if operator == "Exists" and toleration.get("value"):
+        raise bad(f"{key}.value", "a toleration with operator \"Exists\" takes no value")
+    effect = toleration.get("effect")
+    if effect is not None and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise bad(f"{key}.effect", f"expected NoSchedule, PreferNoSchedule or NoExecute, got {effect!r}")
+    seconds = toleration.get("tolerationSeconds")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)):
+        raise bad(f"{key}.tolerationSeconds", f"expected whole seconds, got {seconds!r}")
+    for field in ("key", "value"):
+        if field in toleration and not isinstance(toleration[field], str):
+            raise bad(f"{key}.{field}", f"expected a string, got {toleration[field]!r}")
+
+
 def _check_tune(spec: JobSpec, bad: Any) -> None:
     t = spec.tune
     assert t is not None
-    if spec.resources.num_workers > 1:
-        raise bad("resources.num_workers", "tuning runs each trial on one worker; set num_workers = 1")
     if not t.metric.strip():
         raise bad("tune.metric", "name the metric the entrypoint reports, e.g. \"validation-logloss\"")
     if t.mode not in MODES:
