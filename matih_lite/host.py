@@ -40,6 +40,7 @@ LITE_BACKENDS: tuple[str, ...] = (
     "matih_lite.builtin.sqlite_store",
     "matih_lite.builtin.local_artifacts",
     "matih_lite.builtin.duckdb_events",
+    "matih_lite.builtin.duckdb_features",
     "matih_lite.builtin.ray_local",
     "matih_lite.builtin.inprocess_serving",
     "matih_lite.builtin.inprocess_drift",
@@ -226,8 +227,13 @@ class Host:
 
     @classmethod
     def open(cls, config_path: str | None = None, profile: str | None = None, **kwargs: Any) -> Host:
-        """Load matih.toml (or defaults) and build a validated host."""
-        return cls(load_config(config_path), profile, **kwargs)
+        """Load matih.toml (or defaults) and build a validated host. Inside the CLI, a folder that holds no
+        state (no matih.toml, no state folder) is refused rather than filled with an empty one."""
+        from matih_lite.ownership import ensure_state
+
+        config = load_config(config_path)
+        ensure_state(config)
+        return cls(config, profile, **kwargs)
 
     # ---- resolution -------------------------------------------------------------------------
     def selection(self) -> dict[str, dict[str, Any]]:

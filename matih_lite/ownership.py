@@ -14,7 +14,9 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -144,3 +146,26 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+_STATE_REQUIRED: ContextVar[bool] = ContextVar("matih_lite_state_required", default=False)
+"""Set while a CLI command runs: opening a folder embedded then needs that folder to hold state."""
+
+
+@contextmanager
+def state_required() -> Iterator[None]:
+    """Within this block, :func:`ensure_state` refuses a folder with neither matih.toml nor a state folder: a
+    command run in the wrong folder says so instead of creating an empty ``.matih`` (the CLI runs every
+    command but ``up``, ``migrate``, ``config``, ``doctor`` and ``plugins`` in it)."""
+    token = _STATE_REQUIRED.set(True)
+    try:
+        yield
+    finally:
+        _STATE_REQUIRED.reset(token)
+
+
+def ensure_state(config: Any) -> None:
+    """Raises ConfigError (exit 2) inside :func:`state_required` when the folder holds no matih-lite state."""
+    if _STATE_REQUIRED.get() and config.path is None and not Path(config.home).exists():
+        raise ConfigError(f"no .matih here ({config.home}): run this where matih-lite up runs (or start it "
+                          "here first), or set MATIH_URL")

@@ -24,8 +24,13 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES: tuple[str, ...] = ("platform", "tracking", "accounts", "registry", "lineage", "cards", "serving_models",
-                                     "predict", "drift", "deploy", "streams", "jobs")
+                                     "predict", "drift", "deploy", "streams", "jobs", "features")
 """Modules under matih_lite.cli that add their commands to ``app`` when imported."""
+
+STATELESS_COMMANDS = frozenset({"", "up", "migrate", "config", "doctor", "plugins", "users", "tokens"})
+"""Commands that need no state in the folder (``up`` and ``migrate`` make it, and so may the first ``users
+create`` of a folder with auth); the others refuse a folder with neither matih.toml nor ``.matih`` (see
+:func:`matih_lite.ownership.state_required`)."""
 
 _loaded = False
 
@@ -49,10 +54,17 @@ def load_commands() -> typer.Typer:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from matih_lite.cli.output import error_line
+    from matih_lite.ownership import state_required
 
     load_commands()
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if not a.startswith("-")), "")
     try:
-        app(args=argv, prog_name="matih-lite")
+        if command in STATELESS_COMMANDS:
+            app(args=argv, prog_name="matih-lite")
+        else:
+            with state_required():
+                app(args=argv, prog_name="matih-lite")
     except MatihError as exc:
         error_line(exc.message)
         sys.exit(exc.exit_code)

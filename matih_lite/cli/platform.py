@@ -217,6 +217,27 @@ def _service_health(config: str | None, profile: str) -> dict[str, Any] | None:
             for slot, h in (body.get("slots") or {}).items()}
 
 
+@app.command("migrate")
+def migrate(profile: ProfileOption = None, config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Bring the profile's metadata schema up to this version of matih-lite (creating the state folder for lite).
+
+    Example: matih-lite migrate --profile cluster
+    """
+    from matih_lite.host import Host
+
+    h = Host.open(config, profile)
+    try:
+        store = h.metadata
+        health = store.health()
+        version = getattr(store, "schema_version", lambda: None)()
+    finally:
+        h.close()
+    if json_out:
+        print_json({"profile": h.profile, "schema_version": version, "detail": health.detail})
+        return
+    console().print(f"metadata of profile {escape(h.profile)}: {escape(health.detail)}")
+
+
 @config_app.command("show")
 def config_show(profile: ProfileOption = None, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Print the resolved configuration of a profile, with ${VARS} filled in and secrets masked."""

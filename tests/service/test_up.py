@@ -178,3 +178,12 @@ def test_a_stale_service_file_is_ignored_and_replaced(tmp_path):
         assert json.loads((home / "service.json").read_text())["pid"] == proc.pid
     finally:
         _stop(proc)
+
+
+def test_a_command_in_a_folder_without_state_says_so_and_creates_nothing(tmp_path):
+    r = cli("runs", "list", "--experiment", "churn", cwd=tmp_path)
+    assert r.returncode == 2 and "no .matih here" in r.stderr and "set MATIH_URL" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / ".matih").exists()
+    assert cli("migrate", cwd=tmp_path).returncode == 0  # up or migrate make the state folder
+    assert cli("runs", "list", "--experiment", "churn", cwd=tmp_path).returncode in (0, 1)
+    assert (tmp_path / ".matih" / "matih.db").exists()
