@@ -778,17 +778,16 @@ class KafkaEventStore:
         partitions = self._partitions(topic)
         return 0 if partitions is None else sum(self._ends(topic, partitions))
 
-    def _window(self, stream: str, start: int, end: int) -> list[EventRecord]:
-        """The records with ``start <= timestamp < end`` in (timestamp, offset) order."""
+    def _window_messages(self, stream: str, start: int, end: int) -> tuple[int, list[tuple]]:
+        """The stream's partition count and the messages that may hold records with ``start <= timestamp < end``."""
         from confluent_kafka import KafkaException, TopicPartition
 
         topic = self.topic(stream)
         self._check_open()
         self._check_up()
-        start, end = int(start), int(end)
         partitions = self._partitions(topic)
         if partitions is None or end <= start:
-            return []
+            return partitions or 1, []
         ends = self._ends(topic, partitions)
         consumer = self._consumer()
         try:
@@ -802,48 +801,23 @@ class KafkaEventStore:
             self._release(consumer)
         starts = {tp.partition: tp.offset for tp in found if 0 <= tp.offset < ends[tp.partition]}
         # Records are in offset order, not time order: every one after the start may still be in the window.
-        records = [r for r in self._records(self._fetch(topic, starts, ends=ends), partitions)
-                   if start <= r.timestamp < end]
-        records.sort(key=lambda r: (r.timestamp, r.offset))
-        return records
+        return partitions, self._fetch(topic, starts, ends=ends)
 
     def read(self, stream: str, start: int, end: int) -> list[EventRecord]:
-        return self._window(stream, start, end)
+        start, end = int(start), int(end)
+        partitions, messages = self._window_messages(stream, start, end)
+        return _in_window(self._records(messages, partitions), start, end)
 
     def scan(self, stream: str, start: int, end: int, columns: Any = None) -> Any:
-        import pyarrow as pa
-
-        records = self._window(stream, start, end)
+        start, end = int(start), int(end)
+        partitions, messages = self._window_messages(stream, start, end)
         with self._columns_lock:
             self._refresh_columns()
             kinds = dict(self._columns.get(stream, {}))
-        cells: dict[str, list[Any]] = {}
-        n = len(records)
-        for i, record in enumerate(records):
-            for name, value in record_columns(record.data).items():
-                kind = kinds.get(name)
-                if kind is None:
-                    if len(kinds) >= MAX_TYPED_COLUMNS:
-                        continue
-                    kind = _kind(value)
-                    if kind is None:
-                        continue
-                    kinds[name] = kind  # a column no process recorded (written by another producer)
-                if _kind(value) == kind:
-                    column = cells.get(name)
-                    if column is None:
-                        column = cells[name] = [None] * n
-                    column[i] = value
-        names = list(kinds) if columns is None else [c for c in dict.fromkeys(columns) if c in kinds]
-        arrays = [pa.array([r.offset for r in records], pa.int64()),
-                  pa.array([r.timestamp for r in records], pa.int64())]
-        for name in names:
-            values = cells.get(name) or [None] * n
-            kind = kinds[name]
-            if kind == "float64":
-                values = [None if v is None else _as_float(v) for v in values]
-            arrays.append(pa.array(values, _arrow_type(kind)))
-        return pa.Table.from_arrays(arrays, names=["_offset", "timestamp", *names])
+        table = scan_arrow(messages, partitions, start, end, kinds, columns)
+        if table is None:  # records the JSON reader cannot take as columns: one by one
+            table = scan_records(_in_window(self._records(messages, partitions), start, end), kinds, columns)
+        return table
 
     # ---- consumer groups ----------------------------------------------------------------------
     def _group(self, group: str) -> str:
@@ -981,6 +955,124 @@ def _COORDINATOR_ERRORS() -> frozenset[int]:
     return frozenset({KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR,
                       KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
                       KafkaError.REQUEST_TIMED_OUT})
+
+
+# ---- windows as columns ------------------------------------------------------------------------------
+
+def _in_window(records: list[EventRecord], start: int, end: int) -> list[EventRecord]:
+    found = [r for r in records if start <= r.timestamp < end]
+    found.sort(key=lambda r: (r.timestamp, r.offset))
+    return found
+
+
+def scan_records(records: list[EventRecord], kinds: dict[str, str], columns: Any = None) -> Any:
+    """:meth:`EventStore.scan`'s table of ``records`` (already the window, in order), a record at a time.
+
+    A column takes the kind ``kinds`` (the stream's catalogue) gives it, or, for one it lacks, that of
+    its first value here; a value of another kind is null."""
+    import pyarrow as pa
+
+    kinds = dict(kinds)
+    cells: dict[str, list[Any]] = {}
+    n = len(records)
+    for i, record in enumerate(records):
+        for name, value in record_columns(record.data).items():
+            kind = kinds.get(name)
+            if kind is None:
+                if len(kinds) >= MAX_TYPED_COLUMNS:
+                    continue
+                kind = _kind(value)
+                if kind is None:
+                    continue
+                kinds[name] = kind  # a column no process recorded (written by another producer)
+            if _kind(value) == kind:
+                column = cells.get(name)
+                if column is None:
+                    column = cells[name] = [None] * n
+                column[i] = value
+    names = list(kinds) if columns is None else [c for c in dict.fromkeys(columns) if c in kinds]
+    arrays = [pa.array([r.offset for r in records], pa.int64()),
+              pa.array([r.timestamp for r in records], pa.int64())]
+    for name in names:
+        values = cells.get(name) or [None] * n
+        kind = kinds[name]
+        if kind == "float64":
+            values = [None if v is None else _as_float(v) for v in values]
+        arrays.append(pa.array(values, _arrow_type(kind)))
+    return pa.Table.from_arrays(arrays, names=["_offset", "timestamp", *names])
+
+
+def _explicit_schema(kinds: dict[str, str]) -> Any:
+    """The JSON reader's schema for the catalogue's columns (``a.b`` a field of struct ``a``); None when a
+    name is both a scalar and an object's."""
+    import pyarrow as pa
+
+    top: dict[str, Any] = {}
+    nested: dict[str, list[Any]] = {}
+    for name, kind in kinds.items():
+        head, dot, rest = name.partition(".")
+        if dot:
+            nested.setdefault(head, []).append(pa.field(rest, _arrow_type(kind)))
+        else:
+            top[name] = pa.field(name, _arrow_type(kind))
+    if set(top) & set(nested) or "timestamp" in nested:
+        return None
+    return pa.schema([pa.field("timestamp", pa.int64()), *(f for n, f in top.items() if n != "timestamp"),
+                      *(pa.field(head, pa.struct(fields)) for head, fields in nested.items())])
+
+
+def scan_arrow(messages: list[tuple], partitions: int, start: int, end: int, kinds: dict[str, str],
+               columns: Any = None) -> Any:
+    """The same table as :func:`scan_records`, by Arrow's JSON reader: ~10x faster for a window of
+    records whose fields keep one kind each (an inference log). None when the records do not fit it
+    (a field of two kinds, a column the catalogue lacks, a record that is not an object...)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    if not messages or any(m[3] is None for m in messages):
+        return None
+    schema = _explicit_schema(kinds)
+    if schema is None:
+        return None
+    buffer = b"\n".join(m[3] for m in messages) + b"\n"
+    try:
+        raw = pj.read_json(io.BytesIO(buffer),
+                           read_options=pj.ReadOptions(use_threads=False, block_size=len(buffer) + 1),
+                           parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    if raw.num_rows != len(messages):
+        return None
+    stamps = raw.column("timestamp")
+    if stamps.null_count or not pa.types.is_integer(stamps.type):
+        return None
+    flat = raw.flatten()
+    names = flat.column_names
+    if len(set(names)) != len(names):
+        return None
+    for name in names:  # a scalar column the catalogue lacks: the record path types it
+        kind = _arrow_kind(flat.column(name).type)
+        if name not in kinds and name not in RESERVED_COLUMNS and kind is not None and flat.column(name).null_count \
+                < flat.num_rows:
+            return None
+    offsets = pa.array([position * partitions + p for p, position, _, _ in messages], pa.int64())
+    table = pa.table({"_offset": offsets, "timestamp": stamps.cast(pa.int64()),
+                      **{n: flat.column(n) for n in names if n in kinds}})
+    table = table.filter(pc.and_(pc.greater_equal(table.column("timestamp"), start),
+                                 pc.less(table.column("timestamp"), end)))
+    table = table.take(pc.sort_indices(table, sort_keys=[("timestamp", "ascending"), ("_offset", "ascending")]))
+    wanted = list(kinds) if columns is None else [c for c in dict.fromkeys(columns) if c in kinds]
+    out = [table.column("_offset"), table.column("timestamp")]
+    for name in wanted:
+        kind_type = _arrow_type(kinds[name])
+        if name in table.column_names and _arrow_kind(table.column(name).type) == kinds[name]:
+            out.append(table.column(name).cast(kind_type))
+        else:
+            out.append(pa.nulls(table.num_rows, kind_type))
+    return pa.Table.from_arrays(out, names=["_offset", "timestamp", *wanted])
 
 
 # ---- encoding -------------------------------------------------------------------------------------
