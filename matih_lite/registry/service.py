@@ -36,6 +36,7 @@ import msgspec
 
 from matih_lite.contracts.artifacts import clean_path
 from matih_lite.contracts.clock import now_ms
+from matih_lite.contracts.logged_models import LoggedModel
 from matih_lite.contracts.records import Page
 from matih_lite.contracts.registry import (
     STAGES,
@@ -51,6 +52,7 @@ from matih_lite.events import PlatformEvent
 from matih_lite.identity import Principal
 from matih_lite.registry.policy import Policy, policy_for
 from matih_lite.registry.signature import check_signature, from_mlmodel, infer_signature
+from matih_lite.tracking.logged_models import LoggedModels
 from matih_lite.tracking.service import MAX_TAG_VALUE, Tracking, check_key, check_value
 
 MAX_NAME = 256
@@ -282,7 +284,7 @@ class Registry:
             doc = self._logged_model(tenant, logged_model_id)
             if doc is None:
                 raise NotFound(f"logged model {logged_model_id!r} does not exist")
-            if source == doc.get("artifact_uri"):
+            if source == doc.artifact_uri:
                 found = self._logged_model_source(tenant, doc, run_id)
                 flavor, sig = found.flavor, found.signature
         return SourceInfo(source, run_id or None, logged_model_id or None, flavor, sig)
@@ -637,33 +639,23 @@ class Registry:
         except NotFound:
             return False
 
-    # MLflow 3 logged models are kept by the MLflow-compatible API as JSON documents in the
-    # artifacts slot: {tenant}/_mlflow/models/{model_id}.json, their files under
-    # {tenant}/{experiment_id}/models/{model_id}/artifacts (see matih_lite.service.mlflow_compat).
-    def _logged_model(self, tenant: str, model_id: str) -> dict[str, Any] | None:
+    # MLflow 3 logged models are the tracking domain's (matih_lite.tracking.LoggedModels), their files
+    # under {tenant}/{experiment_id}/models/{model_id}/artifacts.
+    def _logged_model(self, tenant: str, model_id: str) -> LoggedModel | None:
         if not _LOGGED_MODEL_ID.match(model_id or ""):
             return None
         try:
-            doc = json.loads(self.artifacts.get(f"{tenant}/_mlflow/models/{model_id}.json"))
+            return LoggedModels(self.host).get(tenant, model_id)
         except NotFound:
             return None
-        return doc if isinstance(doc, dict) and doc.get("lifecycle_stage") != "deleted" else None
 
-    def _logged_model_of_run(self, tenant: str, run_id: str, name: str) -> dict[str, Any] | None:
-        found = []
-        for info in self.artifacts.list(f"{tenant}/_mlflow/models"):
-            if info.is_dir or not info.path.endswith(".json"):
-                continue
-            doc = self._logged_model(tenant, info.path.rsplit("/", 1)[-1][:-5])
-            if doc and doc.get("source_run_id") == run_id and doc.get("name") == name:
-                found.append(doc)
-        return max(found, key=lambda d: d.get("creation_timestamp_ms", 0)) if found else None
+    def _logged_model_of_run(self, tenant: str, run_id: str, name: str) -> LoggedModel | None:
+        return LoggedModels(self.host).of_run(tenant, run_id, name)
 
-    def _logged_model_source(self, tenant: str, doc: dict[str, Any], run_id: str | None) -> SourceInfo:
-        root = f"{tenant}/{doc['experiment_id']}/models/{doc['model_id']}/artifacts"
-        mlmodel = self._read_text(lambda: self.artifacts.get(f"{root}/MLmodel"))
+    def _logged_model_source(self, tenant: str, doc: LoggedModel, run_id: str | None) -> SourceInfo:
+        mlmodel = self._read_text(lambda: self.artifacts.get(f"{LoggedModels(self.host).files_root(doc)}/MLmodel"))
         flavor, sig = from_mlmodel(mlmodel) if mlmodel else ("", None)
-        return SourceInfo(doc["artifact_uri"], run_id or doc.get("source_run_id"), doc["model_id"], flavor, sig)
+        return SourceInfo(doc.artifact_uri, run_id or doc.source_run_id, doc.model_id, flavor, sig)
 
     def _version_from_uri(self, principal: Principal, ref: str, source: str) -> ModelVersion:
         if "@" in ref:

@@ -22,8 +22,8 @@ from matih_lite.service.problems import EXCEPTION_HANDLERS
 log = logging.getLogger("matih_lite.service")
 
 DOMAIN_CONTROLLERS: tuple[str, ...] = (
-    "tracking", "mlflow_compat", "accounts", "registry", "mlflow_registry", "lineage", "cards", "deployments",
-    "streams", "oip", "monitoring", "jobs",
+    "tracking", "mlflow", "accounts", "registry", "lineage", "cards", "deployments",
+    "llm", "streams", "oip", "oip_triton", "monitoring", "jobs", "features",
 )
 """Modules under matih_lite.service exposing ``CONTROLLERS``, added as the domains arrive."""
 

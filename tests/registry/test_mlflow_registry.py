@@ -7,14 +7,13 @@ import textwrap
 import numpy as np
 import pytest
 
-mlflow = pytest.importorskip("mlflow")
-sklearn = pytest.importorskip("sklearn")
+import mlflow  # test dependencies ([test] and [ml] extras): missing, this suite fails, it does not skip
+import sklearn  # noqa: F401
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from matih_lite.identity import Principal  # noqa: E402
-from matih_lite.registry import Registry  # noqa: E402
+from matih_lite.identity import Principal
+from matih_lite.registry import Registry
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # MLflow deprecates stages; we keep them governed
 
