@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
-from serving_helpers import register_model  # noqa: F401  (the helper module; LLM versions register below)
+from serving_helpers import register_model
 
 import matih_lite as ml
 from matih_lite.contracts.clock import now_ms
@@ -204,6 +205,41 @@ def test_the_inference_log_records_tokens_time_to_first_token_and_tokens_per_sec
     unstreamed, streamed = rows
     assert unstreamed["outputs.ttft_ms"] == pytest.approx(unstreamed["latency_ms"], rel=1e-3)
     assert streamed["outputs.ttft_ms"] < streamed["latency_ms"]  # the first token came before the last
+
+
+def test_a_caller_that_leaves_mid_stream_stops_the_generation_and_is_logged_as_disconnected(host):
+    start = now_ms()
+    with serve(host) as url:
+        deploy(url, name="assistant", version=1)
+        body = {"model": "x", "prompt": COUNTING, "max_tokens": 200, "stream": True}
+        with httpx.stream("POST", f"{url}/api/v1/deployments/assistant/completions", json=body, timeout=60) as resp:
+            assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+            lines = resp.iter_lines()
+            assert next(line for line in lines if line.startswith("data:"))
+        manager = attach_traffic(host)
+        rows = wait_until(lambda: manager.inference_log.window("assistant", start, now_ms() + 1).table.to_pylist())
+    assert [r["outputs.finish_reason"] for r in rows] == ["disconnected"]
+    assert rows[0]["outputs.ttft_ms"] <= rows[0]["latency_ms"]
+    assert manager.stats(T, "assistant")["variants"].get("v1", {}).get("requests", 0) == 0  # no canary sample
+
+
+class Doubling:
+    def predict(self, inputs):
+        return np.asarray(inputs, dtype=np.float64)[:, 0] * 2.0
+
+
+def test_one_profile_serves_a_tabular_model_and_an_llm_side_by_side(host):
+    register_model(host, "doubler", Doubling(), "pyfunc", np.array([[1.0, 2.0]]))
+    with serve(host) as url:
+        deploy(url, name="assistant", version=1)
+        made = httpx.post(f"{url}/api/v1/deployments", json={"name": "double", "model": "doubler", "version": 1})
+        assert made.status_code == 201, made.text
+        predicted = httpx.post(f"{url}/api/v1/deployments/double/predict", json={"inputs": [[1.5, 0.0]]})
+        assert predicted.status_code == 200 and predicted.json()["predictions"] == [3.0]
+        chat = client_for(url, "assistant").chat.completions.create(model="x", messages=HI, max_tokens=1)
+        assert chat.model == "smollm2-a"
+        ready = httpx.get(f"{url}/ready").json()["slots"]
+        assert ready["serving"]["ok"] and ready["llm"]["ok"]
 
 
 # ---- canaries -----------------------------------------------------------------------------------------------
