@@ -63,20 +63,32 @@ def batch(
         raise InvalidInput("name either --deployment, or --model with --version")
     if model and not version:
         raise InvalidInput("--model needs --version (a number or an alias)")
-    if os.environ.get("MATIH_URL"):
-        raise InvalidInput("predict batch scores where the registry's artifacts are: unset MATIH_URL and run it in "
-                           "the service's folder (it can run beside the service)")
     wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    host = Host.open(config, profile)
-    try:
-        scorer = load_scorer(host, LOCAL_ADMIN, deployment=deployment, model=model, version=version, columns=wanted)
-        if json_out:
+    if os.environ.get("MATIH_URL"):
+        # A remote service: the registry's artifacts are there, so each chunk goes through its predict route.
+        if not deployment:
+            raise InvalidInput("with MATIH_URL, score through a deployment (--deployment); --model --version scores "
+                               "where the registry's artifacts are (unset MATIH_URL and run it in that folder)")
+        from matih_lite.remote import ServiceHttp
+        from matih_lite.serving.batch import ServiceScorer
+
+        with ServiceHttp.from_env(config, user_agent="matih-lite-cli", timeout=300.0) as http:
+            scorer = ServiceScorer(http, deployment, wanted)
             result = score_batch(scorer, input, output, chunk_rows, prediction_column=prediction_column,
-                                 memory_limit=memory_limit)
-        else:
-            result = _with_progress(scorer, input, output, chunk_rows, prediction_column, memory_limit)
-    finally:
-        host.close()
+                                 memory_limit=memory_limit) if json_out else \
+                _with_progress(scorer, input, output, chunk_rows, prediction_column, memory_limit)
+    else:  # this folder (a running up beside it is fine: scoring reads the registry and writes only the output)
+        host = Host.open(config, profile)
+        try:
+            scorer = load_scorer(host, LOCAL_ADMIN, deployment=deployment, model=model, version=version,
+                                 columns=wanted)
+            if json_out:
+                result = score_batch(scorer, input, output, chunk_rows, prediction_column=prediction_column,
+                                     memory_limit=memory_limit)
+            else:
+                result = _with_progress(scorer, input, output, chunk_rows, prediction_column, memory_limit)
+        finally:
+            host.close()
     if json_out:
         import msgspec
 

@@ -217,6 +217,37 @@ class Scorer:
         return {"prediction": outputs, **{f"probability_{c}": probabilities[:, j] for j, c in enumerate(classes)}}
 
 
+class ServiceScorer:
+    """A deployment of a remote ml-service as a batch ``predict(batch)``: each chunk is one request to its
+    predict route (``dataframe_split``), answered through the deployment's routes like any client's."""
+
+    def __init__(self, http: Any, deployment: str, columns: Sequence[str] | None = None,
+                 request_rows: int = 5_000) -> None:
+        from urllib.parse import quote
+
+        self.http = http
+        self.path = f"/api/v1/deployments/{quote(deployment, safe='')}/predict"
+        self.columns = list(columns) if columns else None
+        self.request_rows = request_rows
+        self.description = f"deployment {deployment} at {http.url}"
+
+    def __call__(self, batch: Any) -> Any:
+        names = self.columns or list(batch.schema.names)
+        missing = [c for c in names if c not in batch.schema.names]
+        if missing:
+            raise InvalidInput(f"the input has no column {missing[0]!r}")
+        table = batch.select(names)
+        parts: list[Any] = []
+        for start in range(0, table.num_rows, self.request_rows):
+            chunk = table.slice(start, self.request_rows)
+            rows = [list(r) for r in zip(*(chunk.column(i).to_pylist() for i in range(chunk.num_columns)))]
+            body = {"dataframe_split": {"columns": names, "data": rows}}
+            parts.append(self.http.call("POST", self.path, json=body)["predictions"])
+        if parts and isinstance(parts[0], Mapping):
+            return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+        return np.concatenate([np.asarray(p) for p in parts]) if parts else np.empty(0)
+
+
 def model_inputs(batch: Any, schema: Any, columns: Sequence[str] | None = None) -> Any:
     """A record batch as what a predictor takes: a 2-D array of its columns in the model's order
     (numeric models), or a dict of column arrays (models with string columns)."""

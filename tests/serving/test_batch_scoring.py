@@ -160,6 +160,31 @@ def test_cli_scores_with_a_deployment_and_shows_progress(registered, cli, hermet
     assert pq.read_table(hermetic / "s.parquet").column("prediction").to_pylist() == model.predict(x).tolist()
 
 
+def test_cli_scores_through_a_remote_service_with_matih_url(registered, cli, hermetic, monkeypatch):
+    """With MATIH_URL the registry's artifacts are the service's: each chunk goes through the deployment."""
+    from matih_lite.host import Host
+    from matih_lite.testing.service import serve
+
+    model, x = registered
+    x.to_parquet(hermetic / "in.parquet")
+    host = Host.open()
+    try:
+        with serve(host) as url:
+            monkeypatch.setenv("MATIH_URL", url)
+            code, out, err = cli("predict", "batch", "--deployment", "churn-live", "-i", "in.parquet", "-o",
+                                 "remote.parquet", "--chunk-rows", "150", "--json")
+            assert code == 0, err
+            assert json.loads(out)["rows"] == 400
+            code, _, err = cli("predict", "batch", "--model", "churn", "--version", "1", "-i", "in.parquet",
+                               "-o", "x.parquet")
+            assert code == 2 and "--deployment" in err
+    finally:
+        host.close()
+    remote = pq.read_table(hermetic / "remote.parquet").to_pandas()
+    assert remote.prediction.tolist() == model.predict(x).tolist()
+    assert remote.x0.tolist() == x.x0.tolist()
+
+
 def test_cli_errors_are_one_line(registered, cli, hermetic):
     code, _, err = cli("predict", "batch", "--deployment", "nope", "-i", "in.parquet", "-o", "s.parquet")
     assert code == 1 and "nope" in err and "Traceback" not in err
