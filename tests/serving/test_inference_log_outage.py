@@ -187,6 +187,7 @@ class Summer:
         return np.asarray(inputs, dtype=np.float64).sum(axis=1)
 
 
+@pytest.mark.slow
 def test_the_service_reports_its_inference_log_in_metrics(hermetic):
     from litestar.testing import TestClient
     from serving_helpers import register_model

@@ -65,7 +65,7 @@ import msgspec
 
 from matih_kafka.plugin import FIXED_PRODUCER
 from matih_lite.contracts import Health
-from matih_lite.contracts.streams import RESERVED_COLUMNS, STREAM_NAME, EventRecord, record_columns
+from matih_lite.contracts.streams import RESERVED_COLUMNS, STREAM_NAME, EventRecord, record_columns, unflatten
 from matih_lite.errors import InvalidInput, StoreError
 
 log = logging.getLogger("matih_kafka")
@@ -1206,8 +1206,8 @@ def _encode_table(table: Any, to_json: TableJSON | None = None) -> tuple[list[by
     plain = plain and len(set(folded)) == len(folded) and all(
         len({k.lower() for k, _ in members}) == len(members) for members in groups.values())
     if to_json is not None and plain:
-        # DuckDB folds the case of struct keys, hence the check above; the object wins over a
-        # scalar of the same name in unflatten(), and the check leaves that case to Python too.
+        # DuckDB folds the case of struct keys, hence the check above, which also leaves a name that is
+        # both a column's and an object's to Python.
         parts = [f"'timestamp': {_sql_name('timestamp')}", *(f"{_sql_key(k)}: {_sql_name(c)}" for k, c in top)]
         parts += [f"{_sql_key(head)}: {{{', '.join(f'{_sql_key(k)}: {_sql_name(c)}' for k, c in members)}}}"
                   for head, members in groups.items()]
@@ -1215,6 +1215,15 @@ def _encode_table(table: Any, to_json: TableJSON | None = None) -> tuple[list[by
                         names=["timestamp", *(n for n, _ in used)])
         return to_json.rows(data, "{" + ", ".join(parts) + "}"), kafka_stamps, kinds
     cells = {name: column.to_pylist() for name, column in used}
+    if set(top_keys) & set(groups):
+        # A name that is a column's and an object's ("a" and "a.b"): the order of the columns decides, as
+        # in unflatten(), row by row.
+        names = [name for name, _ in used]
+        rows = [{"timestamp": ts, **unflatten(dict(zip(names, row)))}
+                for ts, row in zip(stamps, zip(*(cells[n] for n in names)))]
+        values = _encoder.encode_lines(rows).split(b"\n")
+        values.pop()
+        return values, kafka_stamps, kinds
     rows = [dict(zip(top_keys, row)) for row in zip(stamps, *(cells[c] for _, c in top))]
     nulls = {name for name, column in used if column.null_count}
     if any(c in nulls for _, c in top):

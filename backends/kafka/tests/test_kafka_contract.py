@@ -8,7 +8,7 @@ store's view of the stream's end, tansu's high watermark, is exact (tansu's faul
 from __future__ import annotations
 
 import pytest
-from conftest import kafka_store
+from kafka_helpers import kafka_store
 
 from matih_lite.testing import EventStoreContract
 

@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-from conftest import kafka_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kafka_helpers import kafka_store, needs_broker
 
 from matih_lite.errors import ConfigError, InvalidInput, StoreError
 from matih_lite.host import Host
@@ -190,6 +190,7 @@ def test_two_stores_appending_at_once_to_one_partition_get_distinct_contiguous_o
 
 # ---- faults -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_broker_down_fails_fast_writes_nothing_and_the_store_recovers(own_tansu, prefix):
     store = kafka_store(own_tansu, prefix, timeout_ms=5000)
     try:
@@ -225,12 +226,10 @@ def test_on_persistent_storage_a_broker_restart_loses_nothing(tmp_path, prefix):
     """tansu on SeaweedFS keeps records and group offsets across a restart. Its S3 storage reports a
     high watermark of 1 whatever a partition holds (a fault of that engine, beyond its fault 2), so
     the new store here reads to the end of the partition instead of asking for ``end_offset``."""
-    from conftest import _needs_broker
-
     from matih_lite.testing.seaweedfs import SeaweedFS, weed_binary
     from matih_lite.testing.tansu import Tansu
 
-    _needs_broker()
+    needs_broker()
     if weed_binary() is None:
         from matih_lite.testing.processes import engine_missing
 
@@ -312,6 +311,7 @@ def duckdb_json():
     return TableJSON()
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(table=tables())
 def test_a_tables_rows_become_the_records_unflatten_describes_by_either_encoder(duckdb_json, table):
@@ -352,6 +352,7 @@ def windows(draw):
     return records, partitions, draw(st.integers(0, 20)), draw(st.integers(10, 45))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(case=windows(), pick=st.booleans())
 def test_a_window_reads_the_same_through_arrows_json_reader_as_record_by_record(case, pick):

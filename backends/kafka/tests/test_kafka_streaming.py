@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import kafka_store
+from kafka_helpers import kafka_store
 
 from matih_lite.testing.tansu import EXACT_END_OFFSETS
 
