@@ -313,26 +313,42 @@ class OnlineFeatures:
 
     def to_feast(self) -> dict[str, Any]:
         """The body Feast 0.67's ``POST /get-online-features`` answers with."""
-        stamps: dict[int, str] = {}
+        stamps = _STAMPS
+        texts_of: dict[int, list[str]] = {}  # the features of one view share one list of times
         results = []
         for name in self.names:
-            texts = []
-            for t in self.event_ts[name]:
-                text = stamps.get(t)
-                if text is None:
-                    text = stamps[t] = _feast_ts(t)
-                texts.append(text)
+            times = self.event_ts[name]
+            texts = texts_of.get(id(times))
+            if texts is None:
+                texts = []
+                for t in times:
+                    text = stamps.get(t)
+                    if text is None:
+                        if len(stamps) > 100_000:
+                            stamps.clear()
+                            stamps[0] = EPOCH
+                        text = stamps[t] = _feast_ts(t)
+                    texts.append(text)
+                texts_of[id(times)] = texts
             results.append({"values": _feast_values(self.values[name], self.dtypes.get(name)),
                             "statuses": self.statuses[name], "event_timestamps": texts})
         return {"metadata": {"feature_names": list(self.names)}, "results": results}
 
 
+_AS_IS = frozenset({"int64", "int32", "string", "bool"})
+_FLOATS = frozenset({"float64", "float32"})
+_INF = float("inf")
+
+
 def _feast_values(values: list[Any], dtype: str | None) -> list[Any]:
     """Values as Feast's JSON writes them; most lists need no change at all."""
-    if dtype in ("int64", "int32", "string", "bool"):
+    if dtype in _AS_IS:
         return values
-    if dtype in ("float64", "float32") and all(v is None or v - v == 0 for v in values):
-        return values  # every value finite (inf - inf and nan - nan are nan)
+    if dtype in _FLOATS:
+        for v in values:
+            if v is not None and not -_INF < v < _INF:  # NaN fails both comparisons
+                return [_feast_value(x, dtype) for x in values]
+        return values
     return [_feast_value(v, dtype) for v in values]
 
 
@@ -346,6 +362,12 @@ def _feast_value(value: Any, dtype: str | None) -> Any:
     if dtype == "timestamp" and isinstance(value, int):
         return value // 1_000_000
     return value
+
+
+EPOCH = "1970-01-01T00:00:00Z"
+"""Feast's event time of a value it has none for (join keys, entities not found)."""
+_STAMPS: dict[int, str] = {0: EPOCH}
+"""Event times as Feast writes them, by µs: online rows' times repeat from one lookup to the next."""
 
 
 def _feast_ts(micros: int) -> str:

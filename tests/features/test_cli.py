@@ -30,7 +30,8 @@ def cli(capsys):
 
 @pytest.fixture
 def folder(platform):
-    """The customer repo, not applied, with its host closed: each command opens its own."""
+    """The customer repo, not applied, with its state folder made and its host closed: each command opens its own."""
+    platform.host.metadata.health()
     platform.host.close()
     return platform.repo.parent
 
@@ -120,6 +121,7 @@ def test_show_a_view_with_its_health(cli, folder):
     assert {e["change"]["name"] for e in json.loads(out)} == {"customer", "customer_stats", "churn_v1"}
 
 
+@pytest.mark.slow  # a service started and stopped
 def test_the_cli_talks_to_the_service_at_matih_url(cli, folder, monkeypatch):
     from matih_lite.host import Host
     from matih_lite.testing.service import serve

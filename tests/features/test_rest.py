@@ -161,6 +161,7 @@ def test_overview_show_and_monitoring(client):
     assert len(client.post("/api/v1/features/monitoring").json()["views"]) == 2
 
 
+@pytest.mark.slow  # 60 bodies x 4 routes
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.one_of(
     st.binary(max_size=64),
@@ -175,6 +176,7 @@ def test_never_a_500(client, body):
         assert r.status_code < 500, (path, body, r.text)
 
 
+@pytest.mark.slow  # a service with auth, its own lifespan
 def test_tenants_see_only_their_own_features(hermetic, repo):
     from litestar.testing import TestClient
 
