@@ -298,9 +298,17 @@ class Accounts:
         _check_admin(actor, tenant)
         return self.store.list_tokens(tenant, user=user)
 
-    def revoke_token(self, tenant: str, token_id: str, *, actor: Principal | None = None) -> Token:
-        """Revoke a token; requests with it fail from now on. Raises NotFound, Forbidden."""
+    def revoke_token(self, tenant: str, token_id: str, *, actor: Principal | None = None,
+                     using: str | None = None) -> Token:
+        """Revoke a token; requests with it fail from now on. ``using`` is the secret of the caller's own
+        token: revoking that one is refused, as disabling oneself is (it would lock them, maybe the tenant,
+        out). Raises NotFound, Forbidden."""
         _check_admin(actor, tenant)
+        if using is not None:
+            found = self.store.find_token(hash_secret(using))
+            if found is not None and found.token.token_id == token_id:
+                raise Forbidden(f"token {token_id} is the one this request uses: revoking it would lock you out; "
+                                "create another token first and revoke this one with it (or ask another admin)")
         token = self.store.revoke_token(tenant, token_id)
         self.forget_cached()
         return token

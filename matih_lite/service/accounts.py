@@ -224,8 +224,10 @@ class AuthController(Controller):
         return TokenCreated(token_out(issued.token), issued.secret)
 
     @delete("/tokens/{token_id:str}", sync_to_thread=True, status_code=200, summary="Revoke a token (admin)")
-    def revoke_token(self, token_id: str, accounts: AccountsDep, principal: PrincipalDep) -> TokenOut:
-        return token_out(accounts.revoke_token(principal.tenant, token_id, actor=principal))
+    def revoke_token(self, token_id: str, request: Request, accounts: AccountsDep,
+                     principal: PrincipalDep) -> TokenOut:
+        using = bearer_secret(request.scope)
+        return token_out(accounts.revoke_token(principal.tenant, token_id, actor=principal, using=using))
 
 
 CONTROLLERS = [AuthController]

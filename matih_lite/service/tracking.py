@@ -17,6 +17,7 @@ from matih_lite.contracts import ArtifactInfo, Experiment, Metric, Run
 from matih_lite.errors import InvalidInput
 from matih_lite.host import Host
 from matih_lite.service.auth import Principal, principal
+from matih_lite.service.paths import artifact_path
 from matih_lite.tracking import Tracking
 
 JsonFloat = float | str
@@ -336,16 +337,17 @@ class RunController(Controller):
             async for chunk in request.stream():
                 spool.write(chunk)
             spool.seek(0)
-            info = await anyio.to_thread.run_sync(
-                lambda: tracking.log_artifact(principal.tenant, run_id, path.lstrip("/"), spool))
+            rel = artifact_path(request, path)
+            info = await anyio.to_thread.run_sync(lambda: tracking.log_artifact(principal.tenant, run_id, rel, spool))
         finally:
             spool.close()
         return artifact_out(info)
 
     @get("/{run_id:str}/artifacts/{path:path}", sync_to_thread=True, summary="Download one artifact file",
          media_type="application/octet-stream")
-    def download(self, run_id: str, path: str, tracking: TrackingDep, principal: PrincipalDep) -> Response:
-        rel = path.lstrip("/")
+    def download(self, run_id: str, path: str, request: Request, tracking: TrackingDep,
+                 principal: PrincipalDep) -> Response:
+        rel = artifact_path(request, path)
         info = tracking.stat_artifact(principal.tenant, run_id, rel)
         if info.is_dir:
             raise InvalidInput(f"{rel!r} is a folder; list it with GET /api/v1/runs/{run_id}/artifacts?path={rel}")

@@ -514,6 +514,19 @@ def test_revoked_token_is_401(service):
         assert c.post("/api/2.0/mlflow/runs/search", json={}).json()["error_code"] == "UNAUTHENTICATED"
 
 
+def test_an_admin_cannot_revoke_the_token_they_are_using(service):
+    """Like disabling oneself: the tenant's admin would be locked out."""
+    with service.http("alice") as c:
+        spare = c.post("/api/v1/auth/tokens", json={"user": "alice", "name": "spare"}).json()
+    spare_id = spare["token"]["token_id"]
+    with service.http(secret=spare["secret"]) as c:
+        r = c.delete(f"/api/v1/auth/tokens/{spare_id}")
+        assert r.status_code == 403 and "this request uses" in r.json()["detail"]
+        assert c.get("/api/v1/auth/users").status_code == 200  # still works
+    with service.http("alice") as c:  # with another token of hers, she may
+        assert c.delete(f"/api/v1/auth/tokens/{spare_id}").json()["revoked"] is True
+
+
 def test_revocation_on_the_servers_folder_counts_within_cache_seconds(service):
     """``matih-lite tokens revoke`` on the folder works on the store, not through the service."""
     with service.http("alice") as c:

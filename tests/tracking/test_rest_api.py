@@ -166,3 +166,29 @@ def test_arbitrary_batch_bodies_never_500(client, run, body):
 def test_arbitrary_filters_never_500(client, text):
     r = client.post("/api/v1/runs/search", json={"experiment_names": ["rest"], "filter": text})
     assert r.status_code in (200, 400), r.text
+
+
+def test_artifact_names_are_never_silently_rewritten(tmp_path, monkeypatch):
+    """Not UTF-8, absolute, or with an empty segment: a 400 naming the problem; nothing is written."""
+    from litestar.testing import TestClient
+
+    from matih_lite.config import load_config
+    from matih_lite.host import Host
+    from matih_lite.service import create_app
+
+    monkeypatch.chdir(tmp_path)
+    host = Host(load_config())
+    with TestClient(create_app(host)) as client:
+        exp = client.post("/api/v1/experiments/", json={"name": "paths"}).json()
+        run = client.post("/api/v1/runs", json={"experiment_id": exp["experiment_id"]}).json()["run_id"]
+        for bad, why in (("caf%FF.txt", "not valid UTF-8"), ("/etc/passwd", "absolute"), ("a//b.txt", "empty segment")):
+            r = client.put(f"/api/v1/runs/{run}/artifacts/{bad}", content=b"x")
+            assert r.status_code == 400 and why in r.json()["detail"], (bad, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+        r = client.put(f"/api/2.0/mlflow-artifacts/artifacts/{exp['experiment_id']}/{run}/artifacts/caf%FF",
+                       content=b"x")
+        assert r.status_code == 400 and "not valid UTF-8" in r.text  # MLflow-shaped error on the MLflow API
+        listing = client.get(f"/api/v1/runs/{run}/artifacts").json()
+        assert listing["files"] == []
+        ok = client.put(f"/api/v1/runs/{run}/artifacts/caf%C3%A9.txt", content=b"x")
+        assert ok.status_code == 200 and ok.json()["path"] == "café.txt"

@@ -21,6 +21,7 @@ from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.service.auth import Principal
 from matih_lite.service.mlflow.api import ARTIFACTS_API, EXCEPTION_HANDLERS, MlflowApiError, drop_none, paths
 from matih_lite.service.mlflow.scope import Scope, scope
+from matih_lite.service.paths import artifact_path
 from matih_lite.service.tracking import DEPENDENCIES
 from matih_lite.tracking import Tracking
 
@@ -71,6 +72,7 @@ class MlflowArtifacts(Controller):
     @put(paths("artifacts/{path:path}", ARTIFACTS_API), status_code=200, request_max_body_size=None)
     async def upload(self, path: str, request: Request, tracking: Tracking, principal: Principal) -> dict[str, Any]:
         s = scope(tracking, principal)
+        path = artifact_path(request, path)
         target = await anyio.to_thread.run_sync(lambda: resolve_artifact_path(s, path, allow_root=False))
         spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
         try:
@@ -88,10 +90,11 @@ class MlflowArtifacts(Controller):
         return {}
 
     @get(paths("artifacts/{path:path}", ARTIFACTS_API), media_type="application/octet-stream")
-    async def download(self, path: str, tracking: Tracking, principal: Principal) -> Stream:
+    async def download(self, path: str, request: Request, tracking: Tracking, principal: Principal) -> Stream:
         # async with the blocking part in a thread: a sync handler with several paths returning a
         # Stream trips Litestar 2.x (its response is never awaited).
         s = scope(tracking, principal)
+        path = artifact_path(request, path)
 
         def open_file() -> tuple[Any, int]:
             target = resolve_artifact_path(s, path, allow_root=False)
