@@ -9,6 +9,7 @@ their own. When the environment cannot be built the tests skip, and fail under `
 from __future__ import annotations
 
 import os
+
 import pytest
 from triton_support import TESTS, start_triton
 
@@ -20,9 +21,8 @@ def _in_ci() -> bool:
 
 
 try:
-    import tritonclient.http  # noqa: F401
-
     import matih_triton  # noqa: F401
+    import tritonclient.http  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
     _why = f"matih-triton or tritonclient is not installed ({exc}); pip install -e 'backends/triton[test]'"
     if _in_ci():

@@ -13,10 +13,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from matih_lite.contracts.flavors import InputSchema, TensorSpec
-from matih_lite.errors import ConfigError, InvalidInput
-from matih_lite.testing.serving import write_linear_onnx
 from matih_triton.backend import feeds
 from matih_triton.model_config import (
     Tensor,
@@ -29,6 +25,10 @@ from matih_triton.model_config import (
     triton_version,
 )
 from matih_triton.repository import S3Location
+
+from matih_lite.contracts.flavors import InputSchema, TensorSpec
+from matih_lite.errors import ConfigError, InvalidInput
+from matih_lite.testing.serving import write_linear_onnx
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -125,9 +125,9 @@ def test_rows_are_cast_to_the_tensor_dtype_and_checked_for_width():
 
 def test_mixed_columns_go_one_tensor_each_and_text_as_bytes():
     schema = InputSchema("columns", (TensorSpec("age", "float64"), TensorSpec("plan", "str")))
-    sent = dict((t.name, a) for t, a in feeds({"age": np.array([41.0, 7.0]), "plan": np.array(["a", "b"],
+    sent = {t.name: a for t, a in feeds({"age": np.array([41.0, 7.0]), "plan": np.array(["a", "b"],
                                                                                             dtype=object)},
-                                              io_for(schema)))
+                                              io_for(schema))}
     assert sent["age"].shape == (2, 1) and sent["plan"].tolist() == [[b"a"], [b"b"]]
     with pytest.raises(InvalidInput, match="missing input 'plan'"):
         feeds({"age": np.array([1.0])}, io_for(schema))
@@ -162,9 +162,9 @@ def test_the_default_repository_is_in_the_state_folder(tmp_path):
 def test_binary_requests_and_responses_are_the_protocols_own_bytes():
     """What matih_triton.wire writes, the ml-service's OIP decoder (and so Triton) reads, and the other way round."""
     import tritonclient.http as httpclient
+    from matih_triton.wire import decode_response, encode_request
 
     from matih_lite.serving.oip import decode_infer_request, encode_infer_response
-    from matih_triton.wire import decode_response, encode_request
 
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     text = np.array([[b"a"], ["\u00e9t\u00e9".encode()]], dtype=object)

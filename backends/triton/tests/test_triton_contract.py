@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from matih_lite.testing import ServingBackendContract
 from matih_triton.backend import TritonServing
 from matih_triton.plugin import TritonSettings
+
+from matih_lite.testing import ServingBackendContract
 
 pytestmark = pytest.mark.slow
 

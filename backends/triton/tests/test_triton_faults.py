@@ -8,9 +8,9 @@ import asyncio
 import httpx
 import numpy as np
 import pytest
-from triton_support import start_triton
 from serving_helpers import register_model
 from triton_models import BrokenOnLoad, Linear
+from triton_support import start_triton
 
 from matih_lite.contracts.clock import now_ms
 from matih_lite.identity import LOCAL_ADMIN

@@ -11,6 +11,8 @@ import shutil
 
 import numpy as np
 import pytest
+from matih_triton.backend import TritonServing
+from matih_triton.plugin import TritonSettings
 from serving_helpers import register_model
 from triton_models import BrokenOnLoad, Linear
 
@@ -19,8 +21,6 @@ from matih_lite.errors import InvalidInput
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.serving import load_version, model_load
 from matih_lite.testing.serving import write_linear_onnx
-from matih_triton.backend import TritonServing
-from matih_triton.plugin import TritonSettings
 
 pytestmark = pytest.mark.slow
 T = LOCAL_ADMIN.tenant

@@ -11,9 +11,9 @@ import json
 
 import numpy as np
 import pytest
-from triton_support import TESTS
 from serving_helpers import register_model
 from triton_models import Linear
+from triton_support import TESTS
 
 from matih_lite.host import Host
 from matih_lite.identity import LOCAL_ADMIN
