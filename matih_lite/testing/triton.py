@@ -276,7 +276,7 @@ class TritonServer:
     def __enter__(self) -> TritonServer:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:
