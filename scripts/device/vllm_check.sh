@@ -28,8 +28,9 @@ fi
 . "$VENV/bin/activate"
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "vllm${VLLM_VERSION:+==$VLLM_VERSION}"
-# The project on top of vLLM's stack: the core with its test tools, and the backend with the openai client.
-python -m pip install --quiet -e ".[test]" -e backends/vllm openai "hypothesis>=6.100" pytest-timeout
+# The project on top of vLLM's stack: the core, the backend, the openai client and the test tools (not the
+# core's whole test extra: mlflow and tritonclient are not needed here and would fight vLLM's pins).
+python -m pip install --quiet -e . -e backends/vllm openai pyyaml "pytest>=8" pytest-timeout "hypothesis>=6.100"
 python -c "import vllm, sys; print('vllm', vllm.__version__, 'python', sys.version.split()[0])"
 
 free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
