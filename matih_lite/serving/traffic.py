@@ -24,7 +24,7 @@ import msgspec
 
 from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.deployments import Deployment, Route
-from matih_lite.errors import InvalidInput, MatihError, NotFound
+from matih_lite.errors import InvalidInput, MatihError, NotFound, StoreError
 from matih_lite.hookspecs import hookimpl
 from matih_lite.identity import Principal
 from matih_lite.serving.canary import Canaries, ShadowStats, VariantStats, WindowStats, agreeing_rows, canary_section
@@ -271,6 +271,9 @@ class TrafficManager:
                 # A failed batch may be a neighbour's fault: try this request alone before blaming it.
                 outputs = await asyncio.to_thread(self.host.backend("serving").predict, served.key, inputs)
             except InvalidInput:
+                raise
+            except StoreError:  # the serving backend's server is down: a 503 with Retry-After, the variant's error
+                stats.add(now_ms(), (time.perf_counter() - start) * 1000, True)
                 raise
             except Exception as exc:
                 latency = (time.perf_counter() - start) * 1000

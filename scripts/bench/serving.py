@@ -69,7 +69,10 @@ CONCURRENCY = {1: 1, 16: 2}  # connections -> wrk threads
 MATIH_SETTLE_S = 8.0  # the first timed run on matih-lite starts at least this long after the service started
 
 SIDES = ("mlflow", "matih-sklearn", "matih-onnx", "bare")
-LABELS = {"mlflow": "mlflow models serve", "matih-sklearn": "matih-lite sklearn (A/B+log)",
+TRITON_SIDES = ("matih-triton",)
+"""--backend triton: one side that measures tritonclient's request straight to Triton, then through the ml-service."""
+LABELS = {"triton-direct": "tritonclient request -> Triton", "matih-triton": "same -> matih-lite over Triton (A/B+log)",
+          "mlflow": "mlflow models serve", "matih-sklearn": "matih-lite sklearn (A/B+log)",
           "matih-onnx": "matih-lite onnx (A/B+log)", "bare": "bare onnxruntime+starlette"}
 # What the issue measured on its machine (req/s at c1, c16; p50 c1 ms; p99 c16 ms), printed for scale.
 ISSUE_REFERENCE = {"mlflow": (130, 150, 7.5, 270), "bare": (4_500, 7_650, None, None)}
@@ -546,14 +549,16 @@ class Bench:
         print(line, flush=True)
         return {"check_rows": len(m.rows), "variants": variants}
 
-    def load(self, side: str, url: str, server: Server) -> None:
+    def load(self, side: str, url: str, server: Any, request_lua: str | None = None) -> None:
         m = self.model
         assert m is not None
         body = json.dumps(m.body([m.load_row]), separators=(",", ":"))
         lua, timed_lua = self.work / f"{side}.lua", self.work / f"{side}-timed.lua"
         latency_dir = self.work / f"{side}-latency"
-        lua.write_text(LUA.format(body=body))
-        timed_lua.write_text(LUA_TIMED.format(body=body, latency_dir=latency_dir))
+        # request_lua: another request (the binary OIP body of --backend triton) with the same timing hooks
+        request_lua = request_lua if request_lua is not None else LUA.format(body=body)
+        lua.write_text(request_lua)
+        timed_lua.write_text(request_lua + LUA_TIMED[len(LUA):].format(latency_dir=latency_dir))
         if side.startswith("matih"):
             # matih-lite's drift scheduler takes its first look 5 s after the service starts (start-up work,
             # once): let it pass before measuring, so the timed runs see the steady state.
@@ -626,6 +631,111 @@ class Bench:
         url = f"http://127.0.0.1:{port}/invocations"
         self.notes[side] = self.check(side, url, m.onnx_expected)
         self.load(side, url, srv)
+
+    def side_matih_triton(self, side: str) -> None:
+        """--backend triton: tritonclient's own binary request for one row, sent by wrk straight to Triton and to
+        ``matih-lite up`` (serving = triton on that Triton, A/B 50/50 over two versions, inference log on)."""
+        import types
+
+        import httpx
+        import numpy as np
+
+        try:
+            import tritonclient.http as httpclient
+
+            from matih_lite.testing.triton import TritonServer, triton_env
+            from matih_triton.model_config import triton_name
+        except ImportError as exc:
+            raise Skip(f"needs tritonclient and matih-triton (pip install -e backends/triton): {exc}") from None
+        m = self.model
+        assert m is not None
+        print("  Triton environment (built on first use, then cached) ...", flush=True)
+        try:
+            triton = TritonServer(self.work / "triton", triton_env())
+        except RuntimeError as exc:
+            raise Skip(f"the Triton environment cannot be built here: {exc}") from None
+        t0 = time.perf_counter()
+        triton.start()
+        self.servers.append(types.SimpleNamespace(stop=triton.stop))
+        print(f"  tritonserver ready on {triton.url} in {time.perf_counter() - t0:.1f} s (pid {triton.process.pid})",
+              flush=True)
+        folder = self.work / side
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "matih.toml").write_text(
+            f'[profiles.lite]\nserving = {{ backend = "triton", url = "{triton.url}", repository = '
+            f'"{triton.repository}", onnx_runtime = "python" }}\n')
+        env = {**self.env, "MATIH_HOME": str(folder / ".matih")}
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        cli = BIN / "matih-lite"
+        argv = [str(cli)] if cli.exists() else [sys.executable, "-m", "matih_lite"]
+        srv = self.start("matih-lite up (triton)", [*argv, "up", "--host", "127.0.0.1", "--port", str(port),
+                                                    "--log-level", "warning"], f"{base}/health", folder, env)
+        model_name, deployment = "bench-gbc-onnx", "gbc-triton"
+        os.environ["MATIH_URL"] = base
+        try:
+            import matih_lite as ml
+            from matih_lite.registry.client import RegistryClient
+
+            with ml.start_run(experiment="serving-bench", run_name="gbc-triton", capture=False) as run:
+                ml.log_artifacts(str(m.onnx_dir), "model")
+            with RegistryClient(base) as registry:
+                versions = [registry.register_version(model_name, run_id=run.run_id, path="model", flavor="onnx",
+                                                      description=f"bench copy {i}").version for i in (1, 2)]
+        finally:
+            os.environ.pop("MATIH_URL", None)
+        with httpx.Client(base_url=base, timeout=300.0) as client:
+            resp = client.post("/api/v1/deployments", json={"name": deployment, "model": model_name,
+                                                            "split": f"{versions[0]}=50,{versions[1]}=50"})
+            if resp.status_code >= 400:
+                raise RuntimeError(f"creating the deployment: HTTP {resp.status_code}: {resp.text[:800]}")
+
+        def request(rows: Any) -> tuple[bytes, int]:
+            inp = httpclient.InferInput("input", [len(rows), N_FEATURES], "FP32")
+            inp.set_data_from_numpy(np.asarray(rows, dtype=np.float32), binary_data=True)
+            out = httpclient.InferRequestedOutput("label", binary_data=True)
+            body, length = httpclient.InferenceServerClient.generate_request_body([inp], outputs=[out])
+            return body, length or len(body)
+
+        direct_name = triton_name(f"default/{model_name}/{versions[0]}")
+        urls = {"matih-triton": (base.removeprefix("http://"), deployment, ""),
+                "triton-direct": (triton.url.removeprefix("http://"), direct_name, str(versions[0]))}
+        for which, (address, name, version) in urls.items():  # tritonclient itself, every check row
+            client = httpclient.InferenceServerClient(address, network_timeout=300.0)
+            try:
+                for i, row in enumerate(m.rows):
+                    inp = httpclient.InferInput("input", [1, N_FEATURES], "FP32")
+                    inp.set_data_from_numpy(np.asarray([row], dtype=np.float32), binary_data=True)
+                    got = client.infer(name, [inp], model_version=version,
+                                       outputs=[httpclient.InferRequestedOutput("label", binary_data=True)])
+                    if int(got.as_numpy("label").reshape(-1)[0]) != int(m.onnx_expected[i]):
+                        raise RuntimeError(f"{which}: WRONG PREDICTION for check row {i}")
+            finally:
+                client.close()
+        print(f"  tritonclient gets the model's own labels for {len(m.rows)} check rows from both; Triton serves "
+              f"{direct_name} (version {versions[0]}), matih-lite splits {deployment} 50/50 over versions "
+              f"{versions[0]} and {versions[1]}", flush=True)
+        body, length = request([m.load_row])
+        escaped = "".join(f"\\{b:03d}" for b in body)
+        lua = (f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/octet-stream"\n'
+               f'wrk.headers["Inference-Header-Content-Length"] = "{length}"\nwrk.body = "{escaped}"\n')
+        print(f"\n{LABELS['triton-direct']}", flush=True)
+        direct = types.SimpleNamespace(pid=triton.process.pid, started_at=0.0)
+        self.load("triton-direct", f"{triton.url}/v2/models/{direct_name}/versions/{versions[0]}/infer", direct, lua)
+        print(f"\n{LABELS[side]}", flush=True)
+        self.load(side, f"{base}/v2/models/{deployment}/infer", srv, lua)
+        with httpx.Client(base_url=base, timeout=30.0) as client:
+            stats = client.get(f"/api/v1/deployments/{deployment}/stats").json()
+        served = {k: v.get("total_requests") for k, v in (stats.get("variants") or {}).items()}
+        total = sum(v or 0 for v in served.values())
+        print("  A/B as served: " + ", ".join(f"{k} {n:,} ({100 * n / total:.1f} %)" for k, n in served.items()),
+              flush=True)
+        srv.stop()
+        note = {"stats": stats, "inference_log": self.inference_log_count(folder / ".matih", deployment)}
+        logged = note["inference_log"].get("records")
+        print(f"  inference log: {'n/a' if logged is None else f'{logged:,} records'} for {total:,} requests served",
+              flush=True)
+        self.notes[side] = note
 
     def side_matih_sklearn(self, side: str) -> None:
         assert self.model is not None
@@ -744,6 +854,14 @@ class Bench:
                     ok &= vs_bare >= 1 / 3
                 if parts:
                     r.target, r.target_met = ", ".join(parts), ok
+            if r.side == "matih-triton" and r.concurrency == 16:
+                direct = [d for d in self.results if d.side == "triton-direct" and d.concurrency == 16]
+                if direct:
+                    p50x, rpsx = r.p50_ms / direct[0].p50_ms, r.rps / direct[0].rps
+                    r.ratios["p50 vs direct"], r.ratios["throughput vs direct"] = p50x, rpsx
+                    r.target = (f"p50 {p50x:.2f}x direct (<=1.3 {'ok' if p50x <= 1.3 else 'MISSED'}), "
+                                f"throughput {rpsx:.2f}x (>=0.7 {'ok' if rpsx >= 0.7 else 'MISSED'})")
+                    r.target_met = p50x <= 1.3 and rpsx >= 0.7
             if r.side == "matih-onnx" and r.concurrency == 1:
                 r.target, r.target_met = f"p99<=2ms {'ok' if r.p99_ms <= 2.0 else 'MISSED'}", r.p99_ms <= 2.0
 
@@ -794,7 +912,9 @@ def report(bench: Bench, info: dict[str, Any], args: argparse.Namespace, load: d
           f"Python {info['python']}  mlflow {info['versions'].get('mlflow', '?')}")
     shape = (f'{{"dataframe_split": {{"columns": [f0..f{N_FEATURES - 1}], "data": [[{N_FEATURES} floats]]}}}}'
              if args.payload == "dataframe_split" else f'{{"inputs": [[{N_FEATURES} floats]]}}')
-    print(f"wrk keep-alive, one-row JSON {shape}, {args.duration:g} s per "
+    if args.backend == "triton":
+        shape = f"tritonclient's binary OIP request (input FP32 [1, {N_FEATURES}], output label)"
+    print(f"wrk keep-alive, one-row {'JSON ' if args.backend != 'triton' else ''}{shape}, {args.duration:g} s per "
           f"measurement after a {args.warmup:g} s warm-up; c1 = -t1 -c1, c16 = -t2 -c16")
     print(f"load average (1/5/15 min): before {fmt_load(load['before'])}, after {fmt_load(load['after'])}")
     header = ("server", "conc", "req/s", "p50", "p99", "vs mlflow", "vs bare", "CPU/req", "target")
@@ -839,6 +959,9 @@ def main() -> int:
     ap.add_argument("--payload", choices=PAYLOADS, default="dataframe_split",
                     help="request shape: dataframe_split (default; {columns: [f0..f19], data: [[...]]}, the "
                          "model fitted on a DataFrame) or inputs ([[20 floats]], the model fitted on an array)")
+    ap.add_argument("--backend", choices=("inprocess", "triton"), default="inprocess",
+                    help="triton: tritonclient's binary one-row request straight to a Triton (nvidia-pytriton, started "
+                         "here) vs the same through matih-lite up over that Triton; the --sides are not run")
     ap.add_argument("--json", metavar="FILE", help="write the machine, every result and wrk's output as JSON")
     ap.add_argument("--profile", metavar="DIR", help="after timing each matih-lite side, load it again under "
                     "py-spy (raw collapsed stacks, all threads) into DIR; not part of the timings")
@@ -850,7 +973,7 @@ def main() -> int:
     unknown = [s for s in sides if s not in SIDES]
     if unknown:
         ap.error(f"unknown side(s) {', '.join(unknown)}; choose from {', '.join(SIDES)}")
-    args.sides = [s for s in SIDES if s in sides]
+    args.sides = [s for s in SIDES if s in sides] if args.backend == "inprocess" else list(TRITON_SIDES)
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
