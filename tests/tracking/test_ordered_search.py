@@ -64,11 +64,19 @@ def pages(tracking, exp, order, size, filter):
             return out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind_key=st.sampled_from([("metric", "auc"), ("param", "depth"), ("tag", "team"), ("metric", "never")]),
        ascending=st.booleans(), size=st.integers(1, 25),
-       filter=st.sampled_from([None, "params.model = 'x'", "metrics.auc > 0.3", "tags.team = 'b'"]))
-def test_one_key_order_pages_like_the_general_query(population, kind_key, ascending, size, filter):
+       filter=st.sampled_from([None, "params.model = 'x'", "metrics.auc > 0.3", "tags.team = 'b'",
+                               "params.depth IS NULL", "metrics.auc > 0.85"]),
+       prefix=st.sampled_from([1, 4000]))
+def test_one_key_order_pages_like_the_general_query(population, monkeypatch, kind_key, ascending, size, filter,
+                                                    prefix):
+    """``prefix`` 1 makes the bounded index walk stop after 8 pages' worth of entries: both of its outcomes
+    (a full page, or falling back to the phases) meet the general query."""
+    import matih_lite.sqlstore.tracking as sql
+
+    monkeypatch.setattr(sql, "_PREFIX_ROWS", prefix)
     tracking, exp = population
     kind, key = kind_key
     fast = pages(tracking, exp, [OrderBy(kind, key, ascending)], size, filter)

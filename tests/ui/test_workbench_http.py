@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import httpx
-from ui_helpers import csrf_of, log_runs, pending_production
+from ui_helpers import csrf_of, log_runs, pending_production, servable_versions
 
 from matih_lite.identity import LOCAL_ADMIN, Principal
 from matih_lite.tracking import Tracking
@@ -432,3 +432,38 @@ def test_features_page_shows_views_freshness_and_quality(platform, served):
         assert "50.0%" in conv  # one of the two rows has no conv_rate
         assert "customer.toml" in detail.text and "churn_v1" in detail.text  # declared where, used by whom
         assert c.get("/ui/features/nope").status_code == 404
+
+
+# ---- deployments ----------------------------------------------------------------------------------------
+def test_deployment_page_shows_routes_variant_stats_shadow_agreement_and_recent_requests(platform, served):
+    servable_versions(platform)
+    with client(served) as c:
+        r = c.post("/api/v1/deployments", json={"name": "doubler", "model": "doubler", "split": "1=70,2=30",
+                                                "shadows": []})
+        assert r.status_code == 201, r.text
+        for i in range(40):
+            p = c.post("/api/v1/deployments/doubler/predict", json={"inputs": [[float(i), 1.0]]},
+                       headers={"X-Request-Key": f"user-{i}"})
+            assert p.status_code == 200, p.text
+        page = c.get("/ui/deployments/doubler").text
+        routes = page.split('id="routes"')[1].split("</table>")[0]
+        assert ">v1</a>" in routes and "70.0%" in routes and "30.0%" in routes
+        stats = page.split('id="variant-stats"')[1].split("</table>")[0]
+        rows = re.findall(r"<tr><td>(v\d)</td><td>\d</td><td class=\"num\">([\d.]+)</td><td class=\"num\">(\d+)</td>",
+                          stats)
+        assert {v for v, _, _ in rows} == {"v1", "v2"} and sum(int(n) for _, _, n in rows) == 40
+        assert all(float(rps) > 0 for _, rps, _ in rows)  # req/s over the last minute
+        recent = page.split('id="recent-requests"')[1].split("</table>")[0]
+        assert recent.count("<tr><td") == 25  # the newest 25 of the 40
+        assert ">78</td>" in recent  # the last request's prediction: 2 x 39
+        # a shadow of v2 beside v1: its agreement with the primary
+        r = c.patch("/api/v1/deployments/doubler", json={"version": 1, "shadows": [2]})
+        assert r.status_code == 200, r.text
+        for i in range(10):
+            assert c.post("/api/v1/deployments/doubler/predict", json={"inputs": [[float(i), 1.0]]}).status_code == 200
+        live = c.get("/ui/deployments/doubler", params={"part": "live"})
+        assert live.status_code == 200 and "<html" not in live.text  # the fragment the page refreshes
+        shadow = live.text.split('id="shadow-stats"')[1].split("</table>")[0]
+        assert "100.0%" in shadow  # the same model: every row agrees
+        history = c.get("/ui/deployments/doubler").text.split('id="h-history"')[1]
+        assert "created" in history and "updated" in history

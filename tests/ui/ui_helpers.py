@@ -114,3 +114,31 @@ def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert found, "the page has no form with a CSRF token"
     return found.group(1)
+
+
+class Doubling:
+    """A pyfunc model: twice its first input."""
+
+    def predict(self, inputs):
+        return np.asarray(inputs, dtype=np.float64)[:, 0] * 2.0
+
+
+def servable_versions(host: Any, name: str = "doubler", versions: int = 2) -> None:
+    """``versions`` versions of a real pyfunc model, saved, logged to a run and registered."""
+    import tempfile
+    from pathlib import Path
+
+    from matih_lite.serving import flavor as flavor_of
+    from matih_lite.tracking import Tracking
+
+    tracking = Tracking(host)
+    exp = tracking.get_or_create_experiment("default", "serving").experiment_id
+    for _ in range(versions):
+        run = tracking.create_run("default", exp)
+        with tempfile.TemporaryDirectory() as tmp:
+            flavor_of(host, "pyfunc").save(Doubling(), tmp, input_example=np.array([[1.0, 2.0]]))
+            for f in sorted(Path(tmp).rglob("*")):
+                if f.is_file():
+                    tracking.log_artifact("default", run.run_id, f"model/{f.relative_to(tmp).as_posix()}",
+                                          f.read_bytes())
+        Registry(host).register_version(LOCAL_ADMIN, name, run_id=run.run_id, path="model", flavor="pyfunc")

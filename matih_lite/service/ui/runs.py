@@ -23,7 +23,7 @@ from matih_lite.contracts.records import decode_page_token, encode_page_token
 from matih_lite.contracts.search import Comparison, RunFilter
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.service.ui.pages import Pages, server_timing
-from matih_lite.service.ui.render import page, who
+from matih_lite.service.ui.render import duration, number, page, when, who
 from matih_lite.tracking import Tracking
 from matih_lite.tracking.series import metric_series
 
@@ -298,7 +298,11 @@ class TrackingPages(Pages):
             prev_token = encode_page_token(max(0, offset - size)) if offset - size > 0 else ""
         headers = [{"column": c, "kind": c.split(".", 1)[0][:-1], "key": c.split(".", 1)[1],
                     "order": toggled_order(c, order), "sorted": sort_state(c, order)} for c in chosen]
-        rows = [{"run": r, "cells": [cell(r, c) for c in chosen]} for r in runs]
+        kinds = [c.split(".", 1)[0] for c in chosen]
+        rows = [{"run": r, "started": when(r.start_time),
+                 "took": duration(r.end_time - r.start_time) if r.end_time else "",
+                 "cells": [("num", number(v)) if kind == "metrics" else ("", "" if v is None else v)
+                           for kind, v in zip(kinds, (cell(r, c) for c in chosen))]} for r in runs]
         return page(request, "runs.html", title=exp.name, section="experiments", experiment=exp, rows=rows,
                     headers=headers, available=available, chosen=chosen, filter=filter, order=order, error=error,
                     size=size, sizes=PAGE_SIZES, offset=offset, next_token=next_token, prev_token=prev_token,
@@ -407,10 +411,15 @@ class TrackingPages(Pages):
                                      if v["values"][i] is not None},
                      "metrics": {k: v["values"][i] for k, v in result["metrics"].items()
                                  if v["values"][i] is not None}} for i, r in enumerate(result["runs"])]
-        params = [{"key": k, **v} for k, v in result["params"].items()]
-        metrics = [{"key": k, **v, "best_index": next((i for i, r in enumerate(result["runs"])
-                                                       if r["run_id"] == v["best"]), None)}
-                   for k, v in result["metrics"].items()]
+        params = [{"key": k, **v, "cells": [("differs" if v["differs"] else "same", value)
+                                            for value in v["values"]]} for k, v in result["params"].items()]
+        metrics = []
+        for k, v in result["metrics"].items():
+            best = next((i for i, r in enumerate(result["runs"]) if r["run_id"] == v["best"]), None)
+            mark = "num differs" if v["differs"] else "num same"
+            metrics.append({"key": k, **v, "best_index": best,
+                            "cells": [(mark + (" best" if i == best else ""), number(value), i == best)
+                                      for i, value in enumerate(v["values"])]})
         metric_keys = [m["key"] for m in metrics]
         chosen_metric = metric if metric in metric_keys else (metric_keys[0] if metric_keys else "")
         differing_params = [p["key"] for p in params if p["differs"]]
