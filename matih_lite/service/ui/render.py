@@ -132,9 +132,8 @@ def render(template: str, **context: Any) -> str:
 def page(request: Request, template: str, *, status_code: int = 200, title: str = "", section: str = "",
          **context: Any) -> Response:
     """A full page: the template with the signed-in principal, CSRF token, flash and security headers."""
-    from matih_lite.service.ui.session import csrf_token, pop_flash
-
     from matih_lite.service.ui.pages import server_timing
+    from matih_lite.service.ui.session import csrf_token, pop_flash
 
     principal = who(request)
     flash, clear_flash = pop_flash(request)
