@@ -127,18 +127,27 @@ class SeaweedFS:
             aws_secret_access_key=self.secret_access_key, config=Config(**config))
 
     def create_bucket(self, name: str, timeout: float = 30.0) -> str:
-        """Create a bucket (retried while a just-started server still refuses writes); returns its name."""
-        client = self.client(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10)
+        """Create a bucket (retried while a just-started server still fails it); returns its name.
 
-        def created() -> bool:
+        A refusal (an invalid name, say) raises botocore's ClientError at once."""
+        from botocore.exceptions import ClientError
+
+        client = self.client(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10)
+        deadline = time.monotonic() + timeout
+        while True:
             try:
                 client.create_bucket(Bucket=name)
+                return name
             except client.exceptions.BucketAlreadyOwnedByYou:
-                pass
-            return True
-
-        wait_for(created, timeout=timeout, what=f"bucket {name!r} on SeaweedFS", interval=0.2, proc=self.process)
-        return name
+                return name
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500
+                if status < 500 or time.monotonic() > deadline:
+                    raise
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
 
     def empty_bucket(self, name: str) -> None:
         """Delete every object and abort every multipart upload in a bucket (to reuse it between tests)."""

@@ -31,6 +31,7 @@ import hashlib
 import io
 import logging
 import math
+import queue
 import tempfile
 import threading
 import time
@@ -52,6 +53,8 @@ SIZE_META = "size"
 MAX_PARTS = 10_000
 CHUNK = MiB
 """Read size when hashing a source and when streaming a download."""
+PREFETCH_CHUNKS = 4
+"""Chunks a download reads ahead of its caller (bodies over two chunks)."""
 LIST_PAGE = 1000
 DELETE_BATCH = 1000
 """DeleteObjects takes at most 1,000 keys."""
@@ -59,62 +62,151 @@ FOLDER_CACHE = 4096
 FOLDER_TTL = 30.0
 
 
-class ChecksumReader(io.RawIOBase):
-    """A download body that hashes what it returns and raises StoreError at EOF on a size or sha256 mismatch."""
+class HashedChunks:
+    """A download body as chunks of CHUNK bytes, hashed as they arrive; at EOF a size or sha256 mismatch raises."""
 
     def __init__(self, body: Any, expected_sha: str | None, expected_size: int, path: str,
                  wrap: Callable[[BaseException, str, str], StoreError]) -> None:
-        self._body = body
-        self._hash = hashlib.sha256()
-        self._expected_sha = expected_sha
-        self._expected_size = expected_size
-        self._seen = 0
-        self._path = path
-        self._wrap = wrap
-        self._checked = False
+        self.body = body
+        self.hash = hashlib.sha256()
+        self.expected_sha = expected_sha
+        self.expected_size = expected_size
+        self.seen = 0
+        self.path = path
+        self.wrap = wrap
+
+    def pull(self) -> bytes:
+        """The next chunk; ``b""`` at EOF once the bytes are verified. Raises StoreError."""
+        try:
+            data = self.body.read(CHUNK)
+        except MatihError:
+            raise
+        except Exception as exc:  # urllib3 and botocore both raise mid-stream when the server goes away
+            raise self.wrap(exc, "download", self.path) from exc
+        if data:
+            self.hash.update(data)
+            self.seen += len(data)
+            return data
+        if self.seen != self.expected_size:
+            raise StoreError(f"artifact {self.path!r} arrived with {self.seen} bytes, not the {self.expected_size} "
+                             "stored; read it again")
+        if self.expected_sha and self.hash.hexdigest() != self.expected_sha:
+            raise StoreError(f"artifact {self.path!r} is corrupt: its sha256 no longer matches the one recorded")
+        return b""
+
+    def close(self) -> None:
+        try:
+            self.body.close()
+        except Exception:  # closing a body the server already dropped
+            pass
+
+
+class Prefetch:
+    """Pulls a body's chunks on a thread of its own, ``PREFETCH_CHUNKS`` ahead at most, so the network and the
+    hashing overlap with the caller's own work. It holds no reference to the reader: a reader dropped without
+    being closed stops it (through ``IOBase.__del__``)."""
+
+    def __init__(self, chunks: HashedChunks) -> None:
+        self.chunks = chunks
+        self.queue: queue.Queue = queue.Queue(maxsize=PREFETCH_CHUNKS)
+        self.stopped = threading.Event()
+        threading.Thread(target=self._run, name="matih-s3-download", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped.is_set():
+                data = self.chunks.pull()
+                self._hand_over(data)
+                if not data:
+                    return
+        except BaseException as exc:
+            self._hand_over(exc)
+
+    def _hand_over(self, item: bytes | BaseException) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def pull(self) -> bytes:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.chunks.close()
+
+
+class VerifiedDownload(io.BufferedIOBase):
+    """What ``open()`` returns: the object's bytes, streamed and checked (StoreError at EOF on a mismatch).
+
+    ``read(n)`` hands out the chunks as they came (no copy when ``n`` is a chunk, as ``shutil.copyfileobj``
+    asks); ``peek`` makes ``readline`` cheap."""
+
+    def __init__(self, chunks: HashedChunks) -> None:
+        super().__init__()
+        self._source: HashedChunks | Prefetch = Prefetch(chunks) if chunks.expected_size > 2 * CHUNK else chunks
+        self._chunk = b""
+        self._pos = 0
+        self._eof = False
 
     def readable(self) -> bool:
         return True
 
-    def _read(self, amount: int | None) -> bytes:
+    def _refill(self) -> bool:
+        if self._pos < len(self._chunk):
+            return True
+        if self._eof:
+            return False
         try:
-            data = self._body.read(amount) if amount is not None else self._body.read()
-        except MatihError:
+            self._chunk, self._pos = self._source.pull(), 0
+        except BaseException:
+            self._eof, self._chunk, self._pos = True, b"", 0
             raise
-        except Exception as exc:  # urllib3 and botocore both raise mid-stream when the server goes away
-            raise self._wrap(exc, "download", self._path) from exc
-        if data:
-            self._hash.update(data)
-            self._seen += len(data)
-        if not data or (amount is None) or self._seen >= self._expected_size:
-            self._verify()
+        if not self._chunk:
+            self._eof = True
+            return False
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._checkClosed()
+        out: list[bytes] = []
+        want = -1 if size is None or size < 0 else size
+        while want != 0 and self._refill():
+            take = len(self._chunk) - self._pos if want < 0 else min(want, len(self._chunk) - self._pos)
+            whole = self._pos == 0 and take == len(self._chunk)
+            out.append(self._chunk if whole else self._chunk[self._pos:self._pos + take])
+            self._pos += take
+            if want > 0:
+                want -= take
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def read1(self, size: int = -1) -> bytes:
+        self._checkClosed()
+        if not self._refill():
+            return b""
+        end = len(self._chunk) if size is None or size < 0 else min(len(self._chunk), self._pos + size)
+        data = self._chunk[self._pos:end]
+        self._pos = end
         return data
 
-    def _verify(self) -> None:
-        if self._checked:
-            return
-        self._checked = True
-        if self._seen != self._expected_size:
-            raise StoreError(f"artifact {self._path!r} arrived with {self._seen} bytes, not the {self._expected_size} "
-                             "stored; read it again")
-        if self._expected_sha and self._hash.hexdigest() != self._expected_sha:
-            raise StoreError(f"artifact {self._path!r} is corrupt: its sha256 no longer matches the one recorded")
+    def peek(self, size: int = 0) -> bytes:
+        self._checkClosed()
+        return self._chunk[self._pos:] if self._refill() else b""
 
     def readinto(self, buffer: Any) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
-        data = self._read(len(view))
+        data = self.read(len(view))
         view[:len(data)] = data
         return len(data)
 
-    def readall(self) -> bytes:
-        return self._read(None)
-
     def close(self) -> None:
         if not self.closed:
-            try:
-                self._body.close()
-            except Exception:
-                pass
+            self._source.close()
         super().close()
 
 
@@ -514,8 +606,8 @@ class S3ArtifactStore:
         if recorded is not None and recorded.isdigit() and int(recorded) != size:
             found["Body"].close()
             raise StoreError(f"artifact {rel!r} is corrupt: {size} bytes stored, {recorded} recorded")
-        raw = ChecksumReader(found["Body"], meta.get(SHA_META) or None, size, rel, self._error)
-        return io.BufferedReader(raw, buffer_size=CHUNK)  # type: ignore[return-value]
+        chunks = HashedChunks(found["Body"], meta.get(SHA_META) or None, size, rel, self._error)
+        return VerifiedDownload(chunks)  # type: ignore[return-value]
 
     def get(self, path: str) -> bytes:
         with self.open(path) as handle:

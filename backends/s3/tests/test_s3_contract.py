@@ -84,6 +84,40 @@ def test_objects_written_by_other_tools_are_listed_and_read_unchecked(make_store
     assert store.get("foreign/data.csv") == b"a,b\n1,2\n"
 
 
+# ---- downloads -----------------------------------------------------------------------------------
+def _download_threads() -> int:
+    import threading
+
+    return sum(1 for t in threading.enumerate() if t.name == "matih-s3-download" and t.is_alive())
+
+
+def test_a_download_reads_like_a_file_and_stops_its_read_ahead_when_closed_or_dropped(make_store, shared_bucket,
+                                                                                      prefix):
+    import gc
+
+    from matih_lite.testing.processes import wait_for
+
+    store = make_store(shared_bucket, prefix=prefix)
+    lines = b"".join(f"line {i:07d}\n".encode() for i in range(600_000))  # 8.4 MB: read ahead on a thread
+    store.put("log.txt", lines)
+    with store.open("log.txt") as handle:
+        assert handle.readline() == b"line 0000000\n"
+        assert handle.read(7) == b"line 00" and handle.peek(1).startswith(b"00001\n")
+        buffer = bytearray(100)
+        assert handle.readinto(buffer) == 100 and bytes(buffer).startswith(b"00001\nline 0000002")
+        rest = handle.read()
+    assert len(rest) == len(lines) - 13 - 7 - 100 and rest.endswith(b"line 0599999\n")
+    before = _download_threads()
+    early = store.open("log.txt")
+    early.read(10)
+    early.close()
+    dropped = store.open("log.txt")
+    dropped.read(10)
+    del dropped
+    gc.collect()
+    wait_for(lambda: _download_threads() <= before, timeout=10, what="the read-ahead threads to stop")
+
+
 # ---- multipart: parallel, bounded, and never left behind -----------------------------------------
 @pytest.mark.slow
 def test_a_large_stream_uploads_in_parallel_parts_with_bounded_memory(make_store, shared_bucket, prefix, seaweed):
