@@ -17,6 +17,7 @@ duckdb and pyarrow load on the first request, not when the backend is built.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import sqlite3
@@ -58,8 +59,19 @@ class DuckDBFeatureSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Rows per record batch when results stream (entity rows from a file)."""
 
 
+_ENCODE = msgspec.msgpack.Encoder().encode
+_DECODE = msgspec.msgpack.Decoder().decode
+_ONE_ROW: dict[str, str] = {}
+"""The one-key lookup statement of each online table, built once."""
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+@functools.lru_cache(maxsize=4096)
+def _table_name(project: str, view: str) -> str:
+    return _q(f"{project}__{view}")
 
 
 def _lit(text: str) -> str:
@@ -129,7 +141,7 @@ class DuckDBFeatureStore:
 
     @staticmethod
     def _table(defs: FeatureDefinitions, view: str) -> str:
-        return _q(f"{defs.project}__{view}")
+        return _table_name(defs.project, view)
 
     def health(self) -> Health:
         try:
@@ -425,17 +437,20 @@ class DuckDBFeatureStore:
 
     def read_online(self, definitions: FeatureDefinitions, view: str, keys: Sequence[tuple[Any, ...]],
                     features: Sequence[str]) -> list[OnlineRow | None]:
-        enc = msgspec.msgpack.encode
+        enc = _ENCODE
         wanted = [enc(list(k)) for k in keys]
         t = self._table(definitions, view)
         conn = self._sqlite()
         found: dict[bytes, tuple[int, bytes]] = {}
         try:
             if len(wanted) == 1:
-                row = conn.execute(f"SELECT entity_key, event_ts, payload FROM {t} WHERE entity_key = ?",
-                                   wanted).fetchone()
-                if row is not None:
-                    found[row[0]] = (row[1], row[2])
+                # The one-entity lookup is the serving path: one statement, cached by sqlite3, one row.
+                row = conn.execute(_ONE_ROW.get(t) or _ONE_ROW.setdefault(
+                    t, f"SELECT event_ts, payload FROM {t} WHERE entity_key = ?"), wanted).fetchone()
+                if row is None:
+                    return [None]
+                values = _DECODE(row[1])
+                return [OnlineRow(row[0], tuple(values.get(f) for f in features))]
             else:
                 unique = list(dict.fromkeys(wanted))
                 for i in range(0, len(unique), 500):
@@ -448,7 +463,7 @@ class DuckDBFeatureStore:
             if "no such table" in str(exc):
                 return [None] * len(wanted)
             raise StoreError(f"cannot read the online store {self.online_path}: {exc}") from exc
-        dec = msgspec.msgpack.decode
+        dec = _DECODE
         out: list[OnlineRow | None] = []
         for key in wanted:
             hit = found.get(key)

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody, Parameter, RawBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter, RawBody
 
 from matih_lite.errors import InvalidInput
 from matih_lite.features.service import Features
@@ -201,12 +201,13 @@ class FeaturesController(Controller):
 
     @get("/objects/{name:str}", sync_to_thread=True,
          summary="One feature view, on-demand view, service, entity or source (a view with its monitoring)")
-    def show(self, name: str, features: FeaturesDep, principal: PrincipalDep, monitor: bool = True) -> dict[str, Any]:
+    def show(self, name: FromPath[str], features: FeaturesDep, principal: PrincipalDep,
+             monitor: FromQuery[bool] = True) -> dict[str, Any]:
         return show(features, principal, name, monitor=monitor)
 
     @get("/views/{name:str}/monitoring", sync_to_thread=True,
          summary="A feature view's freshness, null rates, ranges, drift and quality score (alerts sent once)")
-    def monitoring(self, name: str, features: FeaturesDep, principal: PrincipalDep) -> dict[str, Any]:
+    def monitoring(self, name: FromPath[str], features: FeaturesDep, principal: PrincipalDep) -> dict[str, Any]:
         from matih_lite.features.monitoring import monitor_view
 
         return monitor_view(features, principal, name)
@@ -218,8 +219,8 @@ class FeaturesController(Controller):
         return {"views": check_all(features, principal)}
 
     @get("/audit", sync_to_thread=True, summary="Changes to the feature definitions, newest first")
-    def audit(self, features: FeaturesDep, principal: PrincipalDep, name: str | None = None,
-              max_results: Annotated[int, Parameter(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
+    def audit(self, features: FeaturesDep, principal: PrincipalDep, name: FromQuery[str | None] = None,
+              max_results: Annotated[int, QueryParameter(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
         return {"entries": msgspec.to_builtins(features.audit(principal.tenant, name, max_results))}
 
     @get("/versions", sync_to_thread=True, summary="Every applied version of the feature definitions, newest first")
