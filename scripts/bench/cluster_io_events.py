@@ -21,8 +21,11 @@ Sections (one tansu broker, memory storage, on a free 127.0.0.1 port, for all of
   predict  ``matih-lite up`` twice, the same model (a LogisticRegression on 20 features, sklearn flavor)
            deployed on each: events in DuckDB (the lite default), then in Kafka. wrk, 16 connections (2
            threads), posting ``{"inputs": [[20 floats]]}`` after a warm-up; p50/p99 from wrk's histogram;
-           ``--repeat`` alternates the two. Afterwards each service's ``/metrics`` says how many requests
-           its inference log wrote and dropped. Target: Kafka's p99 within 1.2x DuckDB's.
+           ``--predict-repeat`` alternates the two, each turn on fresh events (a new DuckDB file, a new
+           topic prefix: on tansu, whose time lookups all answer offset 0, the drift runner's first look
+           at a deployment would otherwise read the whole, ever longer, topic). Afterwards each
+           service's ``/metrics`` says how many requests its inference log wrote and dropped.
+           Target: Kafka's p99 within 1.2x DuckDB's.
 
 Every server runs in its own process group on free loopback ports and is stopped by its PID at the end.
 """
@@ -63,6 +66,8 @@ def parser(add_help: bool = True) -> argparse.ArgumentParser:
     ap.add_argument("--duration", type=float, default=15.0, help="seconds of each timed wrk run (default 15)")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of wrk before the timed runs (default 3)")
     ap.add_argument("--connections", type=int, default=16, help="wrk connections (default 16, 2 threads)")
+    ap.add_argument("--events-repeat", type=int, default=3,
+                    help="timed runs per events side, the sides taking turns; the best is reported (default 3)")
     ap.add_argument("--predict-repeat", type=int, default=1, help="timed runs per predict side, alternating")
     return ap
 
@@ -113,7 +118,6 @@ def bare_producer(broker: Any, records: list[dict[str, Any]]) -> float:
                 break
             except BufferError:
                 producer.poll(0.001)
-        producer.poll(0)
     left = producer.flush(120)
     took = time.perf_counter() - started
     if left:
@@ -173,29 +177,41 @@ def events_section(opts: argparse.Namespace, work: Path, broker: Any) -> list[di
     whole = pa.table(columns)
     tables = [whole.slice(k, TABLE_ROWS) for k in range(0, n, TABLE_ROWS)]
 
+    timings: dict[str, list[float]] = {"bare": [], "slot": [], "kafka": [], "duckdb": []}
+    per_record: dict[str, list[float]] = {"kafka": [], "duckdb": []}
+    dropped = {"kafka": 0, "duckdb": 0}
+    for turn in range(max(opts.events_repeat, 1)):  # the sides take turns, so a busy moment hits them alike
+        timings["bare"].append(bare_producer(broker, records))
+        with contextlib.closing(_kafka_store(broker, f"slot{uuid.uuid4().hex[:6]}.")) as store:
+            timings["slot"].append(slot_append(store, tables, n))
+        with contextlib.closing(_kafka_store(broker, f"log{uuid.uuid4().hex[:6]}.")) as store:
+            took, us, stats = inference_log(store, n, x, y, names)
+        timings["kafka"].append(took)
+        per_record["kafka"].append(us)
+        dropped["kafka"] += stats["dropped"]
+        duck = DuckDBEventStore(work / f"events-bench-{turn}.duckdb")
+        try:
+            took, us, stats = inference_log(duck, n, x, y, names)
+        finally:
+            duck.close()
+        timings["duckdb"].append(took)
+        per_record["duckdb"].append(us)
+        dropped["duckdb"] += stats["dropped"]
+    best = {side: min(values) for side, values in timings.items()}
+    labels = {"bare": "bare confluent-kafka producer", "slot": "events slot append (kafka)",
+              "kafka": "inference log -> kafka", "duckdb": "inference log -> duckdb (lite)"}
     rows: list[dict[str, Any]] = []
-    bare = bare_producer(broker, records)
-    rows.append({"case": f"{n:,} requests", "side": "bare confluent-kafka producer", "seconds": bare,
-                 "records/s": _rate(n, bare), "vs bare": "1.00x", "target": ""})
-    with contextlib.closing(_kafka_store(broker, f"slot{uuid.uuid4().hex[:6]}.")) as store:
-        took = slot_append(store, tables, n)
-    rows.append({"case": f"{n:,} requests", "side": "events slot append (kafka)", "seconds": took,
-                 "records/s": _rate(n, took), "vs bare": f"{bare / took:.2f}x", "target": ""})
-    with contextlib.closing(_kafka_store(broker, f"log{uuid.uuid4().hex[:6]}.")) as store:
-        took, per_record, stats = inference_log(store, n, x, y, names)
-    rate = _rate(n, took)
-    rows.append({"case": f"{n:,} requests", "side": "inference log -> kafka", "seconds": took, "records/s": rate,
-                 "vs bare": f"{bare / took:.2f}x", "record() us": f"{per_record:.1f}",
-                 "target": f">= {TARGET_RATE:,}/s: {'ok' if rate >= TARGET_RATE else 'MISSED'}",
-                 "dropped": stats["dropped"]})
-    duck = DuckDBEventStore(work / "events-bench.duckdb")
-    try:
-        took, per_record, stats = inference_log(duck, n, x, y, names)
-    finally:
-        duck.close()
-    rows.append({"case": f"{n:,} requests", "side": "inference log -> duckdb (lite)", "seconds": took,
-                 "records/s": _rate(n, took), "vs bare": f"{bare / took:.2f}x", "record() us": f"{per_record:.1f}",
-                 "target": "", "dropped": stats["dropped"]})
+    for side, label in labels.items():
+        rate = _rate(n, best[side])
+        row = {"case": f"{n:,} requests, best of {len(timings[side])}", "side": label, "seconds": best[side],
+               "records/s": rate, "median records/s": _rate(n, statistics.median(timings[side])),
+               "vs bare": f"{best['bare'] / best[side]:.2f}x", "target": "", "all_seconds": timings[side]}
+        if side in per_record:
+            row["record() us"] = f"{min(per_record[side]):.1f}"
+            row["dropped"] = dropped[side]
+        if side == "kafka":
+            row["target"] = f">= {TARGET_RATE:,}/s: {'ok' if rate >= TARGET_RATE else 'MISSED'}"
+        rows.append(row)
     return [dict(r, section="events") for r in rows]
 
 
@@ -294,18 +310,25 @@ def predict_section(opts: argparse.Namespace, work: Path, broker: Any, env: dict
     import numpy as np
 
     bench = _serving_bench()
-    sides = {"duckdb": 'events = { backend = "duckdb" }',
-             "kafka": f"events = {broker.events_toml(topic_prefix=f'predict{uuid.uuid4().hex[:6]}.')}"}
+    def events(side: str, turn: int) -> str:
+        # Fresh events for every turn, on both sides: tansu answers every time lookup with offset 0, so the
+        # drift runner's first look at a deployment (its latest complete windows) reads the whole topic
+        # there, which grows turn after turn; Kafka would start at the window.
+        if side == "duckdb":
+            return f'events = {{ backend = "duckdb", path = "events-{turn}.duckdb" }}'
+        return f"events = {broker.events_toml(topic_prefix=f'predict{turn}-{uuid.uuid4().hex[:6]}.')}"
+
+    sides = ("duckdb", "kafka")
     services: dict[str, Service] = {}
     body = json.dumps({"inputs": [np.random.default_rng(1).normal(size=N_FEATURES).round(4).tolist()]})
     lua = work / "predict.lua"
     lua.write_text(bench.LUA.format(body=body))
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     try:
-        for side, events in sides.items():
+        for side in sides:
             folder = work / f"predict-{side}"
             folder.mkdir()
-            (folder / "matih.toml").write_text(f"[profiles.lite]\n{events}\n")
+            (folder / "matih.toml").write_text(f"[profiles.lite]\n{events(side, 0)}\n")
             _register(folder)
             services[side] = service = Service(side, folder, env).start()
             made = httpx.post(f"{service.url}/api/v1/deployments",
@@ -320,6 +343,7 @@ def predict_section(opts: argparse.Namespace, work: Path, broker: Any, env: dict
         url = "/api/v1/deployments/bench/predict"
         for turn in range(max(opts.predict_repeat, 1)):
             for side, service in services.items():
+                (service.folder / "matih.toml").write_text(f"[profiles.lite]\n{events(side, turn + 1)}\n")
                 service.start()
                 answer = httpx.post(service.url + url, content=body, headers={"content-type": "application/json"},
                                     timeout=120)  # loads the model

@@ -38,6 +38,13 @@ class KafkaEventsSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Replicas of each topic this backend creates; -1 takes the brokers' ``default.replication.factor``."""
     topic_config: dict[str, str] = {}
     """Topic-level configs for the topics it creates, e.g. ``{ "retention.ms" = "604800000" }``."""
+    max_lateness_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """How much later than newer records a record may arrive and still be found by a time window
+    (``read``, ``scan``, the drift windows). Kafka keeps a stream in the order it was written, not in
+    time order, so without a bound a window reads from its start to the end of the stream (exact, but
+    a window of yesterday reads everything since); with one, it stops at the first record
+    ``max_lateness_ms`` past the window's end. The inference log writes records within seconds of
+    their time: an hour is a safe bound for its streams."""
     timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=600_000)] = 10_000
     """How long an append, read or commit waits for the brokers before it fails with a StoreError
     (and the producer's ``message.timeout.ms``: an append that failed is not written later)."""

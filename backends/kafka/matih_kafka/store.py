@@ -698,8 +698,10 @@ class KafkaEventStore:
                     elif end is not None:
                         due += max(end - o, 0) + 1  # and the end-of-partition event
                     else:
-                        due += 10_000
-                for msg in consumer.consume(max(1, min(due, 10_000)), timeout=0.01):
+                        due += 500
+                # At most 500 a call: turning messages into Python objects holds the GIL, and a reader
+                # (the drift runner's) must not keep the service's event loop waiting for long.
+                for msg in consumer.consume(max(1, min(due, 500)), timeout=0.01):
                     p = msg.partition()
                     if p not in position:
                         continue
@@ -800,8 +802,23 @@ class KafkaEventStore:
         finally:
             self._release(consumer)
         starts = {tp.partition: tp.offset for tp in found if 0 <= tp.offset < ends[tp.partition]}
-        # Records are in offset order, not time order: every one after the start may still be in the window.
-        return partitions, self._fetch(topic, starts, ends=ends)
+        # Records are in offset order, not time order: every one after the start may still be in the window,
+        # unless the settings bound how late a record may come.
+        stops = None
+        lateness = self.settings.max_lateness_ms
+        if lateness is not None and starts and end + lateness < _INT64:
+            consumer = self._consumer()
+            try:
+                after = consumer.offsets_for_times([TopicPartition(topic, p, end + lateness) for p in starts],
+                                                   timeout=self.timeout)
+            except KafkaException as exc:
+                raise self._fail(f"finding the window's end in topic {topic!r}", exc) from exc
+            finally:
+                self._release(consumer)
+            # -1: no record that late yet (read to the end); one before the start cannot be (a broker that
+            # answers 0 for a time past its last record, as tansu does): ignored too
+            stops = {tp.partition: tp.offset for tp in after if tp.offset > starts.get(tp.partition, 0)}
+        return partitions, self._fetch(topic, starts, stops, ends)
 
     def read(self, stream: str, start: int, end: int) -> list[EventRecord]:
         start, end = int(start), int(end)

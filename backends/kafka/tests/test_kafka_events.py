@@ -390,3 +390,16 @@ def test_an_inference_log_window_takes_the_fast_path():
     # a field of two kinds is not for the JSON reader: the record path answers
     mixed, _, mixed_kinds = _encode_records([{"timestamp": T0, "v": 1.5}, {"timestamp": T0, "v": "text"}])
     assert scan_arrow([(0, i, 0, v) for i, v in enumerate(mixed)], 1, 0, 2**62, mixed_kinds) is None
+
+
+def test_max_lateness_never_loses_a_record_to_a_broker_without_time_lookups(tansu, prefix):
+    """With ``max_lateness_ms`` a window stops at the first record that much past its end, which Kafka's
+    ``offsets_for_times`` finds. tansu answers 0 for every time (beyond its fault 2), a stop before the
+    window's start: the store reads to the end then, as without the bound, and loses nothing. (Where the
+    bound does stop a read, a broker with real time lookups is needed; none runs here.)"""
+    records = [{"timestamp": T0 + 10, "k": "in"}, {"timestamp": T0 + 50, "k": "in-later"},
+               {"timestamp": T0 + 1000, "k": "much newer"}, {"timestamp": T0 + 20, "k": "late"}]
+    with kafka_store(tansu, prefix, exact_end_offsets=True, max_lateness_ms=100) as store:
+        store.append("late", records)
+        assert [r.data["k"] for r in store.read("late", T0, T0 + 100)] == ["in", "late", "in-later"]
+        assert store.scan("late", T0, T0 + 100).column("k").to_pylist() == ["in", "late", "in-later"]
