@@ -232,7 +232,9 @@ def test_pages_ask_for_sign_in_and_come_back_afterwards(secured):
     with client(url) as c:
         r = c.get("/ui/models?x=1")
         assert r.status_code == 303 and r.headers["location"] == "/ui/login?next=%2Fui%2Fmodels%3Fx%3D1"
-        assert c.get("/ui/login").status_code == 200
+        login = c.get("/ui/login")
+        assert login.status_code == 200 and 'id="token"' in login.text
+        assert "local admin" not in login.text  # with auth on nobody is the local admin
         assert c.get("/ui/static/workbench.css").status_code == 200  # the sign-in page needs it
         bad = c.post("/ui/login", data={"token": "mth_" + "x" * 43, "next": "/ui/models"})
         assert bad.status_code == 401 and "not valid" in bad.text

@@ -40,6 +40,13 @@ def who(request: Request) -> Principal:
     return request.scope.get("matih_principal") or LOCAL_ADMIN  # type: ignore[return-value]
 
 
+def auth_required(request: Request) -> bool:
+    """Whether this service asks for tokens (else everyone is the local admin)."""
+    from matih_lite.auth import auth_enabled
+
+    return auth_enabled(request.app.state["host"])
+
+
 def can_edit(principal: Principal) -> bool:
     """Whether the principal may change anything (the editor role, or one that includes it)."""
     return "editor" in effective_roles(principal.roles)
@@ -139,7 +146,8 @@ def page(request: Request, template: str, *, status_code: int = 200, title: str 
     flash, clear_flash = pop_flash(request)
     token, csrf_cookie = csrf_token(request)
     html = render(template, request=request, principal=principal, editor=can_edit(principal),
-                  authenticated="matih_principal" in request.scope, csrf=token, flash=flash, nav=NAV,
+                  authenticated="matih_principal" in request.scope, auth_required=auth_required(request),
+                  csrf=token, flash=flash, nav=NAV,
                   section=section, title=title, features_available=features_available(), **context)
     headers = dict(SECURITY_HEADERS)
     headers["Server-Timing"] = server_timing(request)

@@ -141,8 +141,7 @@ class SessionController(Pages):
     def login_page(self, request: Request, next: str = "/ui") -> Response:
         from matih_lite.service.ui.render import page
 
-        return page(request, "login.html", title="Sign in", next=safe_next(next), error=None,
-                    auth_on=auth_on(request))
+        return page(request, "login.html", title="Sign in", next=safe_next(next), error=None)
 
     @post("/login", status_code=303)
     async def login(self, request: Request) -> Response:
@@ -158,8 +157,7 @@ class SessionController(Pages):
         try:
             found = await anyio.to_thread.run_sync(accounts.authenticate, token)
         except Unauthorized as exc:
-            return page(request, "login.html", status_code=401, title="Sign in", next=target, error=exc.message,
-                        auth_on=True)
+            return page(request, "login.html", status_code=401, title="Sign in", next=target, error=exc.message)
         response = redirect(request, target, f"signed in as {found.user} ({', '.join(found.roles)}) in tenant "
                                              f"{found.tenant}")
         response.set_cookie(SESSION_COOKIE, token, path=COOKIE_PATH, httponly=True, samesite="strict",
