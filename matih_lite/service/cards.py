@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Response, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from matih_lite.host import Host
 from matih_lite.registry.cards import MAX_ROWS, ModelCards, table_from_json
@@ -63,20 +63,20 @@ class CardController(Controller):
     dependencies = DEPENDENCIES
 
     @get("/card", sync_to_thread=True, summary="The version's model card as JSON, Markdown or HTML")
-    def card(self, name: str, version: Version, cards: CardsDep, principal: PrincipalDep,
-             format: Literal["json", "md", "html"] = "json") -> Response[Any]:
+    def card(self, name: FromPath[str], version: FromPath[Version], cards: CardsDep, principal: PrincipalDep,
+             format: FromQuery[Literal["json", "md", "html"]] = "json") -> Response[Any]:
         if format == "json":
             return Response(cards.card(principal, name, version), media_type=MEDIA["json"])
         return Response(cards.render(principal, name, version, format), media_type=MEDIA[format])
 
     @patch("/card", sync_to_thread=True, summary="Edit the card's free text (description, intended use, ...)")
-    def edit(self, name: str, version: Version, data: JSONBody[CardEdit], cards: CardsDep,
+    def edit(self, name: FromPath[str], version: FromPath[Version], data: JSONBody[CardEdit], cards: CardsDep,
              principal: PrincipalDep) -> dict[str, Any]:
         return cards.edit(principal, name, version, **msgspec.structs.asdict(data))
 
     @post("/evaluate", sync_to_thread=True, status_code=200, request_max_body_size=256 * 1024 * 1024,
           summary="Evaluate the version on labelled data: metrics with bootstrap CIs, fairness by group")
-    def evaluate(self, name: str, version: Version, data: JSONBody[EvaluateIn], cards: CardsDep,
+    def evaluate(self, name: FromPath[str], version: FromPath[Version], data: JSONBody[EvaluateIn], cards: CardsDep,
                  principal: PrincipalDep) -> dict[str, Any]:
         from matih_lite.errors import InvalidInput
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from matih_lite.contracts.deployments import CanaryState, Deployment, DeploymentChange, Route
 from matih_lite.errors import InvalidInput
@@ -178,8 +178,8 @@ def stream_out(d: dict[str, Any]) -> StreamOut:
 
 def streams_of(host: Host) -> Any:
     """The host's stream consumers; ModelUnavailable (503) when the service's loop is not running."""
-    from matih_lite.serving.traffic import ModelUnavailable
     from matih_lite.serving.streams import attach_streams
+    from matih_lite.serving.traffic import ModelUnavailable
 
     streams = attach_streams(host)
     if streams is None:
@@ -269,18 +269,19 @@ class DeploymentController(Controller):
         return deployment_out(d)
 
     @get("/", sync_to_thread=True, summary="List deployments by name")
-    def index(self, deployments: DeploymentsDep, principal: PrincipalDep, model: str | None = None,
-              max_results: MaxResults = 1000, page_token: str | None = None) -> DeploymentPage:
+    def index(self, deployments: DeploymentsDep, principal: PrincipalDep, model: FromQuery[str | None] = None,
+              max_results: FromQuery[MaxResults] = 1000, page_token: FromQuery[str | None] = None) -> DeploymentPage:
         page = deployments.list(principal, model=model, max_results=max_results, page_token=page_token)
         return DeploymentPage([deployment_out(d) for d in page.items], page.next_token)
 
     @get("/{name:str}", sync_to_thread=True, summary="Get a deployment")
-    def read(self, name: str, deployments: DeploymentsDep, principal: PrincipalDep) -> DeploymentOut:
+    def read(self, name: FromPath[str], deployments: DeploymentsDep, principal: PrincipalDep) -> DeploymentOut:
         return deployment_out(deployments.get(principal, name))
 
     @patch("/{name:str}", sync_to_thread=True,
            summary="Change versions, split, followed stage or alias, shadows, canary use, policy")
-    def update(self, name: str, data: JSONBody[UpdateDeployment], deployments: DeploymentsDep, principal: PrincipalDep,
+    def update(self, name: FromPath[str], data: JSONBody[UpdateDeployment], deployments: DeploymentsDep,
+               principal: PrincipalDep,
                host: HostDep) -> DeploymentOut:
         d = deployments.update(principal, name, version=data.version, split=data.split, stage=data.stage,
                                alias=data.alias, shadows=data.shadows, canary=data.canary, policy=data.policy,
@@ -289,27 +290,29 @@ class DeploymentController(Controller):
         return deployment_out(d)
 
     @delete("/{name:str}", sync_to_thread=True, status_code=204, summary="Delete a deployment (its history stays)")
-    def remove(self, name: str, deployments: DeploymentsDep, principal: PrincipalDep, host: HostDep,
-               reason: str = "") -> None:
+    def remove(self, name: FromPath[str], deployments: DeploymentsDep, principal: PrincipalDep, host: HostDep,
+               reason: FromQuery[str] = "") -> None:
         deployments.delete(principal, name, reason=reason)
         attach_traffic(host).removed(principal.tenant, name)
 
     @get("/{name:str}/history", sync_to_thread=True, summary="Every change to the deployment, oldest first")
-    def history(self, name: str, deployments: DeploymentsDep, principal: PrincipalDep,
-                max_results: MaxResults = 1000, page_token: str | None = None) -> ChangePage:
+    def history(self, name: FromPath[str], deployments: DeploymentsDep, principal: PrincipalDep,
+                max_results: FromQuery[MaxResults] = 1000, page_token: FromQuery[str | None] = None) -> ChangePage:
         page = deployments.history(principal, name, max_results=max_results, page_token=page_token)
         return ChangePage([change_out(c) for c in page.items], page.next_token)
 
     @get("/{name:str}/stats",
          summary="Per-variant requests, errors and latency, and each shadow's agreement with the primary")
-    async def stats(self, name: str, principal: PrincipalDep, host: HostDep, since: int = 0) -> dict[str, Any]:
+    async def stats(self, name: FromPath[str], principal: PrincipalDep, host: HostDep,
+                    since: FromQuery[int] = 0) -> dict[str, Any]:
         manager = attach_traffic(host)
         await manager.live(principal.tenant, name)  # NotFound for an unknown deployment
         return manager.stats(principal.tenant, name, since_ms=since)
 
     @post("/{name:str}/labels", status_code=202,
           summary="Post the true outcome of earlier requests by request id")
-    async def labels(self, name: str, data: JSONBody[Labels], principal: PrincipalDep, host: HostDep) -> LabelsOut:
+    async def labels(self, name: FromPath[str], data: JSONBody[Labels], principal: PrincipalDep,
+                     host: HostDep) -> LabelsOut:
         items = list(data.labels or [])
         if data.request_id is not None:
             items.append(Label(data.request_id, data.label, data.row, data.timestamp))
@@ -328,25 +331,25 @@ class DeploymentController(Controller):
 
     @post("/{name:str}/streams", sync_to_thread=True, status_code=201,
           summary="Start consuming a topic of requests into a topic of predictions through the deployment's routes")
-    def start_stream(self, name: str, data: JSONBody[StartStream], principal: PrincipalDep,
+    def start_stream(self, name: FromPath[str], data: JSONBody[StartStream], principal: PrincipalDep,
                      host: HostDep) -> StreamOut:
         return stream_out(streams_of(host).start(principal, name, data.source, data.sink, group=data.group,
                                                  batch_size=data.batch_size))
 
     @get("/{name:str}/streams", sync_to_thread=True, summary="The deployment's stream consumers, their counts and lag")
-    def list_streams(self, name: str, deployments: DeploymentsDep, principal: PrincipalDep,
+    def list_streams(self, name: FromPath[str], deployments: DeploymentsDep, principal: PrincipalDep,
                      host: HostDep) -> list[StreamOut]:
         deployments.get(principal, name)  # NotFound for an unknown deployment
         return [stream_out(d) for d in streams_of(host).list(principal, name)]
 
     @delete("/{name:str}/streams/{group:str}", sync_to_thread=True, status_code=204,
             summary="Stop a stream consumer (its committed offset stays)")
-    def stop_stream(self, name: str, group: str, principal: PrincipalDep, host: HostDep) -> None:
+    def stop_stream(self, name: FromPath[str], group: FromPath[str], principal: PrincipalDep, host: HostDep) -> None:
         streams_of(host).stop(principal, name, group)
 
     @post("/{name:str}/predict", status_code=200,
           summary="Predict with MLflow's scoring JSON: dataframe_split, dataframe_records, instances or inputs")
-    async def predict(self, name: str, request: Request) -> Response:
+    async def predict(self, name: FromPath[str], request: Request) -> Response:
         who = request.scope.get("matih_principal") or LOCAL_ADMIN
         body, headers = await predict_call(request.app.state["host"], who, name, await request.body(),
                                            request.headers)

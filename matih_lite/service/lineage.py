@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody, Parameter, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 
 from matih_lite.host import Host
 from matih_lite.lineage.service import (
@@ -84,13 +84,13 @@ class LineageController(Controller):
     dependencies = DEPENDENCIES
 
     @get("/node", sync_to_thread=True, summary="Get one lineage node by key")
-    def node(self, key: Key, lineage: LineageDep, principal: PrincipalDep) -> NodeView:
+    def node(self, key: FromQuery[Key], lineage: LineageDep, principal: PrincipalDep) -> NodeView:
         return node_view(lineage.get_node(principal.tenant, key))
 
     @get("/nodes", sync_to_thread=True, summary="List lineage nodes, oldest first")
-    def nodes(self, lineage: LineageDep, principal: PrincipalDep, kind: str | None = None,
+    def nodes(self, lineage: LineageDep, principal: PrincipalDep, kind: FromQuery[str | None] = None,
               max_results: Annotated[int, Parameter(ge=1, le=10_000)] = 1000,
-              page_token: str | None = None) -> NodePage:
+              page_token: FromQuery[str | None] = None) -> NodePage:
         page = lineage.list_nodes(principal.tenant, kind=kind, max_results=max_results, page_token=page_token)
         return NodePage([node_view(n) for n in page.items], page.next_token)
 
@@ -105,22 +105,25 @@ class LineageController(Controller):
 
     @post("/runs/{run_id:str}/inputs", sync_to_thread=True, status_code=200,
           summary="Record that a run reads a dataset (what ml.log_input sends)")
-    def log_input(self, run_id: str, data: JSONBody[InputIn], lineage: LineageDep, principal: PrincipalDep) -> InputOut:
+    def log_input(self, run_id: FromPath[str], data: JSONBody[InputIn], lineage: LineageDep,
+                  principal: PrincipalDep) -> InputOut:
         out = lineage.log_input(principal.tenant, run_id, data.uri, data.version, data.digest, data.name,
                                 properties=data.properties)
         return InputOut(out["name"], node_view(out["node"]), out["tags"])
 
     @get("/upstream", sync_to_thread=True, summary="What a node was built from")
-    def upstream(self, key: Key, lineage: LineageDep, principal: PrincipalDep, depth: Depth = 5) -> GraphView:
+    def upstream(self, key: FromQuery[Key], lineage: LineageDep, principal: PrincipalDep,
+                 depth: FromQuery[Depth] = 5) -> GraphView:
         return graph_view(lineage.upstream(principal.tenant, key, depth))
 
     @get("/downstream", sync_to_thread=True, summary="What was built from a node")
-    def downstream(self, key: Key, lineage: LineageDep, principal: PrincipalDep, depth: Depth = 5) -> GraphView:
+    def downstream(self, key: FromQuery[Key], lineage: LineageDep, principal: PrincipalDep,
+                   depth: FromQuery[Depth] = 5) -> GraphView:
         return graph_view(lineage.downstream(principal.tenant, key, depth))
 
     @get("/openlineage", sync_to_thread=True,
          summary="OpenLineage COMPLETE run events for every run and deployment (or those around key)")
-    def openlineage(self, lineage: LineageDep, principal: PrincipalDep, depth: Depth = 5,
+    def openlineage(self, lineage: LineageDep, principal: PrincipalDep, depth: FromQuery[Depth] = 5,
                     key: Annotated[str | None,
                                    QueryParameter(name="key", max_length=2000)] = None) -> OpenLineageEvents:
         return OpenLineageEvents(lineage.export_openlineage(principal.tenant, key, depth=depth))

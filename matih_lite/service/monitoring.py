@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from matih_lite.host import Host
 from matih_lite.monitoring.client import describe_tests
@@ -78,25 +78,28 @@ class DriftController(Controller):
 
     @post("/deployments/{name:str}/check", sync_to_thread=True, status_code=200,
           summary="Check a window of a deployment's traffic for drift now (and act on it)")
-    def check(self, name: str, data: JSONBody[CheckIn], monitoring: MonitoringDep,
+    def check(self, name: FromPath[str], data: JSONBody[CheckIn], monitoring: MonitoringDep,
               principal: PrincipalDep) -> dict[str, Any]:
         return monitoring.check(principal, name, data.window, end=data.end, act=data.act)
 
     @get("/deployments/{name:str}/reports", sync_to_thread=True, summary="Stored drift reports, newest first")
-    def reports(self, name: str, monitoring: MonitoringDep, principal: PrincipalDep, window: str | None = None,
+    def reports(self, name: FromPath[str], monitoring: MonitoringDep, principal: PrincipalDep,
+                window: FromQuery[str | None] = None,
                 max_results: Annotated[int, Parameter(ge=1, le=1000)] = 50) -> ReportPage:
         return ReportPage(monitoring.history(principal, name, window=window, max_results=max_results))
 
     @get("/deployments/{name:str}/report", sync_to_thread=True,
          summary="A self-contained HTML drift report of one window (baseline vs window histograms, statistics)")
-    def report(self, name: str, monitoring: MonitoringDep, principal: PrincipalDep, window: str = "1h",
-               end: int | None = None) -> Response[str]:
+    def report(self, name: FromPath[str], monitoring: MonitoringDep, principal: PrincipalDep,
+               window: FromQuery[str] = "1h",
+               end: FromQuery[int | None] = None) -> Response[str]:
         return Response(monitoring.report_html(principal, name, window, end=end),
                         media_type="text/html; charset=utf-8")
 
     @post("/baselines/{model:str}/versions/{version:int}", sync_to_thread=True, status_code=201,
           request_max_body_size=MAX_BASELINE_BODY, summary="Build and store a version's drift baseline")
-    def build_baseline(self, model: str, version: Version, data: JSONBody[BaselineIn], monitoring: MonitoringDep,
+    def build_baseline(self, model: FromPath[str], version: FromPath[Version], data: JSONBody[BaselineIn],
+                       monitoring: MonitoringDep,
                        principal: PrincipalDep) -> dict[str, Any]:
         profile = monitoring.build_baseline(principal, model, version, data.columns, target=data.target,
                                             prediction=data.prediction, features=data.features, task=data.task,
@@ -105,8 +108,9 @@ class DriftController(Controller):
 
     @get("/baselines/{model:str}/versions/{version:int}", sync_to_thread=True,
          summary="A version's stored drift baseline (summary, or the whole profile with full=true)")
-    def baseline(self, model: str, version: Version, monitoring: MonitoringDep, principal: PrincipalDep,
-                 full: bool = False) -> dict[str, Any]:
+    def baseline(self, model: FromPath[str], version: FromPath[Version], monitoring: MonitoringDep,
+                 principal: PrincipalDep,
+                 full: FromQuery[bool] = False) -> dict[str, Any]:
         profile = monitoring.baseline(principal, model, version)
         return profile.to_dict() if full else profile.summary()
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath
 
 from matih_lite import __version__
 from matih_lite.errors import InvalidInput, MatihError
@@ -72,30 +73,30 @@ class OpenInferenceController(Controller):
 
     # ---- models ------------------------------------------------------------------------------------------
     @get("/models/{name:str}", summary="Model metadata of a deployment")
-    async def model(self, name: str, request: Request) -> Response:
+    async def model(self, name: FromPath[str], request: Request) -> Response:
         return await self._metadata(request, name, None)
 
     @get("/models/{name:str}/versions/{version:int}", summary="Model metadata of one version a deployment serves")
-    async def model_version(self, name: str, version: int, request: Request) -> Response:
+    async def model_version(self, name: FromPath[str], version: FromPath[int], request: Request) -> Response:
         return await self._metadata(request, name, version)
 
     @get("/models/{name:str}/ready", summary="Whether the deployment can answer now")
-    async def model_ready(self, name: str, request: Request) -> Response:
+    async def model_ready(self, name: FromPath[str], request: Request) -> Response:
         return await self._ready(request, name, None)
 
     @get("/models/{name:str}/versions/{version:int}/ready",
          summary="Whether a version of the deployment can answer now")
-    async def model_version_ready(self, name: str, version: int, request: Request) -> Response:
+    async def model_version_ready(self, name: FromPath[str], version: FromPath[int], request: Request) -> Response:
         return await self._ready(request, name, version)
 
     @post("/models/{name:str}/infer", status_code=200,
           summary="Inference through the deployment's routes (JSON or binary tensors)")
-    async def infer(self, name: str, request: Request) -> Response:
+    async def infer(self, name: FromPath[str], request: Request) -> Response:
         return await self._infer(request, name, None)
 
     @post("/models/{name:str}/versions/{version:int}/infer", status_code=200,
           summary="Inference with one version the deployment serves")
-    async def infer_version(self, name: str, version: int, request: Request) -> Response:
+    async def infer_version(self, name: FromPath[str], version: FromPath[int], request: Request) -> Response:
         return await self._infer(request, name, version)
 
     # ---- internals ---------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath
 
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.service.oip import _json_response, _oip_error, _who
@@ -49,12 +50,12 @@ class TritonProtocolController(Controller):
     exception_handlers = {Exception: _oip_error}  # type: ignore[dict-item]
 
     @get("/models/{name:str}/config", summary="Triton's model configuration of a deployment (its primary version)")
-    async def config(self, name: str, request: Request) -> Response:
+    async def config(self, name: FromPath[str], request: Request) -> Response:
         return _json_response(await _config(request, name, None))
 
     @get("/models/{name:str}/versions/{version:int}/config",
          summary="Triton's model configuration of one version a deployment serves")
-    async def config_version(self, name: str, version: int, request: Request) -> Response:
+    async def config_version(self, name: FromPath[str], version: FromPath[int], request: Request) -> Response:
         return _json_response(await _config(request, name, version))
 
     @get("/models/stats", summary="Inference statistics of every deployment, per version (Triton's shape)")
@@ -62,12 +63,12 @@ class TritonProtocolController(Controller):
         return _json_response({"model_stats": await _all_stats(request)})
 
     @get("/models/{name:str}/stats", summary="Inference statistics of a deployment, per version (Triton's shape)")
-    async def stats(self, name: str, request: Request) -> Response:
+    async def stats(self, name: FromPath[str], request: Request) -> Response:
         return _json_response({"model_stats": await _stats(request, name, None)})
 
     @get("/models/{name:str}/versions/{version:int}/stats",
          summary="Inference statistics of one version a deployment serves (Triton's shape)")
-    async def stats_version(self, name: str, version: int, request: Request) -> Response:
+    async def stats_version(self, name: FromPath[str], version: FromPath[int], request: Request) -> Response:
         return _json_response({"model_stats": await _stats(request, name, version)})
 
     @post("/repository/index", status_code=200,

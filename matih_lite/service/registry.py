@@ -14,15 +14,15 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody, Parameter, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 
 from matih_lite.contracts.registry import Approval, AuditEntry, ModelVersion, RegisteredModel
 from matih_lite.errors import InvalidInput
 from matih_lite.host import Host
-from matih_lite.serving.convert import Conversion
 from matih_lite.registry import Registry, Transition
 from matih_lite.registry.policy import Policy
 from matih_lite.service.auth import Principal, principal
+from matih_lite.serving.convert import Conversion
 
 MaxResults = Annotated[int, Parameter(ge=1, le=50_000)]
 Version = Annotated[int, Parameter(ge=1, le=2**62)]
@@ -240,38 +240,39 @@ class ModelController(Controller):
         return model_out(registry.create_model(principal, data.name, description=data.description, tags=data.tags))
 
     @get("/", sync_to_thread=True, summary="List registered models by name")
-    def index(self, registry: RegistryDep, principal: PrincipalDep, name_like: str | None = None,
-              max_results: MaxResults = 1000, page_token: str | None = None) -> ModelPage:
+    def index(self, registry: RegistryDep, principal: PrincipalDep, name_like: FromQuery[str | None] = None,
+              max_results: FromQuery[MaxResults] = 1000, page_token: FromQuery[str | None] = None) -> ModelPage:
         page = registry.list_models(principal, name_like=name_like, max_results=max_results, page_token=page_token)
         return ModelPage([model_out(m) for m in page.items], page.next_token)
 
     @get("/{name:str}", sync_to_thread=True, summary="Get a registered model")
-    def read(self, name: str, registry: RegistryDep, principal: PrincipalDep) -> ModelOut:
+    def read(self, name: FromPath[str], registry: RegistryDep, principal: PrincipalDep) -> ModelOut:
         return model_out(registry.get_model(principal, name))
 
     @patch("/{name:str}", sync_to_thread=True, summary="Describe, tag, rename or hand over a model")
-    def update(self, name: str, data: JSONBody[UpdateModel], registry: RegistryDep,
+    def update(self, name: FromPath[str], data: JSONBody[UpdateModel], registry: RegistryDep,
                principal: PrincipalDep) -> ModelOut:
         return model_out(registry.update_model(principal, name, description=data.description, tags=data.tags,
                                                new_name=data.new_name, owner=data.owner))
 
     @delete("/{name:str}", sync_to_thread=True, status_code=204,
             summary="Delete a model and its versions (refused while one is in Production)")
-    def remove(self, name: str, registry: RegistryDep, principal: PrincipalDep) -> None:
+    def remove(self, name: FromPath[str], registry: RegistryDep, principal: PrincipalDep) -> None:
         registry.delete_model(principal, name)
 
     @delete("/{name:str}/tags/{key:str}", sync_to_thread=True, status_code=204, summary="Delete a model tag")
-    def delete_tag(self, name: str, key: str, registry: RegistryDep, principal: PrincipalDep) -> None:
+    def delete_tag(self, name: FromPath[str], key: FromPath[str], registry: RegistryDep,
+                   principal: PrincipalDep) -> None:
         registry.delete_model_tag(principal, name, key)
 
     @get("/{name:str}/policy", sync_to_thread=True, summary="The governance policy that applies to the model")
-    def policy(self, name: str, registry: RegistryDep) -> PolicyOut:
+    def policy(self, name: FromPath[str], registry: RegistryDep) -> PolicyOut:
         return policy_out(registry.policy(name))
 
     # versions ------------------------------------------------------------------------------------
     @post("/{name:str}/versions", sync_to_thread=True,
           summary="Register the next version (creates the model if missing)")
-    def register(self, name: str, data: JSONBody[RegisterVersion], registry: RegistryDep,
+    def register(self, name: FromPath[str], data: JSONBody[RegisterVersion], registry: RegistryDep,
                  principal: PrincipalDep) -> VersionOut:
         return version_out(registry.register_version(
             principal, name, data.source, run_id=data.run_id, path=data.path, flavor=data.flavor,
@@ -279,38 +280,42 @@ class ModelController(Controller):
             training_data=data.training_data, description=data.description, tags=data.tags))
 
     @get("/{name:str}/versions", sync_to_thread=True, summary="List a model's versions, newest first")
-    def versions(self, name: str, registry: RegistryDep, principal: PrincipalDep,
+    def versions(self, name: FromPath[str], registry: RegistryDep, principal: PrincipalDep,
                  stage: Annotated[list[str] | None, QueryParameter(name="stage")] = None,
-                 max_results: MaxResults = 1000, page_token: str | None = None) -> VersionPage:
+                 max_results: FromQuery[MaxResults] = 1000, page_token: FromQuery[str | None] = None) -> VersionPage:
         page = registry.list_versions(principal, name, stages=stage or None, max_results=max_results,
                                       page_token=page_token)
         return VersionPage([version_out(v) for v in page.items], page.next_token)
 
     @get("/{name:str}/versions/{version:int}", sync_to_thread=True, summary="Get a version")
-    def version(self, name: str, version: Version, registry: RegistryDep, principal: PrincipalDep) -> VersionOut:
+    def version(self, name: FromPath[str], version: FromPath[Version], registry: RegistryDep,
+                principal: PrincipalDep) -> VersionOut:
         return version_out(registry.get_version(principal, name, version))
 
     @patch("/{name:str}/versions/{version:int}", sync_to_thread=True,
            summary="Edit a version's description and tags (the rest is immutable)")
-    def update_version(self, name: str, version: Version, data: JSONBody[UpdateVersion], registry: RegistryDep,
+    def update_version(self, name: FromPath[str], version: FromPath[Version], data: JSONBody[UpdateVersion],
+                       registry: RegistryDep,
                        principal: PrincipalDep) -> VersionOut:
         return version_out(registry.update_version(principal, name, version, description=data.description,
                                                    tags=data.tags))
 
     @delete("/{name:str}/versions/{version:int}", sync_to_thread=True, status_code=204,
             summary="Delete a version (refused while it is in Production)")
-    def delete_version(self, name: str, version: Version, registry: RegistryDep, principal: PrincipalDep) -> None:
+    def delete_version(self, name: FromPath[str], version: FromPath[Version], registry: RegistryDep,
+                       principal: PrincipalDep) -> None:
         registry.delete_version(principal, name, version)
 
     @delete("/{name:str}/versions/{version:int}/tags/{key:str}", sync_to_thread=True, status_code=204,
             summary="Delete a version tag")
-    def delete_version_tag(self, name: str, version: Version, key: str, registry: RegistryDep,
+    def delete_version_tag(self, name: FromPath[str], version: FromPath[Version], key: FromPath[str],
+                           registry: RegistryDep,
                            principal: PrincipalDep) -> None:
         registry.delete_version_tag(principal, name, version, key)
 
     @post("/{name:str}/versions/{version:int}/promote", sync_to_thread=True,
           summary="Move a version to a stage: 200 with the transition, or 202 with a pending approval")
-    def promote(self, name: str, version: Version, data: JSONBody[Promote], registry: RegistryDep,
+    def promote(self, name: FromPath[str], version: FromPath[Version], data: JSONBody[Promote], registry: RegistryDep,
                 principal: PrincipalDep) -> Response[TransitionOut | ApprovalOut]:
         result = registry.promote(principal, name, version, data.to, reason=data.reason,
                                   archive_existing=data.archive_existing)
@@ -320,7 +325,7 @@ class ModelController(Controller):
 
     @post("/{name:str}/versions/{version:int}/convert", sync_to_thread=True, status_code=201,
           summary="Convert a scikit-learn or XGBoost version to ONNX, check it, register it as the next version")
-    def convert(self, name: str, version: Version, data: JSONBody[Convert], principal: PrincipalDep,
+    def convert(self, name: FromPath[str], version: FromPath[Version], data: JSONBody[Convert], principal: PrincipalDep,
                 host: NamedDependency[Host]) -> Conversion:
         import math
 
@@ -333,35 +338,39 @@ class ModelController(Controller):
     # governance ------------------------------------------------------------------------------------
     @post("/{name:str}/rollback", sync_to_thread=True, status_code=200,
           summary="Put back the version last archived out of Production; archive the current one")
-    def rollback(self, name: str, data: JSONBody[Rollback], registry: RegistryDep,
+    def rollback(self, name: FromPath[str], data: JSONBody[Rollback], registry: RegistryDep,
                  principal: PrincipalDep) -> TransitionOut:
         return transition_out(registry.rollback(principal, name, reason=data.reason))
 
     @get("/{name:str}/approvals", sync_to_thread=True, summary="A model's promotion requests, newest first")
-    def approvals(self, name: str, registry: RegistryDep, principal: PrincipalDep, status: str | None = None,
-                  max_results: MaxResults = 1000, page_token: str | None = None) -> ApprovalPage:
+    def approvals(self, name: FromPath[str], registry: RegistryDep, principal: PrincipalDep,
+                  status: FromQuery[str | None] = None,
+                  max_results: FromQuery[MaxResults] = 1000, page_token: FromQuery[str | None] = None) -> ApprovalPage:
         page = registry.list_approvals(principal, name=name, status=status, max_results=max_results,
                                        page_token=page_token)
         return ApprovalPage([approval_out(a) for a in page.items], page.next_token)
 
     @get("/{name:str}/audit", sync_to_thread=True, summary="Every change to the model, oldest first")
-    def audit(self, name: str, registry: RegistryDep, principal: PrincipalDep, max_results: MaxResults = 1000,
-              page_token: str | None = None) -> AuditPage:
+    def audit(self, name: FromPath[str], registry: RegistryDep, principal: PrincipalDep,
+              max_results: FromQuery[MaxResults] = 1000,
+              page_token: FromQuery[str | None] = None) -> AuditPage:
         page = registry.audit_log(principal, name, max_results=max_results, page_token=page_token)
         return AuditPage([audit_out(e) for e in page.items], page.next_token)
 
     # aliases -----------------------------------------------------------------------------------------
     @put("/{name:str}/aliases/{alias:str}", sync_to_thread=True, summary="Point an alias at a version")
-    def set_alias(self, name: str, alias: str, data: JSONBody[SetAlias], registry: RegistryDep,
+    def set_alias(self, name: FromPath[str], alias: FromPath[str], data: JSONBody[SetAlias], registry: RegistryDep,
                   principal: PrincipalDep) -> VersionOut:
         return version_out(registry.set_alias(principal, name, alias, data.version))
 
     @get("/{name:str}/aliases/{alias:str}", sync_to_thread=True, summary="The version an alias points at")
-    def get_alias(self, name: str, alias: str, registry: RegistryDep, principal: PrincipalDep) -> VersionOut:
+    def get_alias(self, name: FromPath[str], alias: FromPath[str], registry: RegistryDep,
+                  principal: PrincipalDep) -> VersionOut:
         return version_out(registry.get_version_by_alias(principal, name, alias))
 
     @delete("/{name:str}/aliases/{alias:str}", sync_to_thread=True, status_code=204, summary="Delete an alias")
-    def delete_alias(self, name: str, alias: str, registry: RegistryDep, principal: PrincipalDep) -> None:
+    def delete_alias(self, name: FromPath[str], alias: FromPath[str], registry: RegistryDep,
+                     principal: PrincipalDep) -> None:
         registry.delete_alias(principal, name, alias)
 
 
@@ -371,26 +380,26 @@ class ApprovalController(Controller):
     dependencies = DEPENDENCIES
 
     @get("/", sync_to_thread=True, summary="Promotion requests of every model, newest first")
-    def index(self, registry: RegistryDep, principal: PrincipalDep, status: str | None = None,
-              model: str | None = None, max_results: MaxResults = 1000,
-              page_token: str | None = None) -> ApprovalPage:
+    def index(self, registry: RegistryDep, principal: PrincipalDep, status: FromQuery[str | None] = None,
+              model: FromQuery[str | None] = None, max_results: FromQuery[MaxResults] = 1000,
+              page_token: FromQuery[str | None] = None) -> ApprovalPage:
         page = registry.list_approvals(principal, name=model, status=status, max_results=max_results,
                                        page_token=page_token)
         return ApprovalPage([approval_out(a) for a in page.items], page.next_token)
 
     @get("/{approval_id:str}", sync_to_thread=True, summary="Get a promotion request")
-    def read(self, approval_id: str, registry: RegistryDep, principal: PrincipalDep) -> ApprovalOut:
+    def read(self, approval_id: FromPath[str], registry: RegistryDep, principal: PrincipalDep) -> ApprovalOut:
         return approval_out(registry.get_approval(principal, approval_id))
 
     @post("/{approval_id:str}/approve", sync_to_thread=True, status_code=200,
           summary="Approve: the version enters Production and its predecessor is Archived")
-    def approve(self, approval_id: str, data: JSONBody[Decide], registry: RegistryDep,
+    def approve(self, approval_id: FromPath[str], data: JSONBody[Decide], registry: RegistryDep,
                 principal: PrincipalDep) -> ApprovalOut:
         return approval_out(registry.approve(principal, approval_id, comment=data.comment))
 
     @post("/{approval_id:str}/reject", sync_to_thread=True, status_code=200,
           summary="Reject with a comment (required)")
-    def reject(self, approval_id: str, data: JSONBody[Decide], registry: RegistryDep,
+    def reject(self, approval_id: FromPath[str], data: JSONBody[Decide], registry: RegistryDep,
                principal: PrincipalDep) -> ApprovalOut:
         return approval_out(registry.reject(principal, approval_id, comment=data.comment))
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 
 from matih_lite.errors import InvalidInput
 from matih_lite.host import Host
@@ -54,7 +54,7 @@ class StreamController(Controller):
 
     @post("/{stream:str}/records", sync_to_thread=True, status_code=201,
           summary="Append JSON records to a topic (at most 10,000 per call; timestamp defaults to now)")
-    def append(self, stream: str, data: JSONBody[AppendRecords], principal: NamedDependency[Principal],
+    def append(self, stream: FromPath[str], data: JSONBody[AppendRecords], principal: NamedDependency[Principal],
                host: NamedDependency[Host]) -> Appended:
         from matih_lite.serving.streams import tenant_stream
 
@@ -70,7 +70,7 @@ class StreamController(Controller):
         return Appended(stream, first, len(data.records))
 
     @get("/{stream:str}/records", sync_to_thread=True, summary="Read a topic from an offset")
-    def read(self, stream: str, principal: NamedDependency[Principal], host: NamedDependency[Host],
+    def read(self, stream: FromPath[str], principal: NamedDependency[Principal], host: NamedDependency[Host],
              from_offset: Annotated[int, Parameter(ge=0)] = 0,
              max_results: Annotated[int, Parameter(ge=1, le=MAX_RECORDS)] = 1000) -> RecordPage:
         from matih_lite.serving.streams import tenant_stream

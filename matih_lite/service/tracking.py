@@ -10,7 +10,7 @@ import anyio
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody, Parameter, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import Stream
 
 from matih_lite.contracts import ArtifactInfo, Experiment, Metric, Run
@@ -205,38 +205,38 @@ class ExperimentController(Controller):
                                                          tags=data.tags))
 
     @get("/", sync_to_thread=True, summary="List experiments, newest first")
-    def index(self, tracking: TrackingDep, principal: PrincipalDep, lifecycle: str = "active",
-             name_like: str | None = None, max_results: Annotated[int, Parameter(ge=1, le=50_000)] = 1000,
-             page_token: str | None = None) -> ExperimentPage:
+    def index(self, tracking: TrackingDep, principal: PrincipalDep, lifecycle: FromQuery[str] = "active",
+             name_like: FromQuery[str | None] = None, max_results: Annotated[int, Parameter(ge=1, le=50_000)] = 1000,
+             page_token: FromQuery[str | None] = None) -> ExperimentPage:
         page = tracking.search_experiments(principal.tenant, lifecycle=lifecycle, name_like=name_like,
                                            max_results=max_results, page_token=page_token)
         return ExperimentPage([experiment_out(e) for e in page.items], page.next_token)
 
     @get("/by-name/{name:str}", sync_to_thread=True, summary="Get an experiment by name")
-    def by_name(self, name: str, tracking: TrackingDep, principal: PrincipalDep) -> ExperimentOut:
+    def by_name(self, name: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> ExperimentOut:
         return experiment_out(tracking.get_experiment_by_name(principal.tenant, name))
 
     @get("/{experiment_id:str}", sync_to_thread=True, summary="Get an experiment")
-    def read(self, experiment_id: str, tracking: TrackingDep, principal: PrincipalDep) -> ExperimentOut:
+    def read(self, experiment_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> ExperimentOut:
         return experiment_out(tracking.get_experiment(principal.tenant, experiment_id))
 
     @patch("/{experiment_id:str}", sync_to_thread=True, summary="Rename or describe an experiment")
-    def update(self, experiment_id: str, data: JSONBody[UpdateExperiment], tracking: TrackingDep,
+    def update(self, experiment_id: FromPath[str], data: JSONBody[UpdateExperiment], tracking: TrackingDep,
                principal: PrincipalDep) -> ExperimentOut:
         return experiment_out(tracking.update_experiment(principal.tenant, experiment_id, name=data.name,
                                                          description=data.description))
 
     @delete("/{experiment_id:str}", sync_to_thread=True, status_code=200,
             summary="Delete an experiment and its runs (restorable)")
-    def remove(self, experiment_id: str, tracking: TrackingDep, principal: PrincipalDep) -> ExperimentOut:
+    def remove(self, experiment_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> ExperimentOut:
         return experiment_out(tracking.delete_experiment(principal.tenant, experiment_id))
 
     @post("/{experiment_id:str}/restore", sync_to_thread=True, status_code=200, summary="Restore an experiment")
-    def restore(self, experiment_id: str, tracking: TrackingDep, principal: PrincipalDep) -> ExperimentOut:
+    def restore(self, experiment_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> ExperimentOut:
         return experiment_out(tracking.restore_experiment(principal.tenant, experiment_id))
 
     @put("/{experiment_id:str}/tags", sync_to_thread=True, summary="Set experiment tags")
-    def set_tags(self, experiment_id: str, data: JSONBody[Tags], tracking: TrackingDep,
+    def set_tags(self, experiment_id: FromPath[str], data: JSONBody[Tags], tracking: TrackingDep,
                  principal: PrincipalDep) -> ExperimentOut:
         tracking.set_experiment_tags(principal.tenant, experiment_id, data.tags)
         return experiment_out(tracking.get_experiment(principal.tenant, experiment_id))
@@ -281,25 +281,26 @@ class RunController(Controller):
         return result
 
     @get("/{run_id:str}", sync_to_thread=True, summary="Get a run with params, tags and latest metrics")
-    def read(self, run_id: str, tracking: TrackingDep, principal: PrincipalDep) -> RunOut:
+    def read(self, run_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> RunOut:
         return run_out(tracking.get_run(principal.tenant, run_id))
 
     @patch("/{run_id:str}", sync_to_thread=True, summary="Set a run's status, end time or name")
-    def update(self, run_id: str, data: JSONBody[UpdateRun], tracking: TrackingDep, principal: PrincipalDep) -> RunOut:
+    def update(self, run_id: FromPath[str], data: JSONBody[UpdateRun], tracking: TrackingDep,
+               principal: PrincipalDep) -> RunOut:
         return run_out(tracking.update_run(principal.tenant, run_id, status=data.status, end_time=data.end_time,
                                            name=data.name))
 
     @delete("/{run_id:str}", sync_to_thread=True, status_code=200, summary="Delete a run (restorable)")
-    def remove(self, run_id: str, tracking: TrackingDep, principal: PrincipalDep) -> RunOut:
+    def remove(self, run_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> RunOut:
         return run_out(tracking.delete_run(principal.tenant, run_id))
 
     @post("/{run_id:str}/restore", sync_to_thread=True, status_code=200, summary="Restore a deleted run")
-    def restore(self, run_id: str, tracking: TrackingDep, principal: PrincipalDep) -> RunOut:
+    def restore(self, run_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> RunOut:
         return run_out(tracking.restore_run(principal.tenant, run_id))
 
     @post("/{run_id:str}/batch", sync_to_thread=True, status_code=200,
           summary="Log metrics, params and tags in one all-or-nothing batch")
-    def log_batch(self, run_id: str, data: JSONBody[Batch], tracking: TrackingDep,
+    def log_batch(self, run_id: FromPath[str], data: JSONBody[Batch], tracking: TrackingDep,
                   principal: PrincipalDep) -> dict[str, int]:
         from matih_lite.tracking.service import to_metric
 
@@ -308,29 +309,31 @@ class RunController(Controller):
         return {"metrics": len(metrics), "params": len(data.params), "tags": len(data.tags)}
 
     @delete("/{run_id:str}/tags/{key:str}", sync_to_thread=True, status_code=204, summary="Delete a run tag")
-    def delete_tag(self, run_id: str, key: str, tracking: TrackingDep, principal: PrincipalDep) -> None:
+    def delete_tag(self, run_id: FromPath[str], key: FromPath[str], tracking: TrackingDep,
+                   principal: PrincipalDep) -> None:
         tracking.delete_tag(principal.tenant, run_id, key)
 
     @get("/{run_id:str}/metrics/history", sync_to_thread=True,
          summary="Every point of a metric, by step (the key is a query parameter, so it may hold '/')")
-    def history(self, run_id: str, tracking: TrackingDep, principal: PrincipalDep,
+    def history(self, run_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep,
                 key: Annotated[str, QueryParameter(name="key", min_length=1)],
                 max_results: Annotated[int | None, Parameter(ge=1, le=1_000_000)] = None,
-                page_token: str | None = None) -> MetricPage:
+                page_token: FromQuery[str | None] = None) -> MetricPage:
         page = tracking.metric_history(principal.tenant, run_id, key, max_results=max_results,
                                        page_token=page_token)
         return MetricPage([metric_out(m) for m in page.items], page.next_token)
 
     @get("/{run_id:str}/artifacts", sync_to_thread=True, summary="List a run's artifacts under a folder")
-    def list_artifacts(self, run_id: str, tracking: TrackingDep, principal: PrincipalDep, path: str = "",
-                       recursive: bool = False) -> ArtifactList:
+    def list_artifacts(self, run_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep,
+                       path: FromQuery[str] = "",
+                       recursive: FromQuery[bool] = False) -> ArtifactList:
         files = tracking.list_artifacts(principal.tenant, run_id, path, recursive=recursive)
         return ArtifactList(tracking.get_run(principal.tenant, run_id).artifact_uri,
                             [artifact_out(i) for i in files])
 
     @put("/{run_id:str}/artifacts/{path:path}", summary="Upload one artifact file (the raw request body)",
          request_max_body_size=None)
-    async def upload(self, run_id: str, path: str, request: Request, tracking: TrackingDep,
+    async def upload(self, run_id: FromPath[str], path: FromPath[str], request: Request, tracking: TrackingDep,
                      principal: PrincipalDep) -> ArtifactOut:
         spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
         try:
@@ -345,7 +348,7 @@ class RunController(Controller):
 
     @get("/{run_id:str}/artifacts/{path:path}", sync_to_thread=True, summary="Download one artifact file",
          media_type="application/octet-stream")
-    def download(self, run_id: str, path: str, request: Request, tracking: TrackingDep,
+    def download(self, run_id: FromPath[str], path: FromPath[str], request: Request, tracking: TrackingDep,
                  principal: PrincipalDep) -> Response:
         rel = artifact_path(request, path)
         info = tracking.stat_artifact(principal.tenant, run_id, rel)
@@ -379,7 +382,7 @@ class EnvironmentController(Controller):
         return {"sha256": sha}
 
     @get("/{sha:str}", sync_to_thread=True, media_type="text/plain", summary="A stored package list")
-    def read(self, sha: str, tracking: TrackingDep, principal: PrincipalDep) -> str:
+    def read(self, sha: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> str:
         return tracking.read_environment(principal.tenant, sha)
 
 
