@@ -140,3 +140,17 @@ def test_cli_jobs_list_shows_why_a_job_waits_then_cancel(cli, hermetic):
     finally:
         JobSupervisor.of(host, start=False).stop()
         host.close()
+
+
+def test_cli_jobs_manifest_shows_what_ray_local_would_start_and_refuses_what_could_never_fit(cli, hermetic):
+    write_config(hermetic, '[quotas."*"]\ncpus = 1\n')
+    (hermetic / "spec.toml").write_text(f'entrypoint = "jobfns:quadratic"\nbase_dir = "{HERE}"\n[params]\nx = 1\n')
+    code, out, err = cli("jobs", "manifest", "spec.toml", "--json")
+    assert code == 0, err
+    (document,) = json.loads(out)
+    assert document["backend"] == "ray-local" and document["command"][1:] == ["-m", "matih_lite.training.driver"]
+    job = json.loads(document["environment"]["MATIH_JOB"])
+    assert job["spec"]["entrypoint"] == "jobfns:quadratic" and job["tracking"]["home"].endswith(".matih")
+    (hermetic / "big.toml").write_text(f'entrypoint = "jobfns:quadratic"\nbase_dir = "{HERE}"\n[resources]\ncpus = 2\n')
+    code, _, err = cli("jobs", "manifest", "big.toml")
+    assert code == 2 and "could never run" in err and len(err.strip().splitlines()) == 1

@@ -77,11 +77,36 @@ def test_a_python_object_spec_goes_through_the_same_checks():
     ({"inputs": {"train": "s3://bucket/x.csv"}}, "inputs.train: unsupported URI"),
     ({"inputs": {"train": {"features": ["churn:age"]}}}, "inputs.train: feature retrieval inputs arrive with"),
     ({"register": "a/b"}, "register: invalid model name"),
+    ({"resources": {"node_selector": {"pool": "gpu a"}}}, "resources.node_selector.pool: not a Kubernetes label"),
+    ({"resources": {"tolerations": [{"key": "gpu", "operator": "Maybe"}]}},
+     "resources.tolerations[0].operator: expected \"Equal\" or \"Exists\""),
+    ({"resources": {"tolerations": [{"key": "gpu", "effect": "Never"}]}}, "resources.tolerations[0].effect: expected"),
+    ({"resources": {"tolerations": [{"kee": "gpu"}]}}, "resources.tolerations[0].kee: unknown key"),
+    ({"resources": {"tolerations": [{"key": "gpu", "operator": "Exists", "value": "x"}]}},
+     "resources.tolerations[0].value: a toleration with operator"),
+    ({"resources": {"service_account": "Trainer_1"}}, "resources.service_account: 'Trainer_1' is not a Kubernetes"),
+    ({"resources": {"image": "my image"}}, "resources.image: not an image reference"),
     ({"epochs": 3}, "epochs: unknown key; expected one of entrypoint, framework"),
 ])
 def test_bad_train_specs_name_the_key(change, message):
-    with pytest.raises(InvalidInput, match=message.replace("(", r"\(").replace(".", r"\.")):
+    escaped = message.replace("(", r"\(").replace(".", r"\.").replace("[", r"\[").replace("]", r"\]")
+    with pytest.raises(InvalidInput, match=escaped):
         parse_spec({"entrypoint": "train:main", **change})
+
+
+def test_kubernetes_placement_is_part_of_the_resources():
+    spec = parse_spec({"entrypoint": "train:main", "resources": {
+        "node_selector": {"example.com/pool": "gpu-a100"}, "image": "registry.example/ml:1.4",
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "service_account": "trainer"}})
+    assert spec.resources.node_selector == {"example.com/pool": "gpu-a100"}
+    assert spec.resources.tolerations[0]["effect"] == "NoSchedule" and spec.resources.service_account == "trainer"
+
+
+def test_a_tune_may_have_data_parallel_trials():
+    spec = parse_spec({"entrypoint": "train:main", "framework": "pytorch", "resources": {"num_workers": 2},
+                       "tune": {"metric": "loss", "mode": "min", "space": {"lr": {"uniform": [0, 1]}}}})
+    assert spec.kind == "tune" and spec.resources.num_workers == 2
 
 
 def _tune(**kw):
