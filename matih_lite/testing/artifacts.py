@@ -281,21 +281,6 @@ class ArtifactStoreContract:
         assert store.list("cut", recursive=True) == [old]
         assert [e.path for e in store.list("cut")] == ["cut/kept.bin"]
 
-    def test_a_corrupt_read_is_an_error_not_bad_bytes(self, store):
-        """Not a backend's job to corrupt itself: only the reader's behaviour on a mismatch is shared. A
-        backend that can tamper with its own bytes in a test overrides ``corrupt`` to prove it."""
-        store.put("c/ok.bin", b"fine")
-        if not self.corrupt(store, "c/ok.bin", b"evil"):
-            pytest.skip("this backend's test does not know how to corrupt a stored file")
-        with pytest.raises(StoreError):
-            store.get("c/ok.bin")
-        with pytest.raises(StoreError), store.open("c/ok.bin") as handle:
-            handle.read()
-
-    def corrupt(self, store, path: str, data: bytes) -> bool:
-        """Replace ``path``'s bytes behind the store's back (keeping the recorded sha256); False if unsupported."""
-        return False
-
     def test_errors_are_matih_errors(self, store):
         with pytest.raises(MatihError):
             store.get("nothing/here.bin")

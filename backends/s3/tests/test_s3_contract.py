@@ -32,13 +32,6 @@ class TestS3Contract(ArtifactStoreContract):
     def store(self, make_store, shared_bucket, prefix):
         return make_store(shared_bucket, prefix=prefix, **SMALL_PARTS)
 
-    def corrupt(self, store, path, data):
-        key = store._key(path)
-        client = store._s3
-        meta = client.head_object(Bucket=store.bucket, Key=key)["Metadata"]
-        client.put_object(Bucket=store.bucket, Key=key, Body=data, Metadata=meta)  # the old sha256 kept
-        return True
-
 
 @pytest.mark.slow
 class TestS3ContractAtBucketRoot(TestS3Contract):
@@ -62,6 +55,23 @@ def test_sha256_and_size_are_object_metadata_written_with_the_object(make_store,
     assert big["Metadata"]["sha256"] == PatternStream.sha256_of(12 * MiB)
     assert big["ETag"].strip('"').endswith("-3")  # three parts of 5, 5 and 2 MiB
     assert big["ContentLength"] == 12 * MiB
+
+
+@pytest.mark.parametrize("size", [4, 9 * MiB], ids=["small", "read-ahead"])
+def test_bytes_changed_behind_the_stores_back_are_an_error_not_bad_data(make_store, shared_bucket, prefix, seaweed,
+                                                                         size):
+    store = make_store(shared_bucket, prefix=prefix)
+    store.put("c/ok.bin", PatternStream(size).read())
+    client = seaweed.client()
+    meta = client.head_object(Bucket=shared_bucket, Key=f"{prefix}/c/ok.bin")["Metadata"]
+    evil = bytearray(PatternStream(size).read())
+    evil[size // 2] ^= 1
+    client.put_object(Bucket=shared_bucket, Key=f"{prefix}/c/ok.bin", Body=bytes(evil), Metadata=meta)  # sha256 kept
+    with pytest.raises(StoreError, match="is corrupt: its sha256 no longer matches"):
+        store.get("c/ok.bin")
+    with pytest.raises(StoreError, match="is corrupt"), store.open("c/ok.bin") as handle:
+        while handle.read(MiB):
+            pass
 
 
 def test_a_truncated_object_is_refused_on_read(make_store, shared_bucket, prefix, seaweed):
