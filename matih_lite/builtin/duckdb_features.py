@@ -144,13 +144,20 @@ class DuckDBFeatureStore:
         return _table_name(defs.project, view)
 
     def health(self) -> Health:
+        # /ready asks every slot as the service starts: DuckDB is only looked up until a request opens it.
         try:
-            cur = self._duck()
-            try:
-                cur.execute("SELECT 1").fetchall()
-            finally:
-                cur.close()
             self._sqlite().execute("SELECT 1").fetchone()
+            if self._db is not None:
+                cur = self._duck()
+                try:
+                    cur.execute("SELECT 1").fetchall()
+                finally:
+                    cur.close()
+            else:
+                import importlib.util
+
+                if importlib.util.find_spec("duckdb") is None:
+                    return Health(False, "duckdb is not installed (pip install duckdb)")
         except Exception as exc:
             return Health(False, f"{type(exc).__name__}: {exc}")
         return Health(True, f"duckdb offline, SQLite online at {self.online_path}")

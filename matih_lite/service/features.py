@@ -23,7 +23,7 @@ Errors are RFC 9457 problem details with a 4xx status, never Feast's 500s.
 from __future__ import annotations
 
 import io
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -31,12 +31,14 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter, RawBody
 
 from matih_lite.errors import InvalidInput
-from matih_lite.features.service import Features
-from matih_lite.features.views import apply_view, overview, plan_view, show
 from matih_lite.host import Host
 from matih_lite.service.auth import Principal, principal
 
-FeaturesDep = NamedDependency[Features]
+if TYPE_CHECKING:
+    from matih_lite.features.service import Features
+
+# The features domain loads with the first feature request, not with the service (``up`` stays quick).
+FeaturesDep = NamedDependency[Any]
 PrincipalDep = NamedDependency[Principal]
 PARQUET = "application/vnd.apache.parquet"
 MAX_ENTITY_BODY = 1024 * 1024 * 1024
@@ -44,7 +46,9 @@ MAX_ENTITY_BODY = 1024 * 1024 * 1024
 _json = msgspec.json.Encoder()
 
 
-def provide_features(host: NamedDependency[Host]) -> Features:
+def provide_features(host: NamedDependency[Host]) -> Any:
+    from matih_lite.features.service import Features
+
     return Features.of(host)
 
 
@@ -160,6 +164,8 @@ async def online_call(host: Any, who: Principal, body: bytes) -> bytes:
     """The answer to an online lookup's body, for the service's fast path (:mod:`matih_lite.service.fastpath`
     answers ``/get-online-features`` and ``/api/v1/features/online`` before Litestar routes them: at thousands
     of lookups a second the framework's per-request work costs more than the lookup)."""
+    from matih_lite.features.service import Features
+
     features = Features.of(host)
     return await _lookups(features)(features, who, body)
 
@@ -197,12 +203,16 @@ class FeaturesController(Controller):
 
     @get("/", sync_to_thread=True, summary="The applied feature definitions: entities, sources, views, services")
     def overview(self, features: FeaturesDep, principal: PrincipalDep) -> dict[str, Any]:
+        from matih_lite.features.views import overview
+
         return overview(features, principal.tenant)
 
     @get("/objects/{name:str}", sync_to_thread=True,
          summary="One feature view, on-demand view, service, entity or source (a view with its monitoring)")
     def show(self, name: FromPath[str], features: FeaturesDep, principal: PrincipalDep,
              monitor: FromQuery[bool] = True) -> dict[str, Any]:
+        from matih_lite.features.views import show
+
         return show(features, principal, name, monitor=monitor)
 
     @get("/views/{name:str}/monitoring", sync_to_thread=True,
@@ -229,11 +239,15 @@ class FeaturesController(Controller):
 
     @post("/plan", sync_to_thread=True, status_code=200, summary="What applying these definitions would change")
     def plan(self, data: JSONBody[FilesIn], features: FeaturesDep, principal: PrincipalDep) -> dict[str, Any]:
+        from matih_lite.features.views import plan_view
+
         return plan_view(features.plan(principal, data.files))
 
     @post("/apply", sync_to_thread=True, status_code=200,
           summary="Record the definitions as the next version (all or nothing)")
     def apply(self, data: JSONBody[ApplyIn], features: FeaturesDep, principal: PrincipalDep) -> dict[str, Any]:
+        from matih_lite.features.views import apply_view
+
         return apply_view(features.apply(principal, data.files, expected_version=data.expected_version))
 
     @post("/historical", sync_to_thread=True, status_code=200, request_max_body_size=MAX_ENTITY_BODY,
