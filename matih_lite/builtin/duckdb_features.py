@@ -302,7 +302,8 @@ class DuckDBFeatureStore:
         for view, _ in views:
             if set(view.join_keys) != set(keys):
                 raise InvalidInput("retrieval over a range needs views of one entity; "
-                                   f"'{view.name}' is keyed by {', '.join(view.join_keys)}, others by {', '.join(keys)}")
+                                   f"'{view.name}' is keyed by {', '.join(view.join_keys)}, others by "
+                                   f"{', '.join(keys)}")
             parts.append(f"SELECT {', '.join(_q(k) for k in keys)} FROM ({self._view_sql(defs, view, [])}) "
                          f"WHERE __ts >= {_ts(request.start)} AND __ts <= {_ts(request.end)}")
         key_list = ", ".join(_q(k) for k in keys)
@@ -324,7 +325,8 @@ class DuckDBFeatureStore:
             on = " AND ".join(f"j.{_q(k)} = v.{_q(k)}" for k in view.join_keys)
             carried_cols = ", ".join(f"j.{_q(c)}" for c in payload)
             fcols = "".join(f", v.{_q(f)} AS {_q(f'__f{i}_{f}')}" for f in features)
-            ctes.append(f"j{i} AS (SELECT {carried_cols}, v.__ts AS __ts{i}, v.__created AS __c{i}{fcols} FROM {prev} j "
+            ctes.append(f"j{i} AS (SELECT {carried_cols}, v.__ts AS __ts{i}, v.__created AS __c{i}{fcols} "
+                        f"FROM {prev} j "
                         f"ASOF LEFT JOIN v{i} v ON {on} AND j.__ets >= v.__ts)")
             payload += [f"__ts{i}", f"__c{i}", *[f"__f{i}_{f}" for f in features]]
             prev = f"j{i}"

@@ -8,14 +8,23 @@ definition, an unknown view, feature or service, a missing column, bad arguments
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from matih_lite.cli import app
-from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, error_line, escape, print_json, table
+from matih_lite.cli.output import (
+    ConfigOption,
+    JsonOption,
+    ProfileOption,
+    console,
+    error_line,
+    escape,
+    print_json,
+    table,
+)
 from matih_lite.errors import InvalidInput, NotFound
 
 features_app = typer.Typer(
@@ -71,19 +80,19 @@ def _time(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
     if text == "now":
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     try:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
     except ValueError:
         raise InvalidInput(f"{option} takes an ISO 8601 time (2025-01-31 or 2025-01-31T12:00:00Z) or 'now', "
                            f"not {text!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _when(micros: int | None) -> str:
     if not micros:
         return "-"
-    return datetime.fromtimestamp(micros / 1_000_000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _num(x: Any) -> str:

@@ -264,14 +264,16 @@ class FeatureDefinitionStore(Protocol):
     def list_feature_definition_versions(self, tenant: str) -> list[DefinitionVersion]:
         """Every version, newest first, without their documents (``document`` is ``{}``)."""
 
-    def feature_audit(self, tenant: str, *, name: str | None = None, max_results: int = 1000) -> list[FeatureAuditEntry]:
+    def feature_audit(self, tenant: str, *, name: str | None = None,
+                      max_results: int = 1000) -> list[FeatureAuditEntry]:
         """Audit entries newest first, only those of objects called ``name`` when given."""
 
     def record_materialization(self, tenant: str, view: str, *, start: int, end: int, rows: int,
                                at: int) -> Materialization:
         """Remember that ``view`` was materialized over ``[start, end]``."""
 
-    def materializations(self, tenant: str, view: str | None = None, *, max_results: int = 100) -> list[Materialization]:
+    def materializations(self, tenant: str, view: str | None = None, *,
+                         max_results: int = 100) -> list[Materialization]:
         """Materializations newest first (by ``end``, then ``at``), only ``view``'s when given."""
 
     def claim_feature_alert(self, tenant: str, view: str, feature: str, window: str, bucket: int, at: int) -> bool:
@@ -305,7 +307,8 @@ class FeatureStore(Protocol):
         held; returns rows written. Raises InvalidInput, StoreError."""
 
     def write_offline(self, definitions: FeatureDefinitions, push_source: str, rows: Any) -> int:
-        """Append a ``pyarrow.Table`` of pushed rows to the push source's offline rows. Raises InvalidInput, StoreError."""
+        """Append a ``pyarrow.Table`` of pushed rows to the push source's offline rows. Raises InvalidInput,
+        StoreError."""
 
     def scan(self, definitions: FeatureDefinitions, view: str, start: int | None, end: int | None,
              limit: int) -> Any:

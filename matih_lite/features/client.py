@@ -23,7 +23,8 @@ def _json(value: Any) -> Any:
 
 
 class FeatureClient(HostOrService):
-    """``plan``, ``apply``, ``overview``, ``show``, ``historical``, ``online``, ``materialize``, ``push``, ``monitor``."""
+    """``plan``, ``apply``, ``overview``, ``show``, ``historical``, ``online``, ``materialize``, ``push``,
+    ``monitor``."""
 
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
                  profile: str | None = None, host: Any = None, principal: Any = None) -> None:

@@ -24,6 +24,7 @@ Settings, in matih.toml::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -71,7 +72,8 @@ def _aggregates(dtype: str, ref_values: list[Any], cur_values: list[Any]) -> tup
     return None
 
 
-def _drift(settings: MonitorSettings, dtype: str, ref_values: list[Any], cur_values: list[Any]) -> dict[str, Any] | None:
+def _drift(settings: MonitorSettings, dtype: str, ref_values: list[Any],
+           cur_values: list[Any]) -> dict[str, Any] | None:
     from matih_lite.monitoring import stats
 
     pair = _aggregates(dtype, ref_values, cur_values)
@@ -120,8 +122,9 @@ def monitor_view(features: Any, principal: Principal, view: str, *, now: int | N
     for f in v.features:
         cur_values = current.column(f.name).to_pylist()
         ref_values = reference.column(f.name).to_pylist()
-        nulls = sum(1 for x in cur_values if x is None or x != x)
-        numeric = [x for x in cur_values if isinstance(x, (int, float)) and not isinstance(x, bool) and x == x]
+        nulls = sum(1 for x in cur_values if x is None or isinstance(x, float) and math.isnan(x))
+        numeric = [x for x in cur_values if isinstance(x, (int, float)) and not isinstance(x, bool)
+                   and not (isinstance(x, float) and math.isnan(x))]
         entry: dict[str, Any] = {
             "feature": f.name, "dtype": f.dtype, "rows": len(cur_values),
             "null_rate": nulls / len(cur_values) if cur_values else None,

@@ -15,7 +15,7 @@ import base64
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from matih_lite.contracts.features import (
@@ -252,7 +252,8 @@ def columnar(entity_rows: Any) -> tuple[dict[str, list[Any]], int]:
         cols = table.to_pydict() if table is not None else {}
     lengths = {len(v) for v in cols.values()}
     if len(lengths) > 1:
-        raise InvalidInput(f"entity columns have different lengths: {', '.join(f'{k}={len(v)}' for k, v in cols.items())}")
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in cols.items())
+        raise InvalidInput(f"entity columns have different lengths: {sizes}")
     return cols, (lengths.pop() if lengths else 0)
 
 
@@ -375,7 +376,7 @@ def _feast_ts(micros: int) -> str:
     if not micros:
         return "1970-01-01T00:00:00Z"
     seconds, frac = divmod(int(micros), 1_000_000)
-    base = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     if frac == 0:
         return base + "Z"
     if frac % 1000 == 0:

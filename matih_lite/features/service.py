@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +60,15 @@ def to_micros(value: Any, what: str = "time") -> int:
             raise InvalidInput(f"{what}: expected an ISO 8601 time like 2025-01-31T12:00:00Z, got {text!r}") from None
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return int(value.timestamp()) * 1_000_000 + value.microsecond
     if isinstance(value, date):
-        return int(datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()) * 1_000_000
+        return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()) * 1_000_000
     raise InvalidInput(f"{what}: expected a datetime or an ISO 8601 string, got {type(value).__name__}")
 
 
 def from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, tz=timezone.utc).replace(microsecond=micros % 1_000_000)
+    return datetime.fromtimestamp(micros // 1_000_000, tz=UTC).replace(microsecond=micros % 1_000_000)
 
 
 def project_of(tenant: str) -> str:
@@ -84,7 +84,7 @@ class _OnlinePlan:
     """A resolution's online lookup worked out: per view (name, join keys, features, ttl in µs), the key
     dtypes, and the output columns in answer order with the internal column each is read from."""
 
-    __slots__ = ("views", "key_dtypes", "order", "dtypes")
+    __slots__ = ("dtypes", "key_dtypes", "order", "views")
 
     def __init__(self, views: list, key_dtypes: dict[str, str], order: list, dtypes: dict[str, str]) -> None:
         self.views, self.key_dtypes, self.order, self.dtypes = views, key_dtypes, order, dtypes
@@ -231,7 +231,8 @@ class Features:
         return self.metadata.feature_audit(tenant, name=name, max_results=max_results)
 
     def find(self, tenant: str, name: str) -> tuple[str, Any]:
-        """(kind, object) of the entity, source, view or service called ``name``. Raises NotFound with a did-you-mean."""
+        """(kind, object) of the entity, source, view or service called ``name``. Raises NotFound with a
+        did-you-mean."""
         defs = self.definitions(tenant)
         for kind in ("feature_views", "on_demand_views", "services", "entities", "sources", "push_sources"):
             obj = getattr(defs, kind).get(name)

@@ -23,6 +23,7 @@ Errors are RFC 9457 problem details with a 4xx status, never Feast's 500s.
 from __future__ import annotations
 
 import io
+from datetime import UTC
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -185,10 +186,10 @@ def _lookups(features: Features) -> _Lookups:
 
 def _materialize(features: Features, who: Principal, data: MaterializeIn) -> dict[str, int]:
     if data.disable_event_timestamp:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        start: Any = datetime(1970, 1, 1, tzinfo=timezone.utc)
-        end: Any = datetime.now(timezone.utc)
+        start: Any = datetime(1970, 1, 1, tzinfo=UTC)
+        end: Any = datetime.now(UTC)
     else:
         if not data.start_ts or not data.end_ts:
             raise InvalidInput("start_ts and end_ts are required when disable_event_timestamp is false")

@@ -120,7 +120,8 @@ class SqlFeatureDefinitionStore(ScopedStore):
             else:
                 rows = scope.select("feature_definitions", _VERSION_COLUMNS, "version = ?", (int(version),))
         if not rows:
-            what = "no feature definitions are applied" if version is None else f"no feature definitions version {version}"
+            what = ("no feature definitions are applied" if version is None
+                    else f"no feature definitions version {version}")
             raise NotFound(f"{what}; run 'matih-lite features apply' in the folder holding the features repo")
         return _version(rows[0])
 
@@ -135,7 +136,8 @@ class SqlFeatureDefinitionStore(ScopedStore):
                                                    "created_at", order="version DESC")
         return [_version(r, with_document=False) for r in rows]
 
-    def feature_audit(self, tenant: str, *, name: str | None = None, max_results: int = 1000) -> list[FeatureAuditEntry]:
+    def feature_audit(self, tenant: str, *, name: str | None = None,
+                      max_results: int = 1000) -> list[FeatureAuditEntry]:
         paging = Paging(None, max_results)
         with self.db.read() as cur:
             rows = self.scoped(cur, tenant).select("feature_audit", _AUDIT_COLUMNS, "name = ?" if name else "",
@@ -155,7 +157,8 @@ class SqlFeatureDefinitionStore(ScopedStore):
         self.db.write(run)
         return Materialization(tenant, view, int(start), int(end), int(rows), int(at))
 
-    def materializations(self, tenant: str, view: str | None = None, *, max_results: int = 100) -> list[Materialization]:
+    def materializations(self, tenant: str, view: str | None = None, *,
+                         max_results: int = 100) -> list[Materialization]:
         paging = Paging(None, max_results)
         with self.db.read() as cur:
             rows = self.scoped(cur, tenant).select("feature_materializations", _MATERIALIZATION_COLUMNS,

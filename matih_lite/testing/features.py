@@ -14,7 +14,7 @@ Override ``features_backend`` to return the slot's profile entry::
 from __future__ import annotations
 
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 from matih_lite.contracts.features import NOT_FOUND, OUTSIDE_MAX_AGE, PRESENT, FeatureStore
 from matih_lite.errors import InvalidInput, NotFound
 
-T0 = datetime(2025, 1, 10, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 10, tzinfo=UTC)
 """The time entity rows are joined as of, unless a test says otherwise."""
 DAY = timedelta(days=1)
 
@@ -243,7 +243,8 @@ class FeatureStoreContract:
 
     def test_naive_and_tz_aware_entity_times_are_the_same_utc_instant(self, customers):
         edge = T0 - DAY  # customer 1's second row, to the microsecond
-        aware = customers.historical({"customer_id": [1, 1], "event_timestamp": [edge, edge - timedelta(microseconds=1)]})
+        aware = customers.historical({"customer_id": [1, 1],
+                                      "event_timestamp": [edge, edge - timedelta(microseconds=1)]})
         naive_times = [edge.replace(tzinfo=None), (edge - timedelta(microseconds=1)).replace(tzinfo=None)]
         naive = customers.historical({"customer_id": [1, 1], "event_timestamp": naive_times})
         assert aware["conv_rate"] == naive["conv_rate"] == [0.2, 0.1]

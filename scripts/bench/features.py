@@ -43,13 +43,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-START = datetime(2025, 1, 1, tzinfo=timezone.utc)
+START = datetime(2025, 1, 1, tzinfo=UTC)
 FEATURES = [f"f{i}" for i in range(5)]
 PROFILE = [f"p{i}" for i in range(10)]
 
@@ -176,7 +176,7 @@ def wrk(url: str, lua: Path, connections: int, seconds: float) -> dict[str, Any]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def ms(label: str) -> float | None:
-        found = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        found = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
         if not found:
             return None
         return float(found.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(2)]
@@ -388,9 +388,11 @@ def feast_store(tmp: Path, kind: str, files: dict[str, Path]) -> Any:
                        created_timestamp_column="created")
     profile = FileSource(name="customer_profile", path=str(files["profile"]), timestamp_field="event_timestamp")
     views = [FeatureView(name="customer_stats", entities=[customer], ttl=timedelta(days=30), source=stats,
-                         schema=[Field(name="customer_id", dtype=Int64)] + [Field(name=f, dtype=Float64) for f in FEATURES]),
+                         schema=[Field(name="customer_id", dtype=Int64),
+                                 *[Field(name=f, dtype=Float64) for f in FEATURES]]),
              FeatureView(name="customer_profile", entities=[customer], ttl=timedelta(days=3650), source=profile,
-                         schema=[Field(name="customer_id", dtype=Int64)] + [Field(name=p, dtype=Float64) for p in PROFILE])]
+                         schema=[Field(name="customer_id", dtype=Int64),
+                                 *[Field(name=p, dtype=Float64) for p in PROFILE]])]
     store = FeatureStore(repo_path=str(repo))
     store.apply([customer, stats, profile, *views])
     return store

@@ -29,9 +29,8 @@ def pg_dsn():
     from matih_lite.testing.processes import engine_missing
 
     try:
-        import psycopg
-
         import matih_postgres  # noqa: F401
+        import psycopg
     except ImportError as exc:
         engine_missing(f"matih-postgres is not installed ({exc}); pip install -e backends/postgres")
     explicit = os.environ.get("MATIH_TEST_PG_DSN")
@@ -49,9 +48,8 @@ class TestPostgresFeatureRecords(FeatureDefinitionStoreContract):
     @pytest.fixture
     def store(self, pg_dsn, tmp_path):
         import psycopg
-        from psycopg import sql
-
         from matih_postgres.plugin import PostgresSettings, create_store
+        from psycopg import sql
 
         schema = f"matih_test_{uuid.uuid4().hex[:8]}"
         store = create_store(PostgresSettings(dsn=pg_dsn, schema=schema),

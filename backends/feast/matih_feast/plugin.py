@@ -1,4 +1,4 @@
-"""``features = { backend = "feast", ... }``: settings and registration; Feast itself loads in :mod:`matih_feast.store`."""
+"""``features = { backend = "feast", ... }``: settings and registration (Feast loads in :mod:`matih_feast.store`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class FeastSettings(msgspec.Struct, forbid_unknown_fields=True):
     online_store: Literal["redis", "sqlite"] = "redis"
     """``sqlite`` is Feast's SQLite store in the state folder (for comparing with Feast on a laptop)."""
     offline_store: Literal["duckdb", "file"] = "duckdb"
-    """Feast's offline store: ``duckdb`` (the default) or ``file`` (dask; it drops rows, which this backend restores)."""
+    """Feast's offline store: ``duckdb`` (the default) or ``file`` (dask; its dropped rows are put back)."""
     feast_repo: str | None = None
     """Where the generated Feast repos live, one folder per project; default ``<home>/feast``."""
     key_ttl_seconds: int | None = None

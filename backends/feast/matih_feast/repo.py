@@ -80,7 +80,8 @@ def feast_objects(defs: FeatureDefinitions, data_dir: Path) -> list[Any]:
             objs.append(ent)
     sources: dict[str, Any] = {}
     for src in defs.sources.values():
-        sources[src.name] = FileSource(name=src.name, path=parquet_of(src, data_dir), timestamp_field=src.timestamp_field,
+        sources[src.name] = FileSource(name=src.name, path=parquet_of(src, data_dir),
+                                       timestamp_field=src.timestamp_field,
                                        created_timestamp_column=src.created_timestamp_field or "",
                                        description=src.description, owner=src.owner, tags=dict(src.tags))
         objs.append(sources[src.name])

@@ -22,24 +22,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from matih_feast.plugin import FeastSettings
+from matih_feast.repo import feast_objects, feature_store_yaml, parquet_of, python_source
 from matih_lite.contracts import BackendContext
 from matih_lite.contracts.features import FeatureDefinitions, HistoricalRequest, OnlineRow
 from matih_lite.contracts.records import Health
 from matih_lite.errors import InvalidInput, StoreError
 
-from matih_feast.plugin import FeastSettings
-from matih_feast.repo import feast_objects, feature_store_yaml, parquet_of, python_source
-
 ROW = "__matih_row"
-FAR_FUTURE = datetime(9999, 1, 1, tzinfo=timezone.utc)
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def _dt(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, tz=timezone.utc).replace(microsecond=micros % 1_000_000)
+    return datetime.fromtimestamp(micros // 1_000_000, tz=UTC).replace(microsecond=micros % 1_000_000)
 
 
 def _arrow_type(dtype: str) -> Any:
@@ -291,7 +290,8 @@ class FeastFeatureStore:
             view = defs.feature_views[s.view]
             if set(view.join_keys) != set(keys):
                 raise InvalidInput("retrieval over a range needs views of one entity; "
-                                   f"'{view.name}' is keyed by {', '.join(view.join_keys)}, others by {', '.join(keys)}")
+                                   f"'{view.name}' is keyed by {', '.join(view.join_keys)}, others by "
+                                   f"{', '.join(keys)}")
             fv = store.get_feature_view(view.name)
             src = defs.sources[view.source]
             try:

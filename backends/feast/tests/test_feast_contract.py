@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import REDIS
 
 from matih_lite.testing.features import FeatureStoreContract
-
-from conftest import REDIS
 
 pytestmark = pytest.mark.slow  # Feast takes ~5 s to import and a second per Feast join
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -20,7 +20,7 @@ from matih_lite.testing.processes import EngineProcess, free_port, port_open, wa
 
 pytestmark = pytest.mark.slow
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 DEFS = """
 [entities.customer]
 join_keys = ["customer_id"]
