@@ -8,6 +8,8 @@ key, which the order already ends with, keeps the general path: the two must agr
 from __future__ import annotations
 
 import math
+import os
+import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,21 +17,43 @@ from hypothesis import strategies as st
 
 from matih_lite.contracts import Metric
 from matih_lite.contracts.search import OrderBy
+from matih_lite.testing.processes import engine_missing
 from matih_lite.tracking import Tracking
 
 T = "default"
 TIEBREAK = OrderBy("attribute", "start_time", ascending=False)
 
 
-@pytest.fixture(scope="module")
-def population(tmp_path_factory):
+PG_DSN = os.environ.get("MATIH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _metadata(engine: str, folder) -> tuple[str, str | None]:
+    """The ``metadata = {...}`` of a profile on ``engine``, and the PostgreSQL schema to drop afterwards."""
+    if engine == "sqlite":
+        return f'{{ backend = "sqlite", path = "{folder}/matih.db" }}', None
+    try:
+        import matih_postgres  # noqa: F401
+        import psycopg
+    except ImportError as exc:
+        engine_missing(f"PostgreSQL for the ordered-search tests: {exc} (pip install -e backends/postgres)")
+    try:
+        psycopg.connect(PG_DSN, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        engine_missing(f"PostgreSQL for the ordered-search tests at {PG_DSN}: {exc}")
+    schema = f"matih_ordered_{uuid.uuid4().hex[:8]}"
+    return f'{{ backend = "postgres", dsn = "{PG_DSN}", schema = "{schema}" }}', schema
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def population(request, tmp_path_factory):
     """60 runs: metric auc missing on some, NaN on some, ties on others; params and tags likewise."""
     import random
 
     from matih_lite.host import Host
 
     folder = tmp_path_factory.mktemp("ordered")
-    (folder / "matih.toml").write_text(f'[profiles.lite]\nmetadata = {{ backend = "sqlite", path = "{folder}/matih.db" }}\n'
+    metadata, schema = _metadata(request.param, folder)
+    (folder / "matih.toml").write_text(f'default_profile = "t"\n[profiles.t]\nmetadata = {metadata}\n'
                                        f'artifacts = {{ backend = "local", root = "{folder}/artifacts" }}\n')
     host = Host.open(str(folder / "matih.toml"))
     tracking = Tracking(host)
@@ -51,6 +75,11 @@ def population(tmp_path_factory):
         tracking.log_batch(T, run.run_id, metrics=metrics, params=params, tags=tags)
     yield tracking, exp
     host.close()
+    if schema:
+        import psycopg
+
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def pages(tracking, exp, order, size, filter):
