@@ -19,8 +19,11 @@ _SDK_NAMES = frozenset({
 
 
 def __getattr__(name: str) -> Any:
+    """The SDK's functions, imported on first use and then kept here, so a call in a loop is a plain lookup."""
     if name in _SDK_NAMES:
         from matih_lite import sdk
 
-        return getattr(sdk, name)
+        value = getattr(sdk, name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'matih_lite' has no attribute {name!r}")

@@ -133,9 +133,14 @@ def _retire_idle_sessions() -> None:
         del _state.sessions[key]
 
 
+_forks = [0]
+"""How many forks this process is down from the one that imported the SDK (a child's runs get their own session)."""
+
+
 def _forget_sessions_after_fork() -> None:
     _state.lock = threading.RLock()
     _state.sessions = {}
+    _forks[0] += 1
 
 
 if hasattr(os, "register_at_fork"):
@@ -167,14 +172,16 @@ class ActiveRun:
 
     def __init__(self, session: _Session, run: Run, parent: ActiveRun | None = None) -> None:
         self._session = session
+        self._fork = _forks[0] if session.pid == os.getpid() else -1
         self._info = run
         self.parent = parent
 
     @property
     def session(self) -> _Session:
-        if self._session.pid != os.getpid():
-            # A forked child must not share the parent's connections: it gets its own session.
+        """The session its points go through (a forked child's own, not the parent's connections)."""
+        if self._fork != _forks[0]:  # a counter, not os.getpid(): this runs once per logged point
             self._session = _session()
+            self._fork = _forks[0]
         return self._session
 
     @property
@@ -402,9 +409,16 @@ def log_metric(key: str, value: float, step: int | None = None, timestamp: int |
 
     ``step`` defaults to 0 and ``timestamp`` (milliseconds) to now, as in MLflow.
     """
+    stack = _state.stack
+    if stack and timestamp is None and key in _checked_keys and (type(value) is float or type(value) is int) \
+            and (step is None or (type(step) is int and _MIN_STEP <= step < _MAX_STEP)):
+        # The common call, a key seen before with a plain number: nothing left to check.
+        run = stack[-1]
+        run.session.buffer.add_values(run._info.run_id, key, float(value), int(_clock() * 1000), step or 0)
+        return
     point = _point(key, value, step, timestamp)
-    run = _active_or_start()
-    run.session.buffer.add(run.run_id, point)
+    run = stack[-1] if stack else _active_or_start()
+    run.session.buffer.add(run._info.run_id, point)
 
 
 _checked_keys: set[str] = set()
@@ -422,6 +436,7 @@ def _point(key: str, value: Any, step: Any, timestamp: Any) -> Metric:
 
 
 _MIN_STEP, _MAX_STEP = -(2**63), 2**63
+_clock = time.time
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None) -> None:

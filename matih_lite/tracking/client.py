@@ -23,6 +23,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -685,10 +686,13 @@ _BUFFERS: weakref.WeakSet[MetricBuffer] = weakref.WeakSet()
 class MetricBuffer:
     """Metric points kept in memory and stored in batches by a background thread.
 
-    ``add`` returns at once. A daemon thread sends what is pending every ``interval`` seconds,
-    or as soon as ``batch_size`` points wait, in batches of at most ``batch_size`` through
-    ``send(run_id, points)``. One sender at a time, so a run's points are stored in the order
-    they were logged. ``flush()`` returns once everything added before it is stored.
+    ``add`` returns at once: it appends to a deque (thread-safe without a lock) and wakes the
+    sender only when a full batch waits and the sender is not already awake, so a tight logging
+    loop pays no lock and no thread hand-off per point. The daemon thread sends what is pending
+    every ``interval`` seconds, or once ``batch_size`` points wait, in batches of at most
+    ``batch_size`` through ``send(run_id, points)``. One sender at a time, so a run's points are
+    stored in the order they were logged. ``flush()`` returns once everything added before it is
+    stored.
 
     Failures: a :class:`StoreError` (the store or the service unavailable) is retried with
     back-off; if it persists the points stay in memory for the next flush, and ``flush()``
@@ -705,10 +709,14 @@ class MetricBuffer:
         self.interval = interval
         self.max_pending = max_pending
         self.retry_delays = tuple(retry_delays)
-        self._pending: list[tuple[str, Metric]] = []
-        self._lock = threading.Lock()  # guards _pending, _errors, _thread
+        # (run_id, key, value, timestamp, step), appended by any thread, taken from the left only by
+        # the sender holding _send_lock. Plain tuples, not Metric objects: the garbage collector stops
+        # tracking them, so 100,000 pending points cost it nothing.
+        self._pending: deque[tuple[str, str, float, int, int]] = deque()
+        self._lock = threading.Lock()  # guards _errors and _thread
         self._send_lock = threading.Lock()  # one sender at a time: points arrive in the order logged
         self._wake = threading.Event()
+        self._awake = False  # a wake is already asked for: later points need not ask again
         self._stop = False
         self._thread: threading.Thread | None = None
         self._errors: list[MatihError] = []
@@ -719,13 +727,17 @@ class MetricBuffer:
 
     def add(self, run_id: str, point: Metric) -> None:
         """Queue one point; it is stored within about ``interval`` seconds."""
-        with self._lock:
-            self._pending.append((run_id, point))
-            n = len(self._pending)
-            if self._thread is None and not self._stop:
-                self._thread = threading.Thread(target=self._loop, name="matih-metrics-flusher", daemon=True)
-                self._thread.start()
-        if n >= self.batch_size:
+        self.add_values(run_id, point.key, point.value, point.timestamp, point.step)
+
+    def add_values(self, run_id: str, key: str, value: float, timestamp: int, step: int) -> None:
+        """:meth:`add` for a point already checked (see ``to_metric``), given as its fields."""
+        pending = self._pending
+        pending.append((run_id, key, value, timestamp, step))
+        if self._thread is None:
+            self._start()
+        n = len(pending)
+        if n >= self.batch_size and not self._awake:
+            self._awake = True
             self._wake.set()
         if n >= self.max_pending:
             self.flush()
@@ -750,11 +762,20 @@ class MetricBuffer:
         self.flush()
 
     # inside -------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stop:
+                self._thread = threading.Thread(target=self._loop, name="matih-metrics-flusher", daemon=True)
+                self._thread.start()
+
     def _loop(self) -> None:
         failures = 0
         while True:
             self._wake.wait(self.interval if not failures else min(30.0, self.interval * 2 ** failures))
+            # Cleared before draining: a point added from here on may ask for the next wake, and
+            # one whose wake is lost in between is taken by this drain or the next interval's.
             self._wake.clear()
+            self._awake = False
             if self._stop:
                 return
             try:
@@ -768,17 +789,22 @@ class MetricBuffer:
                 failures += 1
                 log.exception("metric flusher failed")
 
+    def _take(self) -> list[tuple[str, str, float, int, int]]:
+        """Everything pending now, oldest first (only the sender takes, so the count stays true)."""
+        pending = self._pending
+        pop = pending.popleft
+        return [pop() for _ in range(len(pending))]
+
     def _drain(self, *, retry: bool) -> None:
         """Send everything pending. Points that may yet be stored stay queued, and the error is raised."""
         with self._send_lock:
             while True:
-                with self._lock:
-                    taken, self._pending = self._pending, []
+                taken = self._take()
                 if not taken:
                     return
                 by_run: dict[str, list[Metric]] = {}
-                for run_id, point in taken:
-                    by_run.setdefault(run_id, []).append(point)
+                for run_id, key, value, timestamp, step in taken:
+                    by_run.setdefault(run_id, []).append(Metric(key, value, timestamp, step))
                 runs = list(by_run.items())
                 for index, (run_id, points) in enumerate(runs):
                     for start in range(0, len(points), self.batch_size):
@@ -795,10 +821,9 @@ class MetricBuffer:
                                     self._errors.append(exc)
                                 break
                             # Unavailable, or failing unexpectedly: keep the points for the next try.
-                            rest = [(run_id, p) for p in points[start:]]
-                            rest += [(r, p) for r, ps in runs[index + 1:] for p in ps]
-                            with self._lock:
-                                self._pending[:0] = rest  # older than anything added meanwhile
+                            rest = [(run_id, p.key, p.value, p.timestamp, p.step) for p in points[start:]]
+                            rest += [(r, p.key, p.value, p.timestamp, p.step) for r, ps in runs[index + 1:] for p in ps]
+                            self._pending.extendleft(reversed(rest))  # older than anything added meanwhile
                             raise
 
     def _send_with_retry(self, run_id: str, points: Sequence[Metric], retry: bool) -> None:
@@ -814,11 +839,12 @@ class MetricBuffer:
 
     def _after_fork(self) -> None:
         # The thread and the locks' owners did not come along; the parent stores its own points.
-        self._pending = []
+        self._pending = deque()
         self._errors = []
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
+        self._awake = False
         self._thread = None
 
 

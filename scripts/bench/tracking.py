@@ -7,6 +7,7 @@ optionally writes them as JSON. See scripts/bench/README.md for what each case m
     python scripts/bench/tracking.py                 # everything, full sizes (several minutes)
     python scripts/bench/tracking.py --quick         # sizes / 10, a smoke check
     python scripts/bench/tracking.py --cases a,d --json /tmp/bench.json
+    python scripts/bench/tracking.py --cases f --sides "matih sdk,mlflow sqlite"   # the SDK's floor
 
 Cases
   a  metric points logged one call at a time (the run's end included in the time)
@@ -14,6 +15,8 @@ Cases
   c  runs created, each with 5 params and 3 metrics (start, log, end)
   d  one filtered search over 10,000 runs, a page of up to 1,000 (the search alone)
   e  the full history of a 100,000-point metric
+  f  50,000 buffered ``ml.log_metric`` calls and the run's end, vs MLflow's ``log_batch`` of the same
+     points in batches of 1,000 (the SDK's per-call floor against MLflow's fastest way in)
 
 Sides
   matih sdk             ``import matih_lite as ml``, embedded (in-process store)
@@ -68,6 +71,7 @@ FULL = {
     "d": 10_000,           # runs searched over
     "d_page": 1_000,       # page size of the search
     "e": 100_000,          # points in the history read back
+    "f": 50_000,           # buffered single calls (matih) vs the same points through log_batch (MLflow)
 }
 REPEATS = {"d": 7, "e": 3}  # timed repetitions after one warm-up; the median is reported
 
@@ -84,6 +88,7 @@ TARGETS: dict[tuple[str, str], tuple[str, float, str | None]] = {
     ("c", "matih sdk"): ("x", 10, "mlflow sqlite"),
     ("d", "matih sdk"): ("ms", 100, None),
     ("e", "matih sdk"): ("x", 10, "mlflow sqlite"),
+    ("f", "matih sdk"): ("x", 20, "mlflow sqlite"),
 }
 
 MATIH_SIDES = ("matih sdk", "matih sdk nocapture", "matih tracking", "matih sdk http", "matih sdk http nocapture",
@@ -865,12 +870,56 @@ class Bench:
         return Result("e", side, got, "points", t, got / t if t else math.inf, note, samples)
 
 
+    # -- (f) buffered single calls against MLflow's batches -------------------------------------------------
+    def case_f(self, side: str) -> Result | None:
+        n, size = self.sizes["f"], self.sizes["batch"]
+        vals = values(n, 6)
+        note = "start excluded, end included"
+        if side in ("matih sdk", "matih sdk http"):
+            with Sdk(self.matih_url if side.endswith("http") else None):
+                import matih_lite as ml  # the package, as users call it: its lazy attribute lookup is timed too
+
+                ml.set_experiment(self.exp_name("f", side))
+                run_id = ml.start_run().run_id
+
+                def work() -> None:
+                    for i, v in enumerate(vals):
+                        ml.log_metric("loss", v, step=i)
+                    ml.end_run()
+
+                t, _ = timed(work)
+                stored = len(ml.get_client().metric_history(run_id, "loss").items)
+            note += f"; {n:,} ml.log_metric calls (buffered)" + ("" if stored == n else f"; WRONG COUNT {stored}")
+        elif side in ("mlflow sqlite", "mlflow server"):
+            from mlflow.entities import Metric as MlMetric
+
+            url = self.mlflow_url if side == "mlflow server" else None
+            if side == "mlflow server" and not url:
+                raise Skip("server not started")
+            client = self.mlflow_client(url)
+            rid = client.create_run(self.mlflow_experiment(client, self.exp_name("f", side))).info.run_id
+            chunks = [(i, vals[i:i + size]) for i in range(0, n, size)]
+
+            def work() -> None:
+                for start, chunk in chunks:
+                    ts = int(time.time() * 1000)
+                    client.log_batch(rid, metrics=[MlMetric("loss", v, ts, start + j) for j, v in enumerate(chunk)])
+                client.set_terminated(rid)
+
+            t, _ = timed(work)
+            note += f"; MlflowClient.log_batch, {len(chunks)} batches of {size}"
+        else:
+            return None  # this case sets the SDK's buffered calls against MLflow's batches only
+        return Result("f", side, n, "points", t, n / t, note)
+
+
 CASE_TITLES = {
     "a": "{a} metric points, one call each (MLflow sides: {a_mlflow}); the run's end included",
     "b": "{b} metric points in batches of {batch}",
     "c": "{c} runs, 5 params + 3 metrics each (mlflow server: {c_server})",
     "d": "filtered search over {d} runs, page of up to {d_page}: " + SEARCH_FILTER,
     "e": "full history of a {e}-point metric",
+    "f": "{f} buffered ml.log_metric calls + the run's end (MLflow sides: the same points, log_batch of {batch})",
 }
 
 
@@ -987,7 +1036,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="sizes divided by 10 (a smoke check)")
-    p.add_argument("--cases", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
+    p.add_argument("--cases", default="a,b,c,d,e,f", help="comma-separated subset of a,b,c,d,e,f")
     p.add_argument("--sides", default=",".join(ALL_SIDES),
                    help="comma-separated subset of: " + ", ".join(ALL_SIDES))
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")

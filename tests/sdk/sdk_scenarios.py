@@ -336,6 +336,22 @@ class SdkScenarios:
         assert len(client.metric_history(run_id, "loss").items) == 3000
         assert client.get_run(run_id).status == "FINISHED"
 
+    def test_a_script_that_crashes_mid_buffer_stores_every_point_it_logged(self, client, tmp_path):
+        proc = self._script(tmp_path, f"""
+            import matih_lite as ml
+            run = ml.start_run(experiment={unique()!r})
+            print(run.run_id, flush=True)
+            for i in range(5000):
+                ml.log_metric("loss", 1.0 / (i + 1), step=i)
+                if i == 4321:
+                    raise RuntimeError("diverged at step 4321")  # points still in memory: stored at exit
+        """)
+        assert proc.returncode == 1 and "diverged at step 4321" in proc.stderr
+        run_id = proc.stdout.split()[0]
+        history = client.metric_history(run_id, "loss").items
+        assert [m.step for m in history] == list(range(4322))
+        assert client.get_run(run_id).status == "FAILED"
+
     def test_a_script_that_dies_on_an_exception_marks_its_run_failed(self, client, tmp_path):
         proc = self._script(tmp_path, f"""
             import matih_lite as ml

@@ -130,3 +130,42 @@ def test_close_sends_what_is_left_and_stops_the_thread():
     buffer.close()
     assert not thread.is_alive()
     assert [p.step for p in sink.points()] == [1]
+
+
+class CountingEvent(threading.Event):
+    """An Event that counts its ``set`` calls (each one hands the GIL to the sender thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+def test_the_sender_is_woken_once_a_batch_waits_not_for_every_point():
+    sink = Sink()
+    slow = lambda run_id, points: (time.sleep(0.02), sink(run_id, points))  # noqa: E731 - behind, on purpose
+    buffer = MetricBuffer(slow, interval=60, batch_size=100)
+    buffer._wake = wake = CountingEvent()
+    for i in range(20_000):
+        buffer.add("a", point(i))
+    buffer.close()
+    assert [p.step for p in sink.points()] == list(range(20_000))
+    assert wake.sets <= 20_000 // 100 + 2, f"{wake.sets} wake-ups for 200 batches"
+
+
+def test_points_added_from_many_threads_are_all_sent_once():
+    sink = Sink()
+    buffer = MetricBuffer(sink, interval=0.01, batch_size=50)
+    threads = [threading.Thread(target=lambda t=t: [buffer.add(f"r{t}", point(i)) for i in range(5000)])
+               for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    buffer.close()
+    for t in range(4):
+        assert [p.step for p in sink.points(f"r{t}")] == list(range(5000))
+

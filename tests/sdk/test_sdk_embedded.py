@@ -46,6 +46,13 @@ def test_importing_matih_lite_loads_no_heavy_library():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_an_sdk_function_is_resolved_once_then_a_plain_attribute():
+    from matih_lite import sdk
+
+    assert ml.log_metric is sdk.log_metric
+    assert vars(ml)["log_metric"] is sdk.log_metric  # the module's __getattr__ is not called again
+
+
 def test_the_public_surface_is_importable():
     for name in sorted(ml._SDK_NAMES):
         assert callable(getattr(ml, name)), name
