@@ -26,11 +26,13 @@ LITE_BACKENDS: dict[str, str] = {
     "artifacts": "local",
     "compute": "ray-local",
     "serving": "inprocess",
+    "llm": "none",
     "events": "duckdb",
     "drift": "inprocess",
     "features": "duckdb",
 }
-"""The backend each slot gets when a profile leaves it out (if that backend is installed)."""
+"""The backend each slot gets when a profile leaves it out (if that backend is installed). No lite backend
+serves LLMs: the ``llm`` slot stays empty until a profile names one (``llm = { backend = "vllm", url = ... }``)."""
 
 SECTIONS = (
     "default_profile", "profiles", "models", "auth", "server", "drift", "canary", "quotas",

@@ -168,7 +168,9 @@ def doctor(profile: ProfileOption = None, config: ConfigOption = None, json_out:
             status, detail = "config", "; ".join(v for k, v in problems.items() if k == key or k.startswith(key + "."))
             failed = True
         elif result is None:
-            status, detail = "empty", f"'{entry['backend']}' is not installed yet; this slot is unused"
+            status, detail = "empty", ("no backend: optional, unused until the profile names one" if
+                                       entry["backend"] == "none" else
+                                       f"'{entry['backend']}' is not installed; this slot is unused")
         elif result.ok:
             status, detail = "ok", result.detail
         else:

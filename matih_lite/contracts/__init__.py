@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-SLOTS: tuple[str, ...] = ("metadata", "artifacts", "compute", "serving", "events", "drift", "features")
+SLOTS: tuple[str, ...] = ("metadata", "artifacts", "compute", "serving", "llm", "events", "drift", "features")
 """Every slot a profile fills, in the order tables and ``plugins list`` show them."""
 
 
@@ -38,6 +38,7 @@ class BackendContext:
 
 
 from matih_lite.contracts.artifacts import ArtifactInfo, ArtifactStore  # noqa: E402
+from matih_lite.contracts.llm import LLMBackend  # noqa: E402
 from matih_lite.contracts.metadata import MetadataStore  # noqa: E402
 from matih_lite.contracts.records import Experiment, Health, Metric, Page, Run  # noqa: E402
 from matih_lite.contracts.slots import (  # noqa: E402
@@ -53,6 +54,7 @@ CONTRACTS: dict[str, type] = {
     "artifacts": ArtifactStore,
     "compute": ComputeBackend,
     "serving": ServingBackend,
+    "llm": LLMBackend,
     "events": EventStore,
     "drift": DriftRunner,
     "features": FeatureStore,
@@ -70,6 +72,7 @@ __all__ = [
     "Experiment",
     "FeatureStore",
     "Health",
+    "LLMBackend",
     "MetadataStore",
     "Metric",
     "Page",

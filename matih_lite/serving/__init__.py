@@ -65,13 +65,18 @@ def load_version(host: Any, tenant: str, version: Any, *, key: str | None = None
     """Materialize a registry ModelVersion and load it into the host's serving backend.
 
     Returns the backend's :class:`~matih_lite.contracts.slots.ServedModel` (with ``key``, the
-    input schema and output names). Idempotent: loading a loaded version again does nothing.
+    input schema and output names); an ``llm`` version goes to the llm slot instead and gives its
+    :class:`~matih_lite.contracts.llm.ServedLLM`. Idempotent: loading a loaded version again does nothing.
     """
     from matih_lite.serving.materialize import materialize
 
+    key = key or serving_key(tenant, version.name, version.version)
+    if getattr(flavors(host).get(getattr(version, "flavor", "") or ""), "serving_slot", "serving") == "llm":
+        from matih_lite.serving.llm import load_llm_version
+
+        return load_llm_version(host, tenant, version, key=key)  # an LLM server runs it, not this process
     folder = materialize(host, tenant, version)
-    return host.backend("serving").load(model_load(host, folder, getattr(version, "flavor", None),
-                                                   key or serving_key(tenant, version.name, version.version)))
+    return host.backend("serving").load(model_load(host, folder, getattr(version, "flavor", None), key))
 
 
 def model_load(host: Any, folder: Any, flavor_name: str | None, key: str) -> ModelLoad:

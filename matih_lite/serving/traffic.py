@@ -24,6 +24,7 @@ import msgspec
 
 from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.deployments import Deployment, Route
+from matih_lite.contracts.llm import ServedLLM
 from matih_lite.errors import InvalidInput, MatihError, NotFound, StoreError
 from matih_lite.hookspecs import hookimpl
 from matih_lite.identity import Principal
@@ -208,7 +209,8 @@ class TrafficManager:
         with self._lock:
             models, self._models = list(self._models.values()), {}
         for m in models:
-            m.batcher.close(timeout=2)
+            if m.batcher is not None:
+                m.batcher.close(timeout=2)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -259,6 +261,10 @@ class TrafficManager:
         """
         d: Deployment = target.live.deployment
         route, served = target.route, target.served
+        if served.batcher is None:  # an llm version (matih_lite.serving.llm): generated, not predicted
+            raise InvalidInput(f"deployment {d.name!r} serves an llm model: send OpenAI completions to "
+                               f"/api/v1/deployments/{d.name}/chat/completions or /completions",
+                               detail={"deployment": d.name})
         request_id = request_id or next_request_id()
         stats = self._variant_stats(d.tenant, d.name, route.version)
         start = time.perf_counter()
@@ -598,13 +604,16 @@ class TrafficManager:
                 raise ModelUnavailable(f"version {version} of model {model!r} cannot be loaded: "
                                        f"{type(exc).__name__}: {exc}", detail={"model": model, "version": version}) \
                     from exc
-            backend = self.host.backend("serving")
+            if isinstance(info, ServedLLM):
+                batcher = None  # the LLM server batches its requests itself
+            else:
+                backend = self.host.backend("serving")
 
-            def predict(rows: Any, _key: str = key) -> Any:
-                return backend.predict(_key, rows)
+                def predict(rows: Any, _key: str = key) -> Any:
+                    return backend.predict(_key, rows)
 
-            batcher = MicroBatcher(predict, self.batch_max_size, self.batch_max_wait_ms,
-                                   inline_max_ms=self.inline_predict_ms, name=key)
+                batcher = MicroBatcher(predict, self.batch_max_size, self.batch_max_wait_ms,
+                                       inline_max_ms=self.inline_predict_ms, name=key)
             served = ServedVersion(key, tenant, model, version, info, batcher, getattr(info, "flavor", ""))
             self._inference_log()  # opened here, on a worker thread, rather than by the first request
             self._models[key] = served
@@ -628,9 +637,10 @@ class TrafficManager:
                 served = self._models.pop(key, None)
             self._unused.pop(key, None)
             if served is not None:
-                served.batcher.close(timeout=0)
+                if served.batcher is not None:
+                    served.batcher.close(timeout=0)
                 try:
-                    self.host.backend("serving").unload(key)
+                    self.host.backend("llm" if isinstance(served.info, ServedLLM) else "serving").unload(key)
                 except MatihError:
                     log.exception("unloading %s failed", key)
 

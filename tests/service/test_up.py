@@ -112,7 +112,7 @@ def test_config_validate_and_up_check_the_governance_policy(tmp_path):
 def _start_up(cwd, port, env=None):
     proc = subprocess.Popen([sys.executable, "-m", "matih_lite", "up", "--port", str(port)], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # generous: these tests are about ownership, not start-up time
     while time.monotonic() < deadline:
         if (cwd / ".matih" / "service.json").exists():
             try:

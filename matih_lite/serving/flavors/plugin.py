@@ -1,4 +1,4 @@
-"""Built-in model flavors: ``onnx``, ``sklearn``, ``xgboost`` and ``pyfunc`` (also as ``python_function``).
+"""Built-in model flavors: ``onnx``, ``sklearn``, ``xgboost``, ``pyfunc`` (also as ``python_function``) and ``llm``.
 
 Registering imports no framework: each flavor imports onnxruntime, scikit-learn or XGBoost
 when it first saves or loads a model.
@@ -7,6 +7,7 @@ when it first saves or loads a model.
 from __future__ import annotations
 
 from matih_lite.hookspecs import hookimpl
+from matih_lite.serving.flavors.llm import LLMFlavor
 from matih_lite.serving.flavors.onnx import OnnxFlavor
 from matih_lite.serving.flavors.pyfunc import PyfuncFlavor
 from matih_lite.serving.flavors.sklearn import SklearnFlavor
@@ -21,3 +22,4 @@ def register_flavors(register):
     register("xgboost", XGBoostFlavor())
     register("pyfunc", pyfunc)
     register("python_function", pyfunc)  # MLflow's name, as the registry records it for pyfunc-only models
+    register("llm", LLMFlavor())
