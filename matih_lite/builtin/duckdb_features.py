@@ -2,8 +2,9 @@
 
 Offline, every request is one DuckDB query over the sources as they are (parquet, CSV or a
 query; nothing is copied): an ``ASOF LEFT JOIN`` per feature view finds each entity row's newest
-feature row at or before its time, a second look at the matched (key, event time) pairs breaks
-ties by the created timestamp (newest first), and values older than the view's ttl become null.
+feature row at or before its time; where rows of one entity share an event time, the one created
+last is taken (those winners are worked out once per version of a file); values older than the
+view's ttl become null.
 Entity rows from a file stream through DuckDB (which spills to ``<home>/features/tmp`` past
 ``memory_limit``), so an entity set larger than memory is joined in batches of ``batch_rows``.
 
@@ -59,6 +60,9 @@ class DuckDBFeatureSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Rows per record batch when results stream (entity rows from a file)."""
 
 
+MAX_CACHED_TIES = 1_000_000
+"""Rows tied on (keys, event time) a file version may have for their winners to be kept between requests."""
+_UNKNOWN = object()
 _ENCODE = msgspec.msgpack.Encoder().encode
 _DECODE = msgspec.msgpack.Decoder().decode
 _ONE_ROW: dict[str, str] = {}
@@ -95,8 +99,8 @@ class DuckDBFeatureStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._closed = False
-        self._ties: dict[tuple, bool] = {}
-        """Per file version of a source: whether rows of one entity share an event time (see _may_tie)."""
+        self._ties: dict[tuple, Any] = {}
+        """Per file version of a source: its rows tied on (keys, event time), the winners (see _tie_winners)."""
 
     # ---- plumbing ------------------------------------------------------------------------------------
     def _duck(self, defs: FeatureDefinitions | None = None) -> Any:
@@ -314,41 +318,37 @@ class DuckDBFeatureStore:
 
     def _join_sql(self, cur: Any, defs: FeatureDefinitions, views: list, keys: list[str], entity_sql: str,
                   carried: list[str], full_names: bool) -> str:
-        """One query: an ASOF LEFT JOIN per view, then (where the source can hold rows tied on event time) a
-        look for a tied row created later, then the ttl; rows in entity-row order."""
+        """One query: an ASOF LEFT JOIN per view, then, where the source holds rows of one entity at one event
+        time, the one created last in place of whichever the ASOF join met, then the ttl; entity-row order."""
         ctes = [f"e AS ({entity_sql})"]
         prev = "e"
         payload = list(dict.fromkeys(["__row", "__ets", *keys, *carried]))
-        ties: list[int] = []
+        ties: dict[int, str] = {}
         for i, (view, features) in enumerate(views):
             ctes.append(f"v{i} AS ({self._view_sql(defs, view, features)})")
             on = " AND ".join(f"j.{_q(k)} = v.{_q(k)}" for k in view.join_keys)
             carried_cols = ", ".join(f"j.{_q(c)}" for c in payload)
             fcols = "".join(f", v.{_q(f)} AS {_q(f'__f{i}_{f}')}" for f in features)
-            ctes.append(f"j{i} AS (SELECT {carried_cols}, v.__ts AS __ts{i}, v.__created AS __c{i}{fcols} "
-                        f"FROM {prev} j "
+            ctes.append(f"j{i} AS (SELECT {carried_cols}, v.__ts AS __ts{i}{fcols} FROM {prev} j "
                         f"ASOF LEFT JOIN v{i} v ON {on} AND j.__ets >= v.__ts)")
-            payload += [f"__ts{i}", f"__c{i}", *[f"__f{i}_{f}" for f in features]]
+            payload += [f"__ts{i}", *[f"__f{i}_{f}" for f in features]]
             prev = f"j{i}"
-            if features and self._may_tie(cur, defs, view):
-                ties.append(i)
+            if features:
+                winners = self._tie_winners(cur, defs, view, i)
+                if winners is not None:
+                    ties[i] = winners
         last = prev
         joins = []
-        for i in ties:
-            view, features = views[i]
-            on = " AND ".join(f"s.{_q(c)} = j.{_q(c)}" for c in view.join_keys)
-            packed = ", ".join(f"{_q(f)} := s.{_q(f)}" for f in features)
-            # The ASOF match is one of the rows at its event time; a row at the same time created later wins.
-            ctes.append(f"t{i} AS (SELECT j.__row, arg_max(struct_pack({packed}), s.__created) AS __v FROM {last} j "
-                        f"JOIN v{i} s ON {on} AND s.__ts = j.__ts{i} AND s.__created > coalesce(j.__c{i}, "
-                        "'-infinity'::TIMESTAMPTZ) GROUP BY j.__row)")
-            joins.append(f" LEFT JOIN t{i} ON r.__row = t{i}.__row")
+        for i, winners in ties.items():
+            view, _ = views[i]
+            on = " AND ".join(f"r.{_q(c)} = t{i}.{_q(c)}" for c in view.join_keys)
+            joins.append(f" LEFT JOIN {winners} t{i} ON {on} AND r.__ts{i} = t{i}.__ts")
         out_cols: list[str] = []
         for i, (view, features) in enumerate(views):
             fresh = (f"r.__ts{i} >= r.__ets - INTERVAL {int(view.ttl_seconds)} SECOND" if view.ttl_seconds
                      else f"r.__ts{i} IS NOT NULL")
             for f in features:
-                value = (f"CASE WHEN t{i}.__row IS NOT NULL THEN t{i}.__v.{_q(f)} ELSE r.{_q(f'__f{i}_{f}')} END"
+                value = (f"CASE WHEN t{i}.__ts IS NOT NULL THEN t{i}.__v.{_q(f)} ELSE r.{_q(f'__f{i}_{f}')} END"
                          if i in ties else f"r.{_q(f'__f{i}_{f}')}")
                 name = f"{view.name}__{f}" if full_names else f
                 out_cols.append(f"CASE WHEN {fresh} THEN {value} END AS {_q(name)}")
@@ -356,34 +356,53 @@ class DuckDBFeatureStore:
         return (f"WITH {', '.join(ctes)} SELECT {', '.join(front + out_cols)} FROM {last} r{''.join(joins)} "
                 "ORDER BY r.__row")
 
-    def _may_tie(self, cur: Any, defs: FeatureDefinitions, view: FeatureView) -> bool:
-        """Whether the view's source may hold two rows of one entity at one event time (then the created
-        timestamp must break the tie). Files are checked once per version (path, size, mtime of each file,
-        pushed ones included); a query always may."""
+    def _tie_winners(self, cur: Any, defs: FeatureDefinitions, view: FeatureView, i: int) -> str | None:
+        """A relation of the view's rows that share (keys, event time) with another, one per pair: the one created
+        last (``keys, __ts, __v`` with every feature in ``__v``); None when no two rows share one, or the source
+        has no created timestamp to choose by.
+
+        A file's winners are worked out once per version of it (path, size and mtime of each file, pushed ones
+        included) and kept while there are at most ``MAX_CACHED_TIES`` of them; a query's, in every request.
+        """
         src = defs.sources[view.source]
         if not src.created_timestamp_field:
-            return False
+            return None
+        keys = ", ".join(_q(k) for k in view.join_keys)
+        packed = ", ".join(f"{_q(f.name)} := {_q(f.name)}" for f in view.features)
+        sql = (f"SELECT {keys}, __ts, arg_max(struct_pack({packed}), coalesce(__created, '-infinity'::TIMESTAMPTZ)) "
+               f"AS __v FROM ({self._view_sql(defs, view, [f.name for f in view.features])}) GROUP BY {keys}, __ts "
+               "HAVING count(*) > 1")
+        signature = self._signature(defs, src)
+        if signature is None:
+            return f"({sql})"
+        key = (signature, view.join_keys, view.features, src.timestamp_field, src.created_timestamp_field)
+        found = self._ties.get(key, _UNKNOWN)
+        if found is _UNKNOWN:
+            table = self._run(cur, f"{sql} LIMIT {MAX_CACHED_TIES + 1}", [(view, [])]).to_arrow_table()
+            found = None if table.num_rows == 0 else table if table.num_rows <= MAX_CACHED_TIES else sql
+            if len(self._ties) > 256:
+                self._ties.clear()
+            self._ties[key] = found
+        if found is None:
+            return None
+        if isinstance(found, str):
+            return f"({found})"
+        name = f"__ties{i}"
+        cur.register(name, found)
+        return name
+
+    def _signature(self, defs: FeatureDefinitions, src: Source) -> tuple | None:
+        """(path, size, mtime) of every file a file source reads (pushed rows included); None for a query."""
         if src.format == "query":
-            return True
+            return None
         files = sorted(glob.glob(src.location)) if "*" in src.location else [src.location]
         pushed = self._pushed_glob(defs, src.name)
         if pushed is not None:
             files += sorted(glob.glob(pushed))
         try:
-            signature = tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+            return tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
         except OSError:
-            return True
-        key = (signature, view.join_keys, src.timestamp_field)
-        found = self._ties.get(key)
-        if found is None:
-            keys = ", ".join(_q(k) for k in view.join_keys)
-            sql = (f"SELECT 1 FROM ({self._view_sql(defs, view, [])}) GROUP BY {keys}, __ts HAVING count(*) > 1 "
-                   "LIMIT 1")
-            found = bool(self._run(cur, sql, [(view, [])]).fetchone())
-            if len(self._ties) > 1000:
-                self._ties.clear()
-            self._ties[key] = found
-        return found
+            return None
 
     @staticmethod
     def _run(cur: Any, sql: str, views: list) -> Any:
