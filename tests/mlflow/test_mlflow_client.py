@@ -19,6 +19,8 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
+import matih_lite
+
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
@@ -209,6 +211,52 @@ def test_search_runs_filter_and_order(server, client):
     with pytest.raises(MlflowException) as err:
         mlflow.search_runs(filter_string="params.model === 'x'")
     assert _error_code(err) == "INVALID_PARAMETER_VALUE"
+
+
+def test_search_runs_on_their_dataset_inputs(server, client):
+    import pandas as pd
+
+    exp_id = mlflow.set_experiment("exp-datasets").experiment_id
+    frame = pd.DataFrame({"x": [1, 2, 3], "y": [0, 1, 0]})
+    train = mlflow.data.from_pandas(frame, name="iris", targets="y")
+    other = mlflow.data.from_pandas(frame.assign(x=[4, 5, 6]), name="wine")
+    with mlflow.start_run(run_name="on-iris") as on_iris:
+        mlflow.log_input(train, context="training")
+    with mlflow.start_run(run_name="on-wine") as on_wine:
+        mlflow.log_input(other, context="eval")
+        mlflow.log_input(train, context="eval")
+    with mlflow.start_run(run_name="on-nothing"):
+        pass
+
+    def names(filter_string):
+        return sorted(r.info.run_name for r in client.search_runs([exp_id], filter_string=filter_string))
+
+    assert names("datasets.name = 'iris'") == ["on-iris", "on-wine"]
+    assert names("datasets.context = 'eval'") == ["on-wine"]
+    assert names(f"datasets.digest = '{other.digest}'") == ["on-wine"]
+    assert names("datasets.name IN ('wine', 'nope') and datasets.context = 'eval'") == ["on-wine"]
+    assert names("datasets.name LIKE 'i%' and attributes.run_name = 'on-iris'") == ["on-iris"]
+    assert [r.info.run_id for r in client.search_runs([exp_id], filter_string="datasets.name = 'iris'",
+                                                       order_by=["attributes.start_time DESC"])] == [
+        on_wine.info.run_id, on_iris.info.run_id]
+    with pytest.raises(MlflowException) as err:
+        client.search_runs([exp_id], filter_string="datasets.size = '3'")
+    assert _error_code(err) == "INVALID_PARAMETER_VALUE"
+
+
+def test_a_model_versions_user_is_the_user_of_its_run(server, client):
+    mlflow.set_experiment("exp-version-user")
+    with mlflow.start_run() as run:
+        mlflow.log_text("flavors: {}\n", "model/MLmodel")
+    client.create_registered_model("version-user")
+    mv = client.create_model_version("version-user", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    assert mv.user_id == run.info.user_id != "local"  # the client's mlflow.user, on a service without auth
+    assert client.get_model_version("version-user", mv.version).user_id == run.info.user_id
+
+
+def test_version_answers_as_mlflow_server_does(server):
+    r = httpx.get(f"{server}/version")
+    assert r.status_code == 200 and r.text == matih_lite.__version__
 
 
 def test_delete_and_restore_run(server, client):

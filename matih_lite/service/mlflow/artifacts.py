@@ -1,8 +1,10 @@
-"""The proxied artifacts (``/api/2.0/mlflow-artifacts/``): a run's files and a logged model's, up and down.
+"""The proxied artifacts (``/api/2.0/mlflow-artifacts/``): the files of runs, logged models and traces, up and down.
 
-A path is ``{experiment_id}/{run_id}/artifacts/{path}`` or
-``{experiment_id}/models/{model_id}/artifacts/{path}``, as the ``artifact_uri`` of runs and logged
-models names them; either lands in the tenant's part of the artifacts slot.
+A path is ``{experiment_id}/{run_id}/artifacts/{path}``,
+``{experiment_id}/models/{model_id}/artifacts/{path}`` or
+``{experiment_id}/traces/{trace_id}/artifacts/{path}``, as the ``artifact_uri`` of runs and logged
+models and the ``mlflow.artifactLocation`` tag of traces name them; each lands in the tenant's part
+of the artifacts slot.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ PRESIGNED_DOWNLOAD_UNSUPPORTED = "Presigned download is not supported for the cu
 
 
 class Target(msgspec.Struct):
-    """Where a proxied path lands: a run's artifacts, or a logged model's."""
+    """Where a proxied path lands: a run's artifacts, a logged model's, or a trace's (its spans)."""
 
     slot_root: str
     rel: str
@@ -39,10 +41,11 @@ class Target(msgspec.Struct):
 
 
 def resolve_artifact_path(s: Scope, path: str, *, allow_root: bool) -> Target:
-    """``{experiment_id}/{run_id}/artifacts/{rel}`` or ``{experiment_id}/models/{model_id}/artifacts/{rel}``."""
+    """``{experiment_id}/{run_id}/artifacts/{rel}``, ``.../models/{model_id}/artifacts/{rel}`` or
+    ``.../traces/{trace_id}/artifacts/{rel}``, each of the request's tenant (else NotFound)."""
     parts = [p for p in path.split("/") if p not in ("", ".")]
-    shape = ("artifact paths look like EXPERIMENT_ID/RUN_ID/artifacts/PATH or "
-             "EXPERIMENT_ID/models/MODEL_ID/artifacts/PATH")
+    shape = ("artifact paths look like EXPERIMENT_ID/RUN_ID/artifacts/PATH, "
+             "EXPERIMENT_ID/models/MODEL_ID/artifacts/PATH or EXPERIMENT_ID/traces/TRACE_ID/artifacts/PATH")
     if len(parts) >= 4 and parts[1] == "models" and parts[3] == "artifacts":
         experiment_id = s.internal(parts[0], create=False)
         model = s.model(parts[2])
@@ -50,6 +53,13 @@ def resolve_artifact_path(s: Scope, path: str, *, allow_root: bool) -> Target:
             raise NotFound(f"logged model {parts[2]!r} does not exist in experiment {parts[0]!r}")
         rel = clean_path("/".join(parts[4:]), allow_root=allow_root)
         return Target(s.models.files_root(model), rel, model=model)
+    if len(parts) >= 4 and parts[1] == "traces" and parts[3] == "artifacts":
+        experiment_id = s.internal(parts[0], create=False)
+        trace = s.traces.get(s.tenant, parts[2])
+        if trace.experiment_id != experiment_id:
+            raise NotFound(f"trace {parts[2]!r} does not exist in experiment {parts[0]!r}")
+        rel = clean_path("/".join(parts[4:]), allow_root=allow_root)
+        return Target(s.traces.files_root(trace), rel)
     if len(parts) >= 3 and parts[2] == "artifacts":
         experiment_id = s.internal(parts[0], create=False)
         run = s.run(parts[1])
@@ -123,8 +133,8 @@ class MlflowArtifacts(Controller):
     def listing(self, tracking: Tracking, principal: Principal, path: str | None = None) -> dict[str, Any]:
         s = scope(tracking, principal)
         parts = [p for p in (path or "").split("/") if p not in ("", ".")]
-        if len(parts) == 2 or (len(parts) == 3 and parts[1] == "models"):
-            # the folder above a run's (or a model's) artifacts: just "artifacts"
+        if len(parts) == 2 or (len(parts) == 3 and parts[1] in ("models", "traces")):
+            # the folder above a run's (or a model's, or a trace's) artifacts: just "artifacts"
             resolve_artifact_path(s, "/".join([*parts, "artifacts"]), allow_root=True)
             return {"files": [{"path": "artifacts", "is_dir": True}]}
         if len(parts) < 3:

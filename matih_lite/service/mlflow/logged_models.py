@@ -138,7 +138,8 @@ class MlflowLoggedModels(Controller):
         s = scope(tracking, principal)
         model = s.models.create(s.tenant, s.internal(data.experiment_id), name=data.name,
                                 model_type=data.model_type or None, source_run_id=data.source_run_id or None,
-                                creator=principal.user, tags=pairs(data.tags, "tag", limit=MAX_TAG_VALUE),
+                                creator=s.acting_user(data.source_run_id),
+                                tags=pairs(data.tags, "tag", limit=MAX_TAG_VALUE),
                                 params=pairs(data.params, "param", limit=MAX_PARAM_VALUE))
         return {"model": logged_model_json(model, s)}
 

@@ -51,6 +51,7 @@ from matih_lite.service.mlflow.api import (
     result_limit,
 )
 from matih_lite.service.mlflow.filters import matches_registry, order_rows, parse_simple_filter
+from matih_lite.service.mlflow.scope import Scope
 
 MLFLOW_STAGE = {"Development": "None", "Staging": "Staging", "Production": "Production", "Archived": "Archived"}
 SEARCH_MAX_RESULTS = 50_000
@@ -137,6 +138,24 @@ class VersionTagIn(VersionIn):
 
 
 # ---- answers ------------------------------------------------------------------------------------------
+def _creator(registry: Registry, principal: Principal, data: CreateVersionIn) -> Principal:
+    """The principal a new version is created by: the caller, with the user of the source's run as its name
+    on a service without auth (MLflow's client sends no user with a version; the run holds its ``mlflow.user``)."""
+    run_id = data.run_id or None
+    source = data.source or ""
+    if run_id is None and source.startswith("runs:/"):
+        run_id = source[len("runs:/"):].split("/", 1)[0] or None
+    model_id = data.model_id or (source[len("models:/"):].split("/", 1)[0] if source.startswith("models:/m-") else None)
+    s = Scope(registry.tracking, principal)
+    if run_id is None and model_id:
+        try:
+            run_id = s.model(model_id).source_run_id
+        except NotFound:
+            run_id = None  # the registry says what is wrong with the source
+    user = s.acting_user(run_id)
+    return principal if user == principal.user else Principal(principal.tenant, user, principal.roles)
+
+
 def _tags(items: list[KeyValue]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -309,7 +328,8 @@ class MlflowModelVersions(Controller):
     @post(paths("model-versions/create"), sync_to_thread=True, status_code=200)
     def create(self, data: JSONBody[CreateVersionIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
         mv = registry.register_version(
-            principal, required(data.name, "name"), required(data.source, "source"), run_id=data.run_id or None,
+            _creator(registry, principal, data), required(data.name, "name"), required(data.source, "source"),
+            run_id=data.run_id or None,
             logged_model_id=data.model_id or None, description=data.description or "", tags=_tags(data.tags),
             create_model=False)
         return {"model_version": version_json(mv)}

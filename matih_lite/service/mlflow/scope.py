@@ -12,9 +12,10 @@ from typing import Any
 from matih_lite.contracts import Run
 from matih_lite.contracts.logged_models import LoggedModel
 from matih_lite.errors import NotFound
-from matih_lite.identity import Principal
+from matih_lite.identity import LOCAL_ADMIN, Principal
 from matih_lite.service.mlflow.api import required
 from matih_lite.tracking import LoggedModels, Tracking
+from matih_lite.tracking.traces import Traces
 
 DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
@@ -35,6 +36,21 @@ class Scope:
     def models(self) -> LoggedModels:
         """The tracking domain's logged models (and run inputs/outputs), made on first use."""
         return LoggedModels(self.tracking.host)
+
+    @cached_property
+    def traces(self) -> Traces:
+        """The tracking domain's traces, made on first use."""
+        return Traces(self.tracking.host)
+
+    def acting_user(self, run_id: str | None) -> str:
+        """Who acts: the authenticated user, or, on a service without auth, the user of the run the
+        request builds on (the client's ``mlflow.user``) when there is one."""
+        if self.principal != LOCAL_ADMIN or not run_id:
+            return self.principal.user
+        try:
+            return self.tracking.get_run(self.tenant, str(run_id)).user_id or self.principal.user
+        except NotFound:
+            return self.principal.user
 
     # -- experiment ids
     def default_id(self, *, create: bool) -> str | None:

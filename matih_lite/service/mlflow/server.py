@@ -1,4 +1,4 @@
-"""MLflow 3's server-info probe, and MLflow's ENDPOINT_NOT_FOUND for every endpoint not served here."""
+"""MLflow 3's server-info and version probes, and MLflow's ENDPOINT_NOT_FOUND for every endpoint not served here."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from typing import Any
 
 from litestar import Controller, Request, get, route
 
+from matih_lite import __version__
 from matih_lite.service.mlflow.api import ARTIFACTS_API, EXCEPTION_HANDLERS, MlflowApiError, paths
 
 
 class MlflowServerInfo(Controller):
-    """``/api/3.0/mlflow/server-info`` and the catch-all."""
+    """``/api/3.0/mlflow/server-info``, ``/version`` and the catch-all."""
 
     path = "/"
     tags = ["mlflow"]
@@ -24,6 +25,15 @@ class MlflowServerInfo(Controller):
                 "multipart_uploads_enabled": False, "multipart_downloads_enabled": False,
                 "presigned_upload_run_id_supported": False, "presigned_upload_model_id_supported": False,
                 "features_enabled": {"gateway": False}}
+
+    @get("/version", sync_to_thread=False, media_type="text/plain")
+    def version(self) -> str:
+        """This service's version, as MLflow's server answers its own: plain text.
+
+        The client reads it before logging spans over OTLP, which it only tries from MLflow 3.4 on;
+        below that it uploads each trace's spans as an artifact, which is what this service keeps.
+        """
+        return __version__
 
     @route([*paths("{rest:path}"), *paths("{rest:path}", ARTIFACTS_API), "/api/3.0/mlflow/{rest:path}",
             "/ajax-api/3.0/mlflow/{rest:path}"],
