@@ -103,6 +103,8 @@ def test_traced_calls_round_trip_their_spans_intact(service, client, experiment,
     # the same trace through mlflow.get_trace, and the search answer carried the same spans
     assert [s.to_dict() for s in mlflow.get_trace(trace.info.trace_id).data.spans] == [
         s.to_dict() for s in trace.data.spans] == [s.to_dict() for s in found.data.spans]
+    frame = mlflow.search_traces()  # the active experiment, as a DataFrame (the default)
+    assert list(frame["trace_id"]) == [trace.info.trace_id] and len(frame["spans"][0]) == 3
     assert not mlflow_warnings.messages(), mlflow_warnings.messages()
 
 
