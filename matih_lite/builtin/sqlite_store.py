@@ -52,8 +52,8 @@ def open_database(path: Path, busy_timeout_ms: int = 30_000):
 
 
 def create_store(settings: SqliteSettings, context: BackendContext):
-    from matih_lite.sqlstore.schema import MIGRATIONS
     from matih_lite.sqlstore.metadata import SqlMetadataStore
+    from matih_lite.sqlstore.schema import MIGRATIONS
 
     path = context.resolve(settings.path) if settings.path else context.home / "matih.db"
     db = open_database(path, settings.busy_timeout_ms)

@@ -20,6 +20,7 @@ from matih_lite.contracts.logged_models import LoggedModelStore
 from matih_lite.contracts.records import Experiment, Health, Metric, Page, Run
 from matih_lite.contracts.registry import RegistryStore
 from matih_lite.contracts.search import OrderBy, RunFilter
+from matih_lite.contracts.traces import TraceStore
 
 
 @runtime_checkable
@@ -109,6 +110,6 @@ class TrackingStore(Protocol):
 
 @runtime_checkable
 class MetadataStore(TrackingStore, LoggedModelStore, RegistryStore, AuthStore, LineageStore, DeploymentStore,
-                    JobStore, FeatureDefinitionStore, Protocol):
-    """Everything the metadata slot keeps: tracking (with MLflow 3's logged models), registry, tenants and tokens,
-    lineage, deployments, jobs, feature definitions."""
+                    JobStore, FeatureDefinitionStore, TraceStore, Protocol):
+    """Everything the metadata slot keeps: tracking (with MLflow 3's logged models and traces), registry, tenants
+    and tokens, lineage, deployments, jobs, feature definitions."""

@@ -10,10 +10,11 @@ from matih_lite.sqlstore.lineage import SqlLineageStore
 from matih_lite.sqlstore.logged_models import SqlLoggedModelStore
 from matih_lite.sqlstore.metric_series import SqlMetricSeries
 from matih_lite.sqlstore.registry import SqlRegistryStore
+from matih_lite.sqlstore.traces import SqlTraceStore
 from matih_lite.sqlstore.tracking import SqlTrackingStore
 
 
 class SqlMetadataStore(SqlTrackingStore, SqlRegistryStore, SqlAuthStore, SqlLineageStore, SqlDeploymentStore,
-                       SqlJobStore, SqlMetricSeries, SqlFeatureDefinitionStore, SqlLoggedModelStore):
+                       SqlJobStore, SqlMetricSeries, SqlFeatureDefinitionStore, SqlLoggedModelStore, SqlTraceStore):
     """What the ``sqlite`` and ``postgres`` backends return: tracking (MLflow 3's logged models too), registry,
-    auth, lineage, deployments, jobs, feature definitions."""
+    auth, lineage, deployments, jobs, feature definitions, traces."""

@@ -88,9 +88,19 @@ CORE_TABLES: dict[str, Ownership] = {"_migrations": Shared("the schema's own his
 
 def _modules() -> list[Any]:
     """The sqlstore modules with ``MIGRATIONS`` and ``TABLES`` of their own."""
-    from matih_lite.sqlstore import auth, deployments, features, jobs, lineage, logged_models, metric_series, registry
+    from matih_lite.sqlstore import (
+        auth,
+        deployments,
+        features,
+        jobs,
+        lineage,
+        logged_models,
+        metric_series,
+        registry,
+        traces,
+    )
 
-    return [registry, auth, lineage, deployments, jobs, metric_series, logged_models, features]
+    return [registry, auth, lineage, deployments, jobs, metric_series, logged_models, features, traces]
 
 
 def _all() -> list[tuple[int, str, list[str]]]:

@@ -149,7 +149,8 @@ class SqlTraceStore(ScopedStore):
         if c.kind == "attribute":
             column = _ATTRIBUTE_SQL.get(c.key)
             if column is None:
-                raise InvalidInput(f"cannot filter traces on attribute {c.key!r}; use one of {', '.join(TRACE_COLUMNS)}")
+                raise InvalidInput(f"cannot filter traces on attribute {c.key!r}; use one of "
+                                   f"{', '.join(TRACE_COLUMNS)}")
             if c.key in _NUMERIC:
                 if c.op not in _COMPARISONS or isinstance(c.value, bool) or not isinstance(c.value, int):
                     raise InvalidInput(f"trace attribute {c.key!r} compares with an integer "

@@ -289,9 +289,10 @@ from matih_lite.testing.lineage import LineageStoreContract  # noqa: E402
 from matih_lite.testing.logged_models import LoggedModelStoreContract  # noqa: E402
 from matih_lite.testing.registry import RegistryStoreContract  # noqa: E402
 from matih_lite.testing.tenancy import TenantIsolationContract  # noqa: E402
+from matih_lite.testing.traces import TraceStoreContract  # noqa: E402
 
 
 class MetadataStoreContract(TrackingStoreContract, LoggedModelStoreContract, RegistryStoreContract,
                             AuthStoreContract, LineageStoreContract, DeploymentStoreContract, JobStoreContract,
-                            TenantIsolationContract):
+                            TraceStoreContract, TenantIsolationContract):
     """The whole metadata-slot contract: every metadata backend subclasses this one."""

@@ -33,6 +33,7 @@ from matih_lite.contracts.logged_models import (
     ModelOutput,
 )
 from matih_lite.contracts.registry import ApprovalDecision, AuditEntry, StageMove
+from matih_lite.contracts.traces import Assessment, TraceClause, TraceInfo
 from matih_lite.errors import Conflict, NotFound
 
 EVERY_TENANT_METHODS: dict[str, str] = {
@@ -82,6 +83,8 @@ class World:
     deployment: str = "churn-live"
     job_id: str = ""
     view: str = "customer_stats"
+    trace_id: str = ""
+    assessment_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -118,6 +121,10 @@ def build_world(store: Any, features: bool) -> World:
     store.create_deployment(_deployment(w.a, w.deployment, t), _change(w.a, w.deployment, t))
     w.job_id = f"job-{uuid.uuid4().hex}"
     store.create_job(Job(tenant=w.a, job_id=w.job_id, name="train", kind="train", created_at=t, heartbeat_at=t))
+    w.trace_id, w.assessment_id = f"tr-{uuid.uuid4().hex}", f"a-{uuid.uuid4().hex}"
+    store.start_trace(TraceInfo(w.trace_id, w.a, w.experiment_id, t, 5, tags={"mlflow.traceName": "predict"},
+                                metadata={"mlflow.sourceRun": w.run_id},
+                                assessments=[Assessment(w.assessment_id, w.trace_id, "quality", "feedback")]))
     if features:
         from matih_lite.contracts.features import DefinitionChange
 
@@ -159,6 +166,7 @@ def view_of_a(store: Any, w: World, features: bool) -> Any:
         "deployments": store.list_deployments(a).items,
         "deployment_history": store.deployment_history(a, w.deployment).items,
         "jobs": store.list_jobs(a).items,
+        "trace": store.get_trace(a, w.trace_id),
     }
     if features:
         out["features"] = [store.get_feature_definitions(a), store.list_feature_definition_versions(a),
@@ -229,6 +237,12 @@ def _puts_its_own_definitions(s: Any, w: World) -> None:
     version = s.put_feature_definitions(w.b, {"mine": True}, digest="d2", actor="mallory", at=now(), changes=[],
                                         expected_version=0)  # the first tenant's versions do not count
     assert version.tenant == w.b and s.get_feature_definitions(w.b).document == {"mine": True}
+
+
+def _starts_no_trace_in_anothers_experiment_nor_takes_its_id(s: Any, w: World) -> None:
+    _not_found(lambda: s.start_trace(TraceInfo(f"tr-{uuid.uuid4().hex}", w.b, w.experiment_id, now())))
+    with pytest.raises(Conflict):  # trace ids are the client's and unique; the first tenant's trace is untouched
+        s.start_trace(TraceInfo(w.trace_id, w.b, _own_experiment(s, w), now(), tags={"mlflow.traceName": "stolen"}))
 
 
 def _claims_its_own_alert(s: Any, w: World) -> None:
@@ -372,6 +386,25 @@ CASES: dict[str, Callable[[Any, World], None]] = {
     "materializations": lambda s, w: ((s.materializations(w.b), s.materializations(w.b, w.view)) == ([], [])
                                       or pytest.fail("listed another tenant's materializations")),
     "claim_feature_alert": _claims_its_own_alert,
+    # traces and assessments
+    "start_trace": _starts_no_trace_in_anothers_experiment_nor_takes_its_id,
+    "get_trace": lambda s, w: _not_found(lambda: s.get_trace(w.b, w.trace_id)),
+    "get_traces": lambda s, w: s.get_traces(w.b, [w.trace_id]) == [] or pytest.fail("found another tenant's traces"),
+    "search_traces": lambda s, w: (
+        s.search_traces(w.b, [w.experiment_id], clauses=[TraceClause("tag", "mlflow.traceName", "=", "predict")]).items
+        == [] or pytest.fail("listed another tenant's traces")),
+    "delete_traces": lambda s, w: (
+        (s.delete_traces(w.b, w.experiment_id, trace_ids=[w.trace_id]),
+         s.delete_traces(w.b, w.experiment_id, max_request_time=now() + 1)) == ([], [])
+        or pytest.fail("deleted another tenant's traces")),
+    "set_trace_tags": lambda s, w: _not_found(lambda: s.set_trace_tags(w.b, w.trace_id, {"mlflow.traceName": "x"})),
+    "delete_trace_tag": lambda s, w: _not_found(lambda: s.delete_trace_tag(w.b, w.trace_id, "mlflow.traceName")),
+    "create_assessment": lambda s, w: _not_found(lambda: s.create_assessment(
+        w.b, Assessment(f"a-{uuid.uuid4().hex}", w.trace_id, "planted", "feedback", overrides=w.assessment_id))),
+    "get_assessment": lambda s, w: _not_found(lambda: s.get_assessment(w.b, w.trace_id, w.assessment_id)),
+    "update_assessment": lambda s, w: _not_found(lambda: s.update_assessment(
+        w.b, Assessment(w.assessment_id, w.trace_id, "renamed", "feedback", valid=False))),
+    "delete_assessment": lambda s, w: _not_found(lambda: s.delete_assessment(w.b, w.trace_id, w.assessment_id)),
 }
 """Per store method: the second tenant's call with the first tenant's ids, and what it must see."""
 
