@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,19 @@ _ATTRIBUTE_COLUMNS = {
 _RUN_SELECT = ", ".join("r." + c.strip() for c in _RUN_COLUMNS.split(","))
 _NUMERIC_OPS = {"=", "!=", ">", ">=", "<", "<="}
 _KEY_ORDER_TABLES = {"metric": "latest_metrics", "param": "params", "tag": "tags"}
+_PREFIX_ROWS = 4000
+"""Index entries an ordered search walks first, probing each run against the filter (see _key_order_prefix)."""
+_SUBQUERY_CLAUSE = re.compile(r"^r\.run_id (NOT )?IN \(SELECT (\w+)\.run_id FROM (\w+) \2 WHERE (.*)\)$", re.DOTALL)
+
+
+def _correlated(condition: str) -> str:
+    """``r.run_id [NOT] IN (SELECT x.run_id FROM t x WHERE ...)`` as ``[NOT] EXISTS (... x.run_id = r.run_id ...)``:
+    a probe per run (what a short walk wants) instead of a list of every matching run."""
+    m = _SUBQUERY_CLAUSE.match(condition)
+    if m is None:
+        return condition
+    negate, alias, table, rest = m.groups()
+    return f"{negate or ''}EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.run_id = r.run_id AND {rest})"
 _CHUNK = 500  # ids per IN (...) list, under every engine's parameter limit
 
 
@@ -417,13 +431,17 @@ class SqlTrackingStore(ScopedStore):
         else:
             phases.append((joined, "", [], f"o0.value {direction}, "))
         key_alias = "m" if ob.kind == "metric" else "p"
-        phases.append(([], f"r.run_id NOT IN (SELECT {key_alias}.run_id FROM {table} {key_alias} "
-                           f"WHERE {key_alias}.key = ?)", [ob.key], ""))
+        missing = f"r.run_id NOT IN (SELECT {key_alias}.run_id FROM {table} {key_alias} WHERE {key_alias}.key = ?)"
+        phases.append(([], missing, [ob.key], ""))
         want = (paging.limit or 0) + 1
         skip = paging.offset
         rows: list[tuple] = []
         with self.db.read() as cur:
             scope = self.scoped(cur, tenant)
+            found = self._key_order_prefix(cur, scope, ob, table, where, params, skip, want)
+            if found is not None:  # the page lies within the first values of the key's index
+                page = paging.page(found)
+                return Page(self._hydrate(cur, page.items, columns), page.next_token)
             for joins, extra, extra_params, order in phases:
                 if len(rows) >= want:
                     break
@@ -441,6 +459,36 @@ class SqlTrackingStore(ScopedStore):
                 rows.extend(got)
             page = paging.page(rows)
             return Page(self._hydrate(cur, page.items, columns), page.next_token)
+
+    def _key_order_prefix(self, cur: Any, scope: Any, ob: OrderBy, table: str, where: list[str],
+                          params: list[Any], skip: int, want: int) -> list[tuple] | None:
+        """The page from the first values of the key's index, checking each run against the filter, or None.
+
+        With a filter most runs pass, walking the ordered index and probing each run (EXISTS) finds a
+        page in a few hundred rows; building every clause's full list of runs (the IN form) reads them
+        all. A filter few runs pass would walk the whole index, so the walk stops at the value the
+        ``prefix``-th entry holds (ties included, so the order within it is exact); when that yields no
+        full page (a selective filter, or the values run out before the NaNs and runs without the key
+        that follow them) the caller takes the phase-by-phase path.
+        """
+        prefix = max(_PREFIX_ROWS, 8 * (skip + want))
+        direction = "ASC" if ob.ascending else "DESC"
+        nan = " AND is_nan = 0" if ob.kind == "metric" else ""
+        cur.execute(self._q(f"SELECT value FROM {table} WHERE key = ?{nan} ORDER BY value {direction} "
+                            "LIMIT 1 OFFSET ?"), (ob.key, prefix - 1))
+        boundary = cur.fetchone()
+        conditions = [_correlated(w) for w in where]
+        values = list(params)
+        if ob.kind == "metric":
+            conditions.append("o0.is_nan = 0")
+        if boundary is not None:
+            conditions.append(f"o0.value {'<=' if ob.ascending else '>='} ?")
+            values.append(boundary[0])
+        got = scope.select("runs", _RUN_SELECT, " AND ".join(conditions), values, alias="r",
+                           joins=[Join(table, "o0", "o0.run_id = r.run_id AND o0.key = ?", (ob.key,))],
+                           order=f"o0.value {direction}, r.start_time DESC, r.run_id ASC",
+                           paging=Paging(encode_token(skip) if skip else None, want))[:want]
+        return got if len(got) == want else None  # a short page continues with NaNs and missing values
 
     def _clause(self, c: Comparison) -> tuple[str, list[Any]]:
         """SQL for one filter clause, with its values as parameters."""
@@ -469,6 +517,9 @@ class SqlTrackingStore(ScopedStore):
             cond, values = self._compare("p.value", c.op, c.value)
             return (f"r.run_id IN (SELECT p.run_id FROM {table} p WHERE p.key = ? AND {cond})",
                     [c.key, *values])
+        if c.kind == "dataset" and c.key in ("name", "digest", "context"):  # any one of the run's dataset inputs
+            cond, values = self._compare(f"d.{c.key}", c.op, c.value)
+            return f"r.run_id IN (SELECT d.run_id FROM run_dataset_inputs d WHERE {cond})", values
         raise InvalidInput(f"filtering on {c.kind}s is not supported by this store")
 
     def _compare(self, column: str, op: str, value: Any) -> tuple[str, list[Any]]:

@@ -18,6 +18,7 @@ from matih_lite.contracts.logged_models import (
     LoggedModelMetric,
     ModelOutput,
 )
+from matih_lite.contracts.search import parse_filter
 from matih_lite.errors import Conflict, InvalidInput, NotFound
 
 T = "tenant-a"
@@ -182,6 +183,24 @@ class LoggedModelStoreContract:
         fresh = store.create_run(T, experiment, run_id=uuid.uuid4().hex, name="empty", start_time=_now())
         empty = store.get_run_io(T, fresh.run_id)
         assert (empty.datasets, empty.model_inputs, empty.model_outputs) == ([], [], [])
+
+    def test_runs_are_found_by_their_dataset_inputs(self, store, experiment):
+        runs = [store.create_run(T, experiment, run_id=uuid.uuid4().hex, name=f"r{i}", start_time=_now() + i)
+                for i in range(3)]
+        store.log_run_io(T, runs[0].run_id, datasets=[DatasetInput(Dataset("iris", "d0", "code", "{}"),
+                                                                   {"mlflow.data.context": "train"})])
+        store.log_run_io(T, runs[1].run_id, datasets=[DatasetInput(Dataset("wine", "d1", "code", "{}"),
+                                                                   {"mlflow.data.context": "eval"}),
+                                                      DatasetInput(Dataset("iris", "d0", "code", "{}"))])
+
+        def found(text):
+            return {r.run_id for r in store.search_runs(T, [experiment], filter=parse_filter(text)).items}
+
+        assert found("datasets.name = 'iris'") == {runs[0].run_id, runs[1].run_id}
+        assert found("datasets.context = 'eval'") == {runs[1].run_id}
+        assert found("datasets.digest IN ('d1', 'zz') and datasets.name = 'iris'") == {runs[1].run_id}
+        assert found("datasets.name LIKE 'wi%'") == {runs[1].run_id}
+        assert found("datasets.name = 'none'") == set()
 
     def test_concurrent_writers_of_one_model_lose_nothing(self, store, experiment):
         """Writers on their own connections (as service replicas are) change one model at once: all of it stays."""
