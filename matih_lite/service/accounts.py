@@ -32,8 +32,11 @@ from matih_lite.errors import Unauthorized
 from matih_lite.host import Host
 from matih_lite.service.auth import Principal, principal
 
-OPEN_ROUTES = ("/health", "/ready", "/metrics")
-"""Routes (and everything under ``/schema``) that answer without a token."""
+OPEN_ROUTES = ("/health", "/ready", "/metrics", "/", "/ui/login", "/ui/logout")
+"""Routes (and everything under ``/schema`` and ``/ui/static``) that answer without a token."""
+SESSION_COOKIE = "matih_session"
+"""The workbench's session cookie (:mod:`matih_lite.service.ui.session`): a token, taken in place of the
+bearer header on ``/ui`` routes only."""
 
 CHALLENGE = 'Bearer realm="matih-lite"'
 MISSING = ("this request needs a bearer token: send 'Authorization: Bearer <token>' (MATIH_TOKEN for the "
@@ -43,7 +46,21 @@ MISSING = ("this request needs a bearer token: send 'Authorization: Bearer <toke
 
 def is_open(route: str) -> bool:
     """Whether a matched route template is served without a token."""
-    return route in OPEN_ROUTES or route == "/schema" or route.startswith("/schema/")
+    return route in OPEN_ROUTES or route == "/schema" or route.startswith(("/schema/", "/ui/static/"))
+
+
+def session_secret(scope: dict[str, Any]) -> str | None:
+    """The token in the workbench's session cookie, on ``/ui`` routes only; None without one."""
+    path = scope.get("path", "")
+    if path != "/ui" and not path.startswith("/ui/"):
+        return None
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                key, _, secret = part.strip().partition("=")
+                if key == SESSION_COOKIE and secret:
+                    return secret
+    return None
 
 
 def bearer_secret(scope: dict[str, Any]) -> str | None:
@@ -73,7 +90,7 @@ class BearerGate:
 
     async def principal(self, scope: dict[str, Any]) -> Principal:
         """The caller, authenticated and allowed through the role gate; raises 401 or 403."""
-        secret = bearer_secret(scope)
+        secret = bearer_secret(scope) or session_secret(scope)
         if secret is None:
             raise NotAuthorizedException(MISSING, headers={"WWW-Authenticate": CHALLENGE})
         try:
@@ -226,7 +243,7 @@ class AuthController(Controller):
     @delete("/tokens/{token_id:str}", sync_to_thread=True, status_code=200, summary="Revoke a token (admin)")
     def revoke_token(self, token_id: str, request: Request, accounts: AccountsDep,
                      principal: PrincipalDep) -> TokenOut:
-        using = bearer_secret(request.scope)
+        using = bearer_secret(request.scope) or session_secret(request.scope)
         return token_out(accounts.revoke_token(principal.tenant, token_id, actor=principal, using=using))
 
 

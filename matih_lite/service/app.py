@@ -17,13 +17,21 @@ from matih_lite.service.accounts import BearerAuth, BearerGate
 from matih_lite.service.fastpath import FastRoutes
 from matih_lite.service.health import HealthController
 from matih_lite.service.observability import ObservedApp, RequestMetrics
-from matih_lite.service.problems import EXCEPTION_HANDLERS
+from matih_lite.service.openapi import (
+    StrictStructSchemaPlugin,
+    TruthfulDocument,
+    TruthfulJson,
+    TruthfulSwagger,
+    TruthfulYaml,
+    repair_options_allow,
+)
+from matih_lite.service.problems import EXCEPTION_HANDLERS, BodyRequest
 
 log = logging.getLogger("matih_lite.service")
 
 DOMAIN_CONTROLLERS: tuple[str, ...] = (
     "tracking", "mlflow", "accounts", "registry", "lineage", "cards", "deployments",
-    "llm", "streams", "oip", "oip_triton", "monitoring", "jobs", "features",
+    "llm", "streams", "oip", "oip_triton", "monitoring", "jobs", "ui", "features",
 )
 """Modules under matih_lite.service exposing ``CONTROLLERS``, added as the domains arrive."""
 
@@ -53,17 +61,17 @@ DOCS_ASSETS = "/schema/assets"
 """Where the API docs page's scripts and styles are served from: this service, never a CDN (it works offline)."""
 
 
-def docs_pages() -> list[Any]:
+def docs_pages(auth: bool) -> list[Any]:
     """``/schema`` (and ``/schema/swagger``): Swagger UI from the ``swagger-ui-bundle`` package's files, served
-    here; ``/schema/openapi.json`` and ``.yaml`` the document itself."""
-    from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
-
+    here; ``/schema/openapi.json`` and ``.yaml`` the document itself, each the truthful document
+    (:mod:`matih_lite.service.openapi`) of a service with or without ``auth``."""
+    truth = TruthfulDocument(auth)
     return [
-        SwaggerRenderPlugin(js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-                            standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
-                            path=["/", "/swagger"],
-                            favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>"),
-        JsonRenderPlugin(), YamlRenderPlugin(),
+        TruthfulSwagger(truth, js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                        standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                        path=["/", "/swagger"],
+                        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>"),
+        TruthfulJson(truth), TruthfulYaml(truth),
     ]
 
 
@@ -103,10 +111,13 @@ def create_app(host: Host) -> ObservedApp:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[DefineMiddleware(BearerAuth, gate=gate)],  # tokens and role gates (see service/accounts.py)
         openapi_config=OpenAPIConfig(title="matih-lite ml-service", version=__version__, path="/schema",
-                                     render_plugins=docs_pages()),
+                                     render_plugins=docs_pages(gate.enabled)),
+        plugins=[StrictStructSchemaPlugin()],
+        request_class=BodyRequest,  # where JSON bodies are decoded: 415 / 400 problems, never a 500
         state=State({"host": host, "metrics": metrics}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         logging_config=None,
     )
+    repair_options_allow(app)
     return ObservedApp(app, metrics, FastRoutes(host, gate, app.request_max_body_size))
