@@ -28,6 +28,9 @@ PREDICT_TEMPLATE = "/api/v1/deployments/{name}/predict"
 INFER_TEMPLATE = "/v2/models/{name}/infer"
 INFER_VERSION_TEMPLATE = "/v2/models/{name}/versions/{version}/infer"
 
+ONLINE_FEATURE_PATHS = frozenset({"/get-online-features", "/api/v1/features/online"})
+"""The feature store's online lookups (Feast's and ours), answered by :func:`matih_lite.service.features.online_call`."""
+
 _PREDICT = re.compile(r"/api/v1/deployments/([^/]+)/predict")
 _INFER = re.compile(r"/v2/models/([^/]+)/(?:versions/([0-9]{1,18})/)?infer")
 _json = msgspec.json.Encoder()
@@ -62,6 +65,9 @@ class FastRoutes:
                 scope["path_template"] = PREDICT_TEMPLATE
                 name = found.group(1)
                 return lambda s, r, w: self._predict(s, r, w, name)
+        elif path in ONLINE_FEATURE_PATHS:
+            scope["path_template"] = path
+            return self._online_features
         elif path.endswith("/infer"):
             found = _INFER.fullmatch(path)
             if found is not None:
@@ -84,6 +90,20 @@ class FastRoutes:
             await _respond(send, status, _json.encode(doc), PROBLEM_JSON, extra)
             return
         await _respond(send, 200, out, "application/json", out_headers)
+
+    async def _online_features(self, scope: dict, receive: Any, send: Any) -> None:
+        from matih_lite.service.features import online_call
+
+        try:
+            who, _, body = await self._request(scope, receive)
+            out = await online_call(self.host, who, body)
+        except ClientGone:
+            return
+        except Exception as exc:
+            status, doc, extra = problem_of(_as_http(exc), "POST", scope["path"])
+            await _respond(send, status, _json.encode(doc), PROBLEM_JSON, extra)
+            return
+        await _respond(send, 200, out, "application/json", {})
 
     async def _infer(self, scope: dict, receive: Any, send: Any, name: str, version: int | None) -> None:
         from matih_lite.service.oip import infer_call, oip_problem

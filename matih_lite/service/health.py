@@ -44,4 +44,10 @@ class HealthController(Controller):
     @get("/metrics", sync_to_thread=False, summary="Prometheus metrics (text exposition format)",
          media_type=PROMETHEUS_TEXT)
     def metrics(self, request: Request) -> bytes:
-        return generate_latest(request.app.state["metrics"].registry)
+        state = request.app.state
+        if state.get("inference_log_metrics") is None:  # the inference log's counters, registered once per app
+            from matih_lite.serving.inference_log import InferenceLogMetrics
+
+            state["inference_log_metrics"] = InferenceLogMetrics(state["host"])
+            state["metrics"].registry.register(state["inference_log_metrics"])
+        return generate_latest(state["metrics"].registry)
