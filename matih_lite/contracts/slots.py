@@ -7,7 +7,7 @@ Each says what the domain code calls and what a backend may raise; the matching 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -177,6 +177,19 @@ class DriftPlan:
     record: Callable[[Mapping[str, Any]], dict[str, Any] | None]
     """``record(report)``: apply a window's report computed elsewhere as a local check's is applied (history,
     alerts, health tags, retraining, rollback); None when that window was recorded already (idempotent)."""
+    targets: Callable[[], list[dict[str, Any]]] | None = None
+    """``targets()``, for a runner that reads the inference log itself: every active deployment of every tenant
+    as ``{"tenant", "deployment", "model", "stream", "labels", "settings"}`` (its inference-log and labels
+    streams, and its model's ``[drift]`` settings as plain values, windows included)."""
+    token: Callable[[str], str] | None = None
+    """``token(tenant)``: a job-scoped bearer token with which a remote job reads baselines over REST (the one
+    given before is revoked); "" when the service requires no token."""
+    kernel: str = ""
+    """The module, needing nothing beyond numpy, whose functions a remote runner's job calls to compare a window
+    and write its report (``matih_lite.monitoring.window``): its verdicts are the local check's by construction."""
+    events: Mapping[str, Any] = field(default_factory=dict)
+    """The events slot as the profile configures it (``{"backend": "kafka", "bootstrap_servers": ...}``), so a
+    runner that reads the inference log itself reads the same topics."""
 
 
 @runtime_checkable

@@ -42,7 +42,51 @@ class DriftSchedule:
         sizes = sorted({parse_duration(w) for w in settings.windows})
         return DriftPlan(windows=tuple(DriftWindow(format_duration(s), s) for s in sizes),
                          grace_ms=parse_duration(settings.grace, "grace"),
-                         check_due=self.run_due, record=self.monitoring.record)
+                         check_due=self.run_due, record=self.monitoring.record, targets=self.targets,
+                         token=self.job_token, kernel="matih_lite.monitoring.window",
+                         events=dict(self.host.selection().get("events") or {}))
+
+    def targets(self) -> list[dict[str, Any]]:
+        """Every active deployment of every tenant as a remote runner watches it: its inference-log and labels
+        streams, its model, and the model's ``[drift]`` settings as plain values."""
+        import msgspec
+
+        from matih_lite.serving.inference_log import inference_stream, label_stream
+        from matih_lite.serving.traffic import inference_log_name
+
+        out = []
+        for tenant in self._tenants():
+            principal = Principal(tenant, MONITOR_USER, ("admin",))
+            for d in self._deployments(principal):
+                name = inference_log_name(tenant, d.name)
+                settings = self.monitoring.settings(d.model)
+                out.append({"tenant": tenant, "deployment": d.name, "model": d.model,
+                            "stream": inference_stream(name), "labels": label_stream(name),
+                            "settings": msgspec.to_builtins(settings),
+                            "windows": [{"label": format_duration(size), "size_ms": size}
+                                        for size in sorted({parse_duration(w) for w in settings.windows})]})
+        return out
+
+    def job_token(self, tenant: str) -> str:
+        """A token of the drift monitor in ``tenant`` for a remote drift job (viewer: it reads baselines), the
+        previous one revoked; "" when the service requires no token."""
+        from matih_lite.auth import auth_enabled
+        from matih_lite.auth.service import Accounts
+        from matih_lite.errors import NotFound
+
+        if not auth_enabled(self.host):
+            return ""
+        accounts = Accounts(self.host)
+        try:
+            accounts.get_user(tenant, MONITOR_USER)
+        except NotFound:
+            accounts.create_user(tenant, MONITOR_USER, ["viewer"])
+        for old in accounts.list_tokens(tenant, user=MONITOR_USER):
+            if old.name == "drift-job" and not getattr(old, "revoked", False):
+                accounts.revoke_token(tenant, old.token_id)
+        return accounts.create_token(tenant, MONITOR_USER, name="drift-job", expires_in_days=7,
+                                     description="the drift runner's job: reads baselines; revoked at its next "
+                                                 "start").secret
 
     def run_due(self, now: int | None = None) -> list[dict[str, Any]]:
         """Check every window that is due at ``now`` (ms; default the clock); returns the reports, oldest first

@@ -39,7 +39,7 @@ import numpy as np
 
 from matih_lite.contracts.artifacts import clean_path
 from matih_lite.contracts.clock import now_ms
-from matih_lite.errors import ConfigError, InvalidInput, MatihError, NotFound
+from matih_lite.errors import InvalidInput, MatihError, NotFound
 from matih_lite.events import PlatformEvent
 from matih_lite.identity import Principal
 from matih_lite.monitoring import stats
@@ -48,16 +48,15 @@ from matih_lite.monitoring.profile import BASELINE_TAG, Profile, aggregate_featu
 from matih_lite.monitoring.settings import (
     MONITOR_USER,
     DriftSettings,
-    FeatureSettings,
     drift_settings,
     format_duration,
     parse_duration,
     segment,
 )
+from matih_lite.monitoring.window import REPORT_SCHEMA, compare_window, window_report  # noqa: F401
 
 log = logging.getLogger("matih_lite.monitoring")
 
-REPORT_SCHEMA = "matih-lite/drift-report/v1"
 MAX_CACHED_WINDOWS = 64
 """Aggregated windows kept per deployment for merging (a day of hours, and then some)."""
 
@@ -397,16 +396,9 @@ class Monitoring:
         tests = self.tests()
         versions = [self.compare(agg, profile, settings, tests, number) for number, (agg, profile) in parts.items()]
         versions.sort(key=lambda v: -v["rows"])
-        report = {
-            "schema": REPORT_SCHEMA, "tenant": principal.tenant, "deployment": d.name, "model": d.model,
-            "window": format_duration(size), "start": start, "end": end, "aligned": aligned,
-            "checked_at": now_ms(), "rows": sum(v["rows"] for v in versions),
-            "status": _worst([v["status"] for v in versions]) if versions else "unknown",
-            "versions": versions, "actions": [],
-        }
-        if not versions:
-            report["note"] = "no requests in this window"
-        report["seconds"] = round(time.perf_counter() - started, 4)
+        report = window_report(tenant=principal.tenant, deployment=d.name, model=d.model,
+                               window=format_duration(size), start=start, end=end, aligned=aligned,
+                               versions=versions, started=started)
         return report, parts, d, settings
 
     def record(self, report: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -483,118 +475,7 @@ class Monitoring:
         return render_report(report, parts)
 
 
-# ---- comparing a window with its baseline -----------------------------------------------------------
-def compare_window(agg: stats.WindowAggregate, profile: Profile | None, settings: DriftSettings,
-                   tests: Mapping[str, Any] | None = None, version: int | None = None) -> dict[str, Any]:
-    """One version's drift in one window against its baseline: features (drifting first), data drift,
-    concept drift and performance drift. Pure: no I/O, no actions; ``tests`` default to the built-ins."""
-    tests = tests if tests is not None else {t.name: t for t in stats.BUILTIN_TESTS}
-    out: dict[str, Any] = {"version": version, "rows": agg.rows, "status": "unknown", "features": [],
-                           "data_drift": None, "concept_drift": None, "performance": None, "notes": []}
-    if profile is None:
-        out["notes"].append("no baseline for this version; build one with 'matih-lite models baseline "
-                            f"MODEL {version} --data train.parquet'")
-        return out
-    out["baseline"] = {"rows": profile.rows, "created_at": profile.created_at}
-    enough = agg.rows >= settings.min_rows
-    if not enough:
-        out["notes"].append(f"{agg.rows} rows, fewer than min_rows = {settings.min_rows}: reported, not acted on")
-    features = []
-    for name, ref in profile.features.items():
-        fs = settings.features.get(name, FeatureSettings())
-        if fs.ignore:
-            continue
-        cur = agg.features.get(name)
-        result = _run_test(fs.test or settings.test, fs.threshold, ref, cur, settings, tests)
-        result.update(feature=name, kind=ref.kind, null_rate={"baseline": ref.null_rate,
-                                                               "current": cur.null_rate if cur else None})
-        features.append(result)
-    features.sort(key=lambda r: (not r["drifted"], -_severity(r), r["feature"]))
-    out["features"] = features
-    tested = [r for r in features if r["statistic"] is not None]
-    drifted = [r for r in tested if r["drifted"]]
-    share = len(drifted) / len(tested) if tested else 0.0
-    out["data_drift"] = {"drifted": len(drifted), "tested": len(tested), "share": share,
-                         "threshold": settings.drift_share,
-                         "detected": bool(tested) and share >= settings.drift_share,
-                         "drifted_features": [r["feature"] for r in drifted]}
-    if profile.prediction is not None and agg.prediction is not None:
-        result = _run_test(settings.prediction_test, None, profile.prediction, agg.prediction, settings, tests)
-        result["kind"] = profile.prediction.kind
-        out["concept_drift"] = result
-    out["performance"] = _performance(agg, profile, settings)
-    if not enough:
-        out["status"] = "unknown"
-    elif out["performance"] and out["performance"]["detected"]:
-        out["status"] = "degraded"
-    elif out["data_drift"]["detected"] or (out["concept_drift"] or {}).get("drifted"):
-        out["status"] = "drifting"
-    elif drifted:
-        out["status"] = "warning"
-    else:
-        out["status"] = "healthy"
-    return out
-
-
-def _run_test(name: str, threshold: float | None, ref: Any, cur: Any, settings: DriftSettings,
-              tests: Mapping[str, Any]) -> dict[str, Any]:
-    chosen = stats.auto_test(ref, cur, settings.small_sample) if name == "auto" else name
-    test = tests.get(chosen)
-    if test is None:
-        raise ConfigError(f"unknown drift test {chosen!r}; installed: {', '.join(sorted(tests))}",
-                          key="drift.test")
-    limit = threshold if threshold is not None else settings.thresholds.get(chosen)
-    result = dict(test(ref, cur, limit))
-    result.setdefault("test", chosen)
-    return result
-
-
-def _performance(agg: stats.WindowAggregate, profile: Profile, settings: DriftSettings) -> dict[str, Any] | None:
-    perf = agg.performance
-    if perf is None:
-        return {"labelled": 0, "metrics": {}, "baseline": profile.metrics, "detected": False,
-                "note": "no labelled rows in this window"} if profile.metrics else None
-    metrics = perf.metrics()
-    name, higher = stats.PRIMARY_METRIC[perf.task]
-    base = profile.metrics.get(name)
-    out = {"labelled": perf.n, "task": perf.task, "metrics": metrics, "baseline": profile.metrics,
-           "metric": name, "threshold": settings.performance_threshold, "change": None, "detected": False}
-    if base is None or name not in metrics:
-        out["note"] = f"the baseline has no {name} to compare with"
-        return out
-    change = (metrics[name] - base) / abs(base) if base else 0.0
-    worse = -change if higher else change
-    out["change"] = change
-    if perf.n < settings.min_labels:
-        out["note"] = f"{perf.n} labelled rows, fewer than min_labels = {settings.min_labels}: not judged"
-        return out
-    out["detected"] = worse > settings.performance_threshold
-    return out
-
-
-
-
 # ---- helpers ------------------------------------------------------------------------------------------
-
-
-def _severity(result: Mapping[str, Any]) -> float:
-    """How far past (or short of) its threshold a result is, comparable across tests."""
-    if result.get("statistic") is None:
-        return -1.0
-    threshold = result.get("threshold") or 0.0
-    p = result.get("p_value")
-    if p is not None:
-        return float(np.log10(max(threshold, 1e-300)) / np.log10(max(p, 1e-300))) if p < 1 else 0.0
-    return float(result["statistic"] / threshold) if threshold else float(result["statistic"])
-
-
-def _worst(statuses: Sequence[str]) -> str:
-    order = {"degraded": 4, "drifting": 3, "warning": 2, "healthy": 1, "unknown": 0}
-    return max(statuses, key=lambda s: order.get(s, 0))
-
-
-
-
 def _version_order(text: Any) -> tuple[int, str]:
     digits = str(text).lstrip("vV")
     return (int(digits), "") if digits.isdigit() else (1 << 62, str(text))
