@@ -316,3 +316,41 @@ def jobs_cancel(job_id: Annotated[str, typer.Argument(help="Job id or a unique p
         print_json(job)
     else:
         console().print(f"job {job['job_id'][:SHORT]}: {job['status'].lower()} ({escape(job['message'])})")
+
+
+@jobs_app.command("manifest")
+def jobs_manifest(
+    spec: Annotated[Path, typer.Argument(help="Job spec (TOML), as for 'matih-lite train' or 'tune'.")],
+    tenant: Annotated[str, typer.Option("--tenant", help="Render for this tenant (its namespace and quota).")]
+    = "default",
+    json_out: JsonOption = False,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Print what the compute backend would apply for SPEC (a RayJob and its quota on kuberay), applying nothing.
+
+    Rendered from this folder's matih.toml and profile; YAML documents (``kubectl apply -f -`` takes
+    them), or JSON with --json. The job's run and token do not exist yet and show as placeholders.
+    """
+    from matih_lite.host import Host
+    from matih_lite.identity import Principal
+    from matih_lite.training.jobs import Jobs
+    from matih_lite.training.spec import load_spec
+
+    checked = load_spec(spec)
+    host = Host.open(config, profile)
+    try:
+        documents = Jobs(host).manifest(Principal(tenant, "local", ("editor",)), checked)
+    finally:
+        host.close()
+    if json_out:
+        print_json(documents)
+        return
+    try:
+        import yaml
+    except ImportError:  # JSON is YAML too
+        print_json(documents)
+        return
+    import sys
+
+    sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False))

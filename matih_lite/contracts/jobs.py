@@ -85,6 +85,8 @@ class JobRequest(msgspec.Struct, frozen=True):
     tracking: dict[str, str]
     """How the job's processes reach tracking: ``{"url", "token"}`` for a server, or
     ``{"config", "profile", "home"}`` to open the same stores embedded."""
+    limits: Limits = Limits()
+    """The tenant's quota (``[quotas]``), for a backend that enforces it too (a ResourceQuota)."""
 
 
 class JobState(msgspec.Struct, frozen=True):

@@ -840,6 +840,10 @@ def scheduler(tune_spec: Mapping[str, Any]) -> Any:
 
 def run_tune(job: Mapping[str, Any], client: Any, storage_path: str) -> dict[str, Any]:
     """Ray Tune over the spec's space; each trial a child run; the best one marked on the job's run."""
+    # Tune's own CSV, JSON and TensorBoard result files duplicate what goes into tracking, and the
+    # TensorBoard one imports tensorboardX, hence torch, into every driver (where its late load has
+    # failed with "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so").
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from ray import tune
 
     spec = job["spec"]
