@@ -45,6 +45,7 @@ def runs(hermetic):
 
 
 def test_experiments_create_list_delete_restore(cli, hermetic):
+    (hermetic / "matih.toml").write_text("")  # a project folder: commands refuse one with no matih-lite state
     code, out, _ = cli("experiments", "create", "churn", "-d", "monthly churn", "-t", "team=growth")
     assert code == 0 and "created experiment churn" in out
     code, out, _ = cli("experiments", "list")
@@ -62,6 +63,7 @@ def test_experiments_create_list_delete_restore(cli, hermetic):
 
 
 def test_creating_a_taken_name_is_one_red_line(cli, hermetic):
+    (hermetic / "matih.toml").write_text("")
     cli("experiments", "create", "churn")
     code, out, err = cli("experiments", "create", "churn")
     assert code == 1

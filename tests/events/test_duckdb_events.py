@@ -27,6 +27,13 @@ class TestDuckDBEvents(EventStoreContract):
         yield s
         s.close()
 
+    @pytest.fixture
+    def reopen(self, store, tmp_path):
+        def again():
+            store.close()
+            return DuckDBEventStore(tmp_path / "events.duckdb")
+        return again
+
 
 def test_host_fills_events_slot_with_duckdb_in_home(tmp_path):
     (tmp_path / "matih.toml").write_text("")

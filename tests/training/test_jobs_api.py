@@ -111,6 +111,9 @@ def test_cli_refuses_bad_specs_in_one_line(cli, hermetic):
     code, _, err = cli("tune", str(good))
     assert code == 2 and "needs a [tune] table" in err
     code, _, err = cli("train", str(good), "--detach")
+    assert code == 2 and "no .matih here" in err  # nothing to detach to in a folder with no state
+    (hermetic / "matih.toml").write_text("")
+    code, _, err = cli("train", str(good), "--detach")
     assert code == 2 and "--detach needs a running server" in err
     code, _, err = cli("train", str(hermetic / "missing.toml"))
     assert code == 2 and "does not exist" in err
