@@ -209,17 +209,7 @@ class Jobs:
 
         Raises InvalidInput for a bad spec or a job that could never fit.
         """
-        checked = parse_spec(spec, kind=kind)
-        if register:
-            checked = parse_spec({**checked.to_dict(), "register": register}, kind=kind)
-        limits = self.limits(principal.tenant)
-        compute = self.compute
-        capacity = compute.capacity()
-        demand, concurrency = job_demand(checked, limits, capacity)
-        if checked.tune is not None:
-            checked.tune.max_concurrent = concurrency
-        backend = self.host.selection().get("compute", {}).get("backend", "compute")
-        check_fits(demand, limits, capacity, principal.tenant, backend)
+        checked, limits, demand = self._sized(principal, spec, kind, register)
         now = now_ms()
         supervisor = self.supervisor
         job = Job(tenant=principal.tenant, job_id=uuid.uuid4().hex, name=checked.display_name, kind=checked.kind,
@@ -238,17 +228,8 @@ class Jobs:
         The spec is checked and sized as :meth:`submit` does; the run id and the job's token do not
         exist yet and are shown as placeholders. Raises InvalidInput as :meth:`submit` does.
         """
-        checked = parse_spec(spec, kind=kind)
-        if register:
-            checked = parse_spec({**checked.to_dict(), "register": register}, kind=kind)
-        limits = self.limits(principal.tenant)
+        checked, limits, _ = self._sized(principal, spec, kind, register)
         compute = self.compute
-        capacity = compute.capacity()
-        demand, concurrency = job_demand(checked, limits, capacity)
-        if checked.tune is not None:
-            checked.tune.max_concurrent = concurrency
-        backend = self.host.selection().get("compute", {}).get("backend", "compute")
-        check_fits(demand, limits, capacity, principal.tenant, backend)
         url = compute.service_url()
         target = ({"url": url, "token": "<a token of the job alone, made when it starts>"} if url
                   else JobSupervisor.of(self.host, start=False).embedded_target())
@@ -256,6 +237,24 @@ class Jobs:
                              spec=checked.to_dict(), run_id="<the job's run, made when it starts>", tracking=target,
                              limits=limits)
         return compute.render(request)
+
+    def _sized(self, principal: Principal, spec: JobSpec | Mapping[str, Any], kind: str | None,
+               register: str | None) -> tuple[JobSpec, Limits, Resources]:
+        """The checked spec (its tuning concurrency set), the tenant's limits and the job's demand.
+
+        Raises InvalidInput for a bad spec or a job that could never fit.
+        """
+        checked = parse_spec(spec, kind=kind)
+        if register:
+            checked = parse_spec({**checked.to_dict(), "register": register}, kind=kind)
+        limits = self.limits(principal.tenant)
+        capacity = self.compute.capacity()
+        demand, concurrency = job_demand(checked, limits, capacity)
+        if checked.tune is not None:
+            checked.tune.max_concurrent = concurrency
+        backend = self.host.selection().get("compute", {}).get("backend", "compute")
+        check_fits(demand, limits, capacity, principal.tenant, backend)
+        return checked, limits, demand
 
     def get(self, principal: Principal, job_id: str) -> Job:
         """A job by id, or by a unique prefix of at least 4 characters (as ``jobs list`` shows them)."""
