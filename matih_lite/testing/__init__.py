@@ -13,15 +13,20 @@ Importing this package needs pytest; the core never imports it.
 """
 
 from matih_lite.testing.artifacts import ArtifactStoreContract
+from matih_lite.testing.compute import ComputeBackendContract
 from matih_lite.testing.drift import DriftRunnerContract
 from matih_lite.testing.events import EventStoreContract
+from matih_lite.testing.features import FeatureDefinitionStoreContract, FeatureStoreContract
 from matih_lite.testing.metadata import MetadataStoreContract
 from matih_lite.testing.serving import ServingBackendContract
 
 __all__ = [
     "ArtifactStoreContract",
+    "ComputeBackendContract",
     "DriftRunnerContract",
     "EventStoreContract",
+    "FeatureDefinitionStoreContract",
+    "FeatureStoreContract",
     "MetadataStoreContract",
     "ServingBackendContract",
 ]
