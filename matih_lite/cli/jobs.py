@@ -20,7 +20,7 @@ from matih_lite.cli import app
 from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, escape, print_json, table
 from matih_lite.cli.tracking import duration, number, when
 from matih_lite.errors import InvalidInput
-from matih_lite.remote import ServiceHttp
+from matih_lite.training.client import JobsClient
 
 jobs_app = typer.Typer(
     help="Training and tuning jobs: list them (and why they wait), show, read logs, cancel.\n\n"
@@ -35,74 +35,6 @@ STATUS_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "dim", "RUNN
                 "QUEUED": "yellow"}
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 SHORT = 8
-
-
-# ---- one client, embedded or over HTTP ------------------------------------------------------------
-def job_dict(job: Any, progress: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A job as ``/api/v1/jobs`` shows it."""
-    return {"job_id": job.job_id, "name": job.name, "kind": job.kind, "status": job.status, "message": job.message,
-            "spec": job.spec, "cpus": job.demand.cpus, "gpus": job.demand.gpus, "memory": job.demand.memory,
-            "created_by": job.created_by, "created_at": job.created_at, "started_at": job.started_at,
-            "ended_at": job.ended_at, "run_id": job.run_id, "register": job.register, "result": job.result,
-            "cancel_requested": job.cancel_requested, "progress": progress}
-
-
-class JobsClient:
-    """The jobs API through the :class:`~matih_lite.training.jobs.Jobs` service here, or a server at MATIH_URL."""
-
-    def __init__(self, config: str | None = None, profile: str | None = None) -> None:
-        self._host = None
-        self._http = ServiceHttp.from_env(user_agent="matih-lite-cli", timeout=60.0,
-                                          hint="start it with 'matih-lite up', or unset MATIH_URL to run jobs here")
-        if self._http is None:
-            from matih_lite.host import Host
-            from matih_lite.identity import LOCAL_ADMIN
-            from matih_lite.training.jobs import Jobs
-
-            self._host = Host.open(config, profile)
-            self.jobs = Jobs(self._host)
-            self.principal = LOCAL_ADMIN
-
-    @property
-    def embedded(self) -> bool:
-        return self._host is not None
-
-    def submit(self, spec: dict[str, Any], kind: str, register: str | None) -> dict[str, Any]:
-        if self.embedded:
-            return job_dict(self.jobs.submit(self.principal, spec, kind=kind, register=register))
-        return self._http.call("POST", "/api/v1/jobs/", json={"spec": spec, "kind": kind, "register": register})
-
-    def get(self, job_id: str, progress: bool = True) -> dict[str, Any]:
-        if self.embedded:
-            job = self.jobs.get(self.principal, job_id)
-            return job_dict(job, self.jobs.progress(self.principal, job) if progress else None)
-        return self._http.call("GET", f"/api/v1/jobs/{job_id}", params={"progress": str(progress).lower()})
-
-    def list(self, statuses: list[str], max_results: int) -> list[dict[str, Any]]:
-        if self.embedded:
-            return [job_dict(j) for j in self.jobs.list(self.principal, statuses=statuses or None,
-                                                        max_results=max_results).items]
-        params: list[tuple[str, Any]] = [("max_results", max_results)] + [("status", s) for s in statuses]
-        return self._http.call("GET", "/api/v1/jobs/", params=params)["jobs"]
-
-    def logs(self, job_id: str, offset: int) -> tuple[str, int, str]:
-        if self.embedded:
-            job = self.jobs.get(self.principal, job_id)
-            text = self.jobs.logs(self.principal, job.job_id, offset)
-            return text, offset + len(text), job.status
-        body = self._http.call("GET", f"/api/v1/jobs/{job_id}/logs", params={"offset": offset})
-        return body["text"], body["offset"], body["status"]
-
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        if self.embedded:
-            return job_dict(self.jobs.cancel(self.principal, job_id))
-        return self._http.call("POST", f"/api/v1/jobs/{job_id}/cancel")
-
-    def close(self) -> None:
-        if self._host is not None:
-            self._host.close()
-        else:
-            self._http.close()
 
 
 # ---- train and tune ------------------------------------------------------------------------------
