@@ -49,6 +49,8 @@ from typing import Any
 
 import msgspec
 
+from matih_lite.alerts import send_alert
+from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.jobs import (
     ACTIVE_JOB_STATUSES,
     TERMINAL_JOB_STATUSES,
@@ -79,10 +81,6 @@ JOB_TOKEN_DAYS = 7.0
 TICK_S = 0.25
 MAX_RESULTS = 10_000
 _FINAL_RUN_STATUS = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLED"}
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # ---- quotas --------------------------------------------------------------------------------------
@@ -385,28 +383,11 @@ class Jobs:
         data = {"name": job.name, "kind": job.kind, "status": job.status, "message": job.message,
                 "run_id": job.run_id, "created_by": job.created_by, "result": job.result}
         self._emit(job, kind, data)
-        notify(self.host, {"type": kind, "severity": "info" if job.status == "SUCCEEDED" else "warning",
-                           "title": f"{job.kind} job {job.name} {job.status.lower()}", "job_id": job.job_id,
-                           "tenant": job.tenant, **{k: v for k, v in data.items() if k != "result"}})
-
-
-def notify(host: Any, alert: dict[str, Any]) -> None:
-    """Send ``alert`` to every notifier configured under ``[notifiers.NAME]``.
-
-    With none configured, the ``log`` notifier writes it at INFO (the service log shows it; a
-    CLI run, which prints the outcome itself, stays quiet).
-    """
-    configured = host.config.section("notifiers") or {"log": {"level": "INFO"}}
-    available = host.registry("register_notifiers")
-    for name, settings in configured.items():
-        factory = available.get(name)
-        if factory is None:
-            log.warning("notifiers.%s: no such notifier; installed: %s", name, ", ".join(sorted(available)))
-            continue
-        try:
-            factory(settings if isinstance(settings, dict) else {}).notify(alert)
-        except Exception:
-            log.exception("notifier %s failed on %s", name, alert.get("type"))
+        # INFO when no notifier is configured: the service log shows it; a CLI run prints the outcome itself.
+        send_alert(self.host, {"type": kind, "severity": "info" if job.status == "SUCCEEDED" else "warning",
+                               "title": f"{job.kind} job {job.name} {job.status.lower()}", "job_id": job.job_id,
+                               "tenant": job.tenant, **{k: v for k, v in data.items() if k != "result"}},
+                   level="INFO")
 
 
 # ---- the supervisor --------------------------------------------------------------------------------
