@@ -24,7 +24,8 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES: tuple[str, ...] = ("platform", "tracking", "accounts", "registry", "lineage", "cards", "serving_models",
-                                     "predict", "drift", "deploy", "streams", "jobs", "features")
+                                     "predict", "drift", "deploy", "streams", "jobs", "features",
+                                     "promote")
 """Modules under matih_lite.cli that add their commands to ``app`` when imported."""
 
 STATELESS_COMMANDS = frozenset({"", "up", "migrate", "config", "doctor", "plugins", "users", "tokens"})

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DOMAINS: tuple[str, ...] = ("tracking", "registry", "serving", "monitoring", "training", "lineage", "features",
-                            "auth")
+                            "auth", "promote")
 """The domain packages of matih_lite: written once, above the slots."""
 
 BACKEND_MAY_IMPORT: tuple[str, ...] = ("matih_lite.contracts", "matih_lite.errors", "matih_lite.hookspecs",

@@ -1,0 +1,110 @@
+"""``matih-lite promote`` from the terminal: the verified table, and one line with exit 2 for each bad start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from promote_kit import fill, open_host
+
+from matih_lite.promote.journal import read_journal, target_id
+from matih_lite.promote.promotion import promote
+from matih_lite.promote.tables import held_rows
+
+pytestmark = pytest.mark.postgres
+
+
+def cli(*args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "matih_lite", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env or os.environ.copy(), timeout=300)
+
+
+def _filled(folder):
+    lite = open_host(folder, "lite")
+    try:
+        fill(lite.metadata, lite.artifacts, runs=3, points=10)
+    finally:
+        lite.close()
+
+
+def test_promote_prints_what_it_verified_and_a_second_run_copies_nothing(folder):
+    _filled(folder)
+    r = cli("promote", "--to", "cluster", cwd=folder)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "verified lite -> cluster" in r.stdout and "metrics" in r.stdout and "differs" not in r.stdout
+    assert "events: event streams" in r.stdout  # what is not copied is said
+    r = cli("promote", "--to", "cluster", "--json", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    body = json.loads(r.stdout)
+    assert body["ok"] and body["resumed"] and {c["slot"]: c["items"] for c in body["copied"]} == {
+        "metadata": 0, "artifacts": 0}
+    assert {c["slot"] for c in body["checks"]} == {"metadata", "artifacts"}
+
+
+def test_a_target_holding_other_data_is_refused_and_merge_stops_at_an_id_that_differs(folder):
+    _filled(folder)
+    cluster = open_host(folder, "cluster")
+    try:
+        cluster.metadata.create_tenant("default", created_at=1)
+        cluster.metadata.create_experiment("default", "theirs")
+    finally:
+        cluster.close()
+    r = cli("promote", "--to", "cluster", cwd=folder)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "metadata: the target profile cluster holds data already" in r.stderr and "--merge" in r.stderr
+    r = cli("promote", "--to", "cluster", "--merge", cwd=folder)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "metadata: table experiments in the target holds other values for experiment_id 1" in r.stderr
+
+
+def test_an_unreachable_target_and_a_missing_secret_each_get_one_line(folder, monkeypatch):
+    _filled(folder)
+    text = (folder / "matih.toml").read_text()
+    env = {k: v for k, v in os.environ.items() if k != "MATIH_TEST_DSN"}
+    r = cli("promote", "--to", "cluster", cwd=folder, env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "profiles.cluster.metadata" in r.stderr and "MATIH_TEST_DSN is not set" in r.stderr
+    (folder / "matih.toml").write_text(text.replace("${MATIH_TEST_DSN}", "postgresql://nobody@127.0.0.1:1/x"))
+    r = cli("promote", "--to", "cluster", cwd=folder)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("metadata (target profile cluster)") or "metadata (target profile cluster)" in r.stderr
+    assert "doctor --profile cluster" in r.stderr
+    r = cli("promote", "--to", "cluster", "--only", "events", cwd=folder)
+    assert r.returncode == 2 and "not copied yet" in r.stderr
+
+
+def test_a_promote_killed_half_way_continues_to_the_same_result(folder):
+    lite, cluster = open_host(folder, "lite"), open_host(folder, "cluster")
+    try:
+        fill(lite.metadata, lite.artifacts, runs=8, points=50)
+        seen = []
+
+        def die_in_metrics(item, advanced, total, size):
+            seen.append(item)
+            if item == "metrics":
+                raise KeyboardInterrupt
+
+        import matih_lite.promote.tables as tables
+
+        monkey = pytest.MonkeyPatch()
+        monkey.setattr(tables, "PAGE_ROWS", 100)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                promote(lite, cluster, progress=die_in_metrics)
+        finally:
+            monkey.undo()
+        half = held_rows(cluster.metadata)
+        assert 0 < half["metrics"] < held_rows(lite.metadata)["metrics"]
+        ident = target_id("cluster", {s: cluster.selection().get(s) for s in ("metadata", "artifacts")})
+        assert read_journal(lite.config.home, ident).state == "copying"  # not left looking complete
+        outcome = promote(lite, cluster)
+        assert outcome.ok and outcome.resumed
+        assert held_rows(cluster.metadata) == held_rows(lite.metadata)
+        assert read_journal(lite.config.home, ident).state == "verified"
+    finally:
+        lite.close()
+        cluster.close()
