@@ -218,7 +218,8 @@ def test_artifact_browser_previews_text_json_csv_parquet_images_and_mlmodel(shar
         folder = c.get(f"{base}/artifacts", params={"path": "model"}).text
         assert "MLmodel" in folder
         image = c.get(f"{base}/artifact", params={"path": "plot.png"})
-        assert image.headers["content-type"] == "image/png" and image.headers["content-disposition"].startswith("inline")
+        assert image.headers["content-type"] == "image/png"
+        assert image.headers["content-disposition"].startswith("inline")
         html = c.get(f"{base}/artifact", params={"path": "page.html"})
         assert html.headers["content-disposition"].startswith("attachment")  # never rendered on this origin
         assert html.headers["content-type"] == "application/octet-stream"

@@ -63,7 +63,8 @@ class JobPages(Pages):
     path = "/ui"
 
     @get("/jobs", sync_to_thread=True)
-    def jobs(self, request: Request, status: Annotated[list[str] | None, QueryParameter(name="status")] = None) -> Response:
+    def jobs(self, request: Request,
+             status: Annotated[list[str] | None, QueryParameter(name="status")] = None) -> Response:
         principal = who(request)
         wanted = [s for s in (status or []) if s in JOB_STATUSES] or None
         found = jobs_of(request).list(principal, statuses=wanted, max_results=500).items

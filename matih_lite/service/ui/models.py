@@ -33,7 +33,10 @@ def refusal_words(exc: MatihError) -> dict[str, Any]:
     rules = []
     for u in unmet:
         actual = u.get("actual")
-        shown = "not logged" if actual in (None, "missing") else (f"{actual:.4g}" if isinstance(actual, float) else str(actual))
+        if actual in (None, "missing"):
+            shown = "not logged"
+        else:
+            shown = f"{actual:.4g}" if isinstance(actual, float) else str(actual)
         rules.append({"rule": u.get("rule", ""), "actual": shown})
     return {"message": exc.message, "unmet": rules, "title": exc.title}
 
