@@ -44,7 +44,8 @@ def test_from_the_experiment_to_its_runs_to_a_comparison_marking_exactly_the_dif
     page.wait_for_selector("#parallel svg")
     tab.shot("compare")
     assert sorted(page.url.split("runs=")[1].split(",")) == sorted([runs["a"], runs["b"]])
-    marked = page.eval_on_selector_all("tbody.params td.differs", "cells => cells.map(c => c.parentElement.dataset.key)")
+    marked = page.eval_on_selector_all("tbody.params td.differs",
+                                       "cells => cells.map(c => c.parentElement.dataset.key)")
     assert marked == ["params.lr", "params.lr"]  # exactly lr, in both runs' cells
     same = page.eval_on_selector_all("tbody.params tr.same-row", "rows => rows.map(r => r.dataset.key)")
     assert same == ["params.depth", "params.model"]
@@ -114,7 +115,8 @@ def test_every_page_works_at_1280_and_390_pixels_without_console_errors(shared, 
     _, url, runs = shared
     exp = runs["experiment"]
     paths = ["/ui", f"/ui/experiments/{exp}", f"/ui/runs/{runs['a']}", f"/ui/runs/{runs['a']}/artifacts",
-             f"/ui/runs/{runs['a']}/artifacts?path=config.json", f"/ui/runs/{runs['a']}/artifacts?path=notes/readme.txt",
+             f"/ui/runs/{runs['a']}/artifacts?path=config.json",
+             f"/ui/runs/{runs['a']}/artifacts?path=notes/readme.txt",
              f"/ui/compare?runs={runs['a']},{runs['b']},{runs['c']}", "/ui/models", "/ui/approvals",
              "/ui/deployments", "/ui/lineage", f"/ui/lineage?key=run:{runs['a']}", "/ui/jobs", "/ui/features",
              "/ui/login"]
@@ -335,3 +337,56 @@ def test_a_jobs_log_is_tailed_live_and_a_tunes_best_trial_is_marked(platform, se
                                  message="best trial trial-1")
     page.locator("#job-status .badge:text-is('SUCCEEDED')").wait_for(timeout=10_000)
     assert page.inner_text("#job-message") == "best trial trial-1"
+
+
+def test_a_captured_run_and_every_kind_of_artifact_preview_work_at_both_widths(served, hermetic, tabs, monkeypatch):
+    import subprocess
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import matih_lite as ml
+
+    git = ["git", "-c", "user.name=ann", "-c", "user.email=ann@example.invalid"]
+    (hermetic / "train.py").write_text("print('fit')\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "train.py"], ["commit", "-q", "-m", "first"]):
+        subprocess.run([*git, *args], cwd=hermetic, check=True)
+    (hermetic / "train.py").write_text("print('fit harder')\n")  # an uncommitted change: the run keeps its diff
+    files = hermetic / "files"
+    (files / "model").mkdir(parents=True)
+    (files / "data.csv").write_text("age,plan\n41,pro\n37,basic\n")
+    pq.write_table(pa.table({"age": list(range(80)), "plan": ["pro"] * 80}), files / "table.parquet")
+    (files / "plot.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+        b"\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
+    (files / "model" / "MLmodel").write_text("artifact_path: model\nflavors:\n  sklearn:\n    sklearn_version: 1.5\n")
+    (files / "blob.bin").write_bytes(b"\x00\x01\x02")
+    monkeypatch.setenv("MATIH_URL", served)
+    with ml.start_run(experiment="captured", run_name="captured-run") as run:  # capture on: environment and git
+        ml.log_param("lr", 0.1)
+        ml.log_artifacts(str(files))
+        ml.log_dict({"threshold": 0.5}, "config.yaml")
+    ml.flush()
+    base = f"/ui/runs/{run.run_id}"
+    previews = {"data.csv": "table", "table.parquet": "table", "plot.png": "img.preview-image",
+                "model/MLmodel": "code", "config.yaml": "pre.preview", "environment/git.diff": "pre.preview",
+                "blob.bin": "main a[href*='/artifact?']"}
+    for viewport in (WIDE, NARROW):
+        tab = tabs(served, viewport)
+        page = tab.page
+        tab.open(base)
+        assert page.locator("#h-git").is_visible() and "matih.git.commit" in page.inner_text("main")
+        page.click("a:text('Uncommitted changes (git.diff)')")
+        page.wait_for_selector("pre.preview")
+        assert "fit harder" in page.inner_text("pre.preview")
+        tab.open(base)
+        page.click("a:text('Installed packages')")
+        page.wait_for_url(f"**{base}/environment")
+        assert re.search(r"(?m)^pytest==", page.inner_text("pre.preview"))
+        for path, shown in previews.items():
+            tab.open(f"{base}/artifacts?path={path}")
+            assert page.locator(shown).first.is_visible(), path
+            overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 1, f"{path} at {viewport['width']} px scrolls sideways by {overflow} px"
+        tab.open(f"{base}/artifacts?path=plot.png")
+        assert page.eval_on_selector("img.preview-image", "i => i.complete && i.naturalWidth") == 1

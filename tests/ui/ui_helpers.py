@@ -1,4 +1,5 @@
-"""What the workbench tests put on the platform: runs logged through the SDK, a governed model, a drifting deployment."""
+"""What the workbench tests put on the platform: runs logged through the SDK, a governed model, a drifting
+deployment."""
 
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ def drifting_deployment(host: Any, *, name: str = "churn-live", requests: int = 
 
     registry = Registry(host)
     registry.register_version(LOCAL_ADMIN, "churn", "file:///nowhere/model", flavor="sklearn")
+    registry.promote(LOCAL_ADMIN, "churn", 1, "Staging")  # a version takes live traffic from Staging on
     Monitoring(host).build_baseline(LOCAL_ADMIN, "churn", 1, training_data(), target="y", prediction="pred")
     Deployments(host).deploy(LOCAL_ADMIN, name, "churn", version=1)
     rng = np.random.default_rng(5)
@@ -124,7 +126,8 @@ class Doubling:
 
 
 def servable_versions(host: Any, name: str = "doubler", versions: int = 2) -> None:
-    """``versions`` versions of a real pyfunc model, saved, logged to a run and registered."""
+    """``versions`` versions of a real pyfunc model, saved, logged to a run, registered and promoted to Staging
+    (where a version may take live traffic)."""
     import tempfile
     from pathlib import Path
 
@@ -141,4 +144,5 @@ def servable_versions(host: Any, name: str = "doubler", versions: int = 2) -> No
                 if f.is_file():
                     tracking.log_artifact("default", run.run_id, f"model/{f.relative_to(tmp).as_posix()}",
                                           f.read_bytes())
-        Registry(host).register_version(LOCAL_ADMIN, name, run_id=run.run_id, path="model", flavor="pyfunc")
+        version = Registry(host).register_version(LOCAL_ADMIN, name, run_id=run.run_id, path="model", flavor="pyfunc")
+        Registry(host).promote(LOCAL_ADMIN, name, version.version, "Staging")
