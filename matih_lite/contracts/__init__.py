@@ -38,6 +38,7 @@ class BackendContext:
 
 
 from matih_lite.contracts.artifacts import ArtifactInfo, ArtifactStore  # noqa: E402
+from matih_lite.contracts.features import FeatureStore  # noqa: E402
 from matih_lite.contracts.llm import LLMBackend  # noqa: E402
 from matih_lite.contracts.metadata import MetadataStore  # noqa: E402
 from matih_lite.contracts.records import Experiment, Health, Metric, Page, Run  # noqa: E402
@@ -45,7 +46,6 @@ from matih_lite.contracts.slots import (  # noqa: E402
     ComputeBackend,
     DriftRunner,
     EventStore,
-    FeatureStore,
     ServingBackend,
 )
 

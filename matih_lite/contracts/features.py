@@ -154,7 +154,8 @@ class FeatureDefinitions(msgspec.Struct, frozen=True):
 
     def document(self) -> dict[str, Any]:
         """The definitions as plain JSON data (what the metadata slot stores)."""
-        return msgspec.to_builtins(self)
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        return out
 
     @property
     def digest(self) -> str:

@@ -62,7 +62,9 @@ class LineageStore(Protocol):
         """Nodes oldest first (then by key); only ``kind`` when given. Raises InvalidInput on a bad token."""
 
     def add_lineage_edge(self, tenant: str, source: str, target: str, *, kind: str, at: int) -> LineageEdge:
-        """Record ``source -> target``; an edge already there is returned unchanged. Raises NotFound for a missing node."""
+        """Record ``source -> target``; an edge already there is returned unchanged.
+
+        Raises NotFound for a missing node."""
 
     def lineage_edges(self, tenant: str, keys: Sequence[str], *, direction: Direction) -> list[LineageEdge]:
         """Edges into ``keys`` (``upstream``) or out of them (``downstream``), oldest first."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 import msgspec
 
@@ -146,7 +146,7 @@ def _describe(kind: Kind, key: str) -> str:
 class _Scanner:
     """Cursor over one input string; every parse step reads from here and fails through :meth:`fail`."""
 
-    def __init__(self, text: str, label: str, detail: dict | None = None) -> None:
+    def __init__(self, text: str, label: str, detail: dict[str, Any] | None = None) -> None:
         self.text = text
         self.pos = 0
         self.label = label
@@ -265,7 +265,8 @@ class _Scanner:
         if kind == "attribute":
             key = ATTRIBUTE_ALIASES.get(key, key)
             if key not in ATTRIBUTES:
-                self.fail(key_start, f"unknown attribute; valid attributes are {', '.join(ATTRIBUTES)}", token=key_token)
+                self.fail(key_start, f"unknown attribute; valid attributes are {', '.join(ATTRIBUTES)}",
+                          token=key_token)
         elif kind == "dataset" and key not in DATASET_KEYS:
             self.fail(key_start, f"unknown dataset field; valid fields are {', '.join(DATASET_KEYS)}", token=key_token)
         return kind, key
@@ -417,7 +418,7 @@ def parse_filter(text: str | None) -> RunFilter:
     return RunFilter(clauses=tuple(clauses))
 
 
-def _parse_order_by_text(text: str, detail: dict | None = None) -> list[OrderBy]:
+def _parse_order_by_text(text: str, detail: dict[str, Any] | None = None) -> list[OrderBy]:
     sc = _Scanner(text, "order_by", detail)
     out: list[OrderBy] = []
     if sc.at_end():

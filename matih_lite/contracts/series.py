@@ -30,7 +30,7 @@ class SeriesBucket(NamedTuple):
 
     x: int
     x_end: int
-    count: int
+    points: int
     """Points in the bucket, NaNs included."""
     nans: int
     min: float | None
@@ -42,7 +42,7 @@ class SeriesBucket(NamedTuple):
 class SeriesSummary(NamedTuple):
     """What a store keeps per block of consecutive points of one series (see :func:`merge_summaries`)."""
 
-    count: int
+    points: int
     nans: int
     min: float | None
     max: float | None
@@ -131,7 +131,7 @@ def merge_summaries(blocks: Sequence[SeriesSummary], buckets: int, *, axis: str 
     if axis not in AXES:
         raise ValueError(f"axis must be one of {', '.join(AXES)}, not {axis!r}")
     nan = math.nan
-    columns = np.array([(b.count, b.nans, nan if b.min is None else b.min, nan if b.max is None else b.max,
+    columns = np.array([(b.points, b.nans, nan if b.min is None else b.min, nan if b.max is None else b.max,
                          nan if b.total is None else b.total,
                          b.first_step if axis == "step" else b.first_time,
                          b.last_step if axis == "step" else b.last_time) for b in blocks],

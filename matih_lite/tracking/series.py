@@ -76,7 +76,7 @@ def metric_series(tracking: Any, tenant: str, run_id: str, key: str, *, buckets:
         history = tracking.metric_history(tenant, run_id, key).items
         xs = [m.step if axis == "step" else m.timestamp for m in history]
         out = bucket_points(xs, [m.value for m in history], buckets, lo=lo, hi=hi)
-        points = sum(b.count for b in out)
-    return MetricSeries(run_id, key, axis, points, any(b.count > 1 for b in out), [b.x for b in out],
-                        [b.x_end for b in out], [b.count for b in out], [_finite(b.min) for b in out],
+        points = sum(b.points for b in out)
+    return MetricSeries(run_id, key, axis, points, any(b.points > 1 for b in out), [b.x for b in out],
+                        [b.x_end for b in out], [b.points for b in out], [_finite(b.min) for b in out],
                         [_finite(b.max) for b in out], [_finite(b.mean) for b in out])

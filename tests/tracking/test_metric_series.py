@@ -49,10 +49,10 @@ def test_each_bucket_keeps_the_min_and_max_of_its_points(pts, buckets):
         return
     expected = brute_force(pts, buckets)
     assert len(got) == len(expected) <= buckets
-    assert sum(b.count for b in got) == len(pts)
+    assert sum(b.points for b in got) == len(pts)
     for b, (_, vs) in zip(got, sorted(expected.items())):
         real = [v for v in vs if not math.isnan(v)]
-        assert b.count == len(vs)
+        assert b.points == len(vs)
         assert b.nans == len(vs) - len(real)
         assert b.min == (min(real) if real else None)
         assert b.max == (max(real) if real else None)
@@ -73,14 +73,14 @@ def test_a_spike_is_never_lost(pts, buckets):
 
 def test_fewer_points_than_buckets_come_back_point_by_point():
     got = bucket_points([0, 1, 2, 5], [1.0, 3.0, 2.0, math.nan], 100)
-    assert [(b.x, b.count, b.min, b.max) for b in got] == [(0, 1, 1.0, 1.0), (1, 1, 3.0, 3.0), (2, 1, 2.0, 2.0),
+    assert [(b.x, b.points, b.min, b.max) for b in got] == [(0, 1, 1.0, 1.0), (1, 1, 3.0, 3.0), (2, 1, 2.0, 2.0),
                                                            (5, 1, None, None)]
     assert got[-1].nans == 1
 
 
 def test_a_range_drops_the_points_outside_it():
     got = bucket_points(list(range(100)), [float(i) for i in range(100)], 10, lo=20, hi=29)
-    assert sum(b.count for b in got) == 10
+    assert sum(b.points for b in got) == 10
     assert got[0].min == 20.0 and got[-1].max == 29.0
 
 
@@ -102,7 +102,7 @@ def test_merged_blocks_keep_exact_extremes(pts, block, buckets):
         blocks.append(SeriesSummary(len(chunk), 0, min(vs), max(vs), sum(vs), chunk[0][0], chunk[-1][0], 0, 0))
     got = merge_summaries(blocks, buckets)
     assert len(got) <= buckets
-    assert sum(b.count for b in got) == len(pts)
+    assert sum(b.points for b in got) == len(pts)
     assert max(b.max for b in got) == max(v for _, v in pts)
     assert min(b.min for b in got) == min(v for _, v in pts)
 
@@ -163,7 +163,7 @@ def logged(tracking, points, key="loss"):
 def test_the_store_keeps_every_extreme_and_matches_the_reference_on_short_series(tracking, pts, buckets):
     run = logged(tracking, pts)
     n, got = tracking.store.metric_buckets(T, run.run_id, "loss", buckets=buckets)
-    assert n == len(pts) == sum(b.count for b in got)
+    assert n == len(pts) == sum(b.points for b in got)
     assert len(got) <= buckets
     assert [b.x for b in got] == sorted(b.x for b in got)
     real = [v for _, v in pts if not math.isnan(v)]
@@ -199,7 +199,7 @@ def test_blocks_follow_arrival_and_hold_every_point(tracking):
     assert [(lv, n) for lv, n, _, _ in levels] == [(0, 1005), (1, 960), (2, 960)]
     assert [c for *_, c in levels] == [16, 2, 1]
     n, coarse = tracking.store.metric_buckets(T, run.run_id, "loss", buckets=2)
-    assert n == 1005 == sum(b.count for b in coarse)
+    assert n == 1005 == sum(b.points for b in coarse)
     assert max(b.max for b in coarse) == 104.0
 
 
@@ -219,7 +219,7 @@ def test_a_long_series_is_bucketed_from_blocks_and_keeps_its_spike(tracking):
     assert max(b.max for b in by_time) == 42.0
     tracking.log_batch(T, run.run_id, metrics=[Metric("loss", -7.0, 1, 5000)])  # lands in the block still filling
     n, coarse = tracking.store.metric_buckets(T, run.run_id, "loss", buckets=4)  # from the 512-point level
-    assert n == 5001 == sum(b.count for b in coarse)
+    assert n == 5001 == sum(b.points for b in coarse)
     assert (max(b.max for b in coarse), min(b.min for b in coarse)) == (42.0, -7.0)
     assert coarse[-1].x_end == 5000
 
