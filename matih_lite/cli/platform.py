@@ -146,17 +146,22 @@ def _check_port_free(host: str, port: int) -> None:
 
 @app.command()
 def doctor(profile: ProfileOption = None, config: ConfigOption = None, json_out: JsonOption = False) -> None:
-    """Check every slot of a profile: backend installed, settings valid, service reachable.
+    """Check every slot of a profile: backend installed, settings valid, service reachable, schema version.
 
-    Exits 1 if any active backend is unhealthy, 2 if the profile is misconfigured. While a
-    ``matih-lite up`` serves this folder (or ``MATIH_URL`` names a service) with that profile, the
-    slots' health is the service's own (``/ready``): it owns the files a second opener would wait on.
+    Exits 2 if anything is wrong: a backend not installed (with the ``pip install`` line), settings
+    that do not validate (with their key path), a backend that does not answer, a metadata schema
+    this version cannot use. While a ``matih-lite up`` serves this folder (or ``MATIH_URL`` names a
+    service) with that profile, the slots' health is the service's own (``/ready``): it owns the files
+    a second opener would wait on.
+
+    Example: matih-lite doctor --profile cluster --json
     """
-    from matih_lite.host import Host, load_config
+    from matih_lite.host import Host, install_hint, load_config
 
     h = Host(load_config(config), profile, strict=False)
     problems = dict(h.config_problems)
-    health = _service_health(config, h.profile) or h.health()
+    served = _service_health(config, h.profile)
+    health = served or h.health()
     rows = []
     failed = False
     for slot in h.backends:
@@ -170,19 +175,25 @@ def doctor(profile: ProfileOption = None, config: ConfigOption = None, json_out:
         elif result is None:
             status, detail = "empty", ("no backend: optional, unused until the profile names one" if
                                        entry["backend"] == "none" else
-                                       f"'{entry['backend']}' is not installed; this slot is unused")
+                                       f"'{entry['backend']}' is not installed; this slot is unused"
+                                       f"{install_hint(entry['backend'])}")
         elif result.ok:
             status, detail = "ok", result.detail
         else:
             status, detail = "failed", result.detail
             failed = True
+        schema = None
+        if status == "ok" and slot == "metadata" and served is None:
+            schema, trouble = _schema_version(h)
+            if trouble:
+                status, detail, failed = "schema", trouble, True
         rows.append({"slot": slot, "backend": entry["backend"], "status": status, "detail": detail,
-                     "distribution": spec.distribution if spec else None})
+                     "distribution": spec.distribution if spec else None, "schema": schema})
     if json_out:
         print_json({"profile": h.profile, "ok": not failed, "slots": rows,
                     "problems": [{"key": k, "message": v} for k, v in h.config_problems]})
     else:
-        colour = {"ok": "green", "failed": "red", "config": "red", "empty": "dim"}
+        colour = {"ok": "green", "failed": "red", "config": "red", "schema": "red", "empty": "dim"}
         table(f"doctor: profile {h.profile}", ["slot", "backend", "status", "detail"],
               [(r["slot"], r["backend"], f"[{colour[r['status']]}]{r['status']}[/]", escape(r["detail"]))
                for r in rows])
@@ -193,7 +204,25 @@ def doctor(profile: ProfileOption = None, config: ConfigOption = None, json_out:
             r["status"] == "config" for r in rows):
         raise typer.Exit(2)
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(2)
+
+
+def _schema_version(h: Any) -> tuple[dict[str, int] | None, str]:
+    """The metadata schema's version (applied, and the newest this code knows), and what is wrong with it."""
+    from matih_lite.contracts.transfer import TableTransfer
+
+    store = h.backend("metadata")
+    if not isinstance(store, TableTransfer):
+        return None, ""
+    version = store.schema_version()
+    found = {"applied": version.applied, "current": version.current}
+    if version.applied > version.current:
+        return found, (f"schema version {version.applied} is newer than this matih-lite knows ({version.current}); "
+                       "upgrade matih-lite (pip install -U matih-lite)")
+    if version.applied < version.current:
+        return found, (f"schema version {version.applied}, this matih-lite needs {version.current}; run "
+                       f"'matih-lite migrate --profile {h.profile}'")
+    return found, ""
 
 
 def _service_health(config: str | None, profile: str) -> dict[str, Any] | None:
