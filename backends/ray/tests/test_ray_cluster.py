@@ -231,8 +231,14 @@ def test_a_job_whose_cluster_is_gone_is_failed_with_the_reason(service, cut_off,
     jobs = Jobs(host)
     job = jobs.submit(service.principal, spec("sleepy", params={"seconds": 600}))
     tracking = Tracking(host)
-    wait_until(lambda: (j := jobs.get(service.principal, job.job_id)).run_id and
-               "started" in tracking.get_run("default", j.run_id).metrics, 600, "the job to run")
+
+    def running():  # a job that fails to start fails the test at once, with its reason, not at the timeout
+        current = jobs.get(service.principal, job.job_id)
+        assert current.status in ("QUEUED", "STARTING", "RUNNING"), (current, jobs.logs(service.principal,
+                                                                                        job.job_id)[-3000:])
+        return current.run_id and "started" in tracking.get_run("default", current.run_id).metrics
+
+    wait_until(running, 240, "the job to run")
     link.cut()
     try:
         noted = wait_until(lambda: (j := jobs.get(service.principal, job.job_id)).message.startswith(
