@@ -45,17 +45,53 @@ def register_settings(register):
     register("drift", DriftSettings, check=check_drift)
 
 
+DRIFT_DUTY = "drift-runner"
+"""The lease the replica that checks drift windows holds (:class:`~matih_lite.replicas.Duty`)."""
+DUTY_PLUGIN = "matih_lite.monitoring.duty"
+"""The name the host's drift duty is registered under in its plugin manager (for shutdown and reports)."""
+
+
 @hookimpl
 def startup(host: Any) -> None:
-    """Start the drift slot's runner with this host's schedule; drift monitoring never keeps the service down."""
+    """Start the drift slot's runner with this host's schedule; drift monitoring never keeps the service down.
+
+    Its checks run once across replicas: each tick checks the due windows only on the replica that holds
+    the ``drift-runner`` lease (the others skip it), so two services over one platform check a window once."""
     if host.active("drift") is None:
         return
     from matih_lite.monitoring.schedule import DriftSchedule
+    from matih_lite.replicas import Duty
 
     try:
-        host.backend("drift").start(DriftSchedule(host).plan())
+        schedule = DriftSchedule(host)
+        duty = Duty(host.metadata, DRIFT_DUTY)
+        host.pm.register(duty, name=DUTY_PLUGIN)
+        host.backend("drift").start(once_across_replicas(schedule, duty))
     except Exception:
         log.exception("the drift runner did not start")
+
+
+def once_across_replicas(schedule: Any, duty: Any) -> Any:
+    """``schedule``'s plan whose ``check_due`` checks only while ``duty`` is held here."""
+    import dataclasses
+
+    plan = schedule.plan()
+
+    def check_due(now: int) -> list[dict[str, Any]]:
+        if not duty.held():
+            return []
+        if duty.just_taken:
+            # Another replica checked windows while this one did not hold the duty: what was checked last is
+            # read from the store again rather than from this schedule's memory of its own checks.
+            schedule._last.clear()
+        return plan.check_due(now)
+
+    return dataclasses.replace(plan, check_due=check_due)
+
+
+def drift_duty(host: Any) -> Any:
+    """The host's drift duty (None before startup, or without a drift runner)."""
+    return host.pm.get_plugin(DUTY_PLUGIN)
 
 
 @hookimpl
@@ -66,3 +102,7 @@ def shutdown(host: Any) -> None:
         host.backend("drift").stop()
     except Exception:
         log.exception("the drift runner did not stop cleanly")
+    duty = drift_duty(host)
+    if duty is not None:
+        host.pm.unregister(name=DUTY_PLUGIN)
+        duty.release()

@@ -11,6 +11,7 @@ from memory. Bad input is a 400 problem naming the field; a model that raises is
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -21,12 +22,12 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from matih_lite.contracts.deployments import CanaryState, Deployment, DeploymentChange, Route
-from matih_lite.errors import InvalidInput
+from matih_lite.errors import InvalidInput, StoreError
 from matih_lite.host import Host
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.service.auth import Principal, principal
 from matih_lite.serving.deployments import Deployments
-from matih_lite.serving.traffic import attach_traffic
+from matih_lite.serving.traffic import ModelUnavailable, attach_traffic
 
 MaxResults = Annotated[int, Parameter(ge=1, le=50_000)]
 REQUEST_KEY = "x-request-key"
@@ -245,13 +246,20 @@ async def predict_call(host: Host, who: Principal, name: str, body: bytes,
     rid = checked_request_id(headers.get(REQUEST_ID))
     manager = attach_traffic(host)
     target = await manager.target(who.tenant, name, key=key)
+    lookup_ms = None
+    if target.served.feature_source is not None:  # a version trained on a feature service: keys in, features added
+        from matih_lite.serving.enrichment import enrich
+
+        doc, lookup_ms = await enrich(host, who, target.served, doc)
     parsed = parse_scoring_request(doc, target.served.schema)
-    answer = await manager.infer(target, parsed.inputs, request_id=rid)
+    answer = await manager.infer(target, parsed.inputs, request_id=rid, feature_lookup_ms=lookup_ms)
     out = encode_predictions(answer.outputs, {
         "deployment": answer.deployment, "model": answer.model, "version": answer.version,
         "variant": answer.variant, "request_id": answer.request_id})
-    return out, {"X-Request-Id": answer.request_id, "X-Model-Version": str(answer.version),
-                 "X-Variant": answer.variant}
+    headers = {"X-Request-Id": answer.request_id, "X-Model-Version": str(answer.version), "X-Variant": answer.variant}
+    if lookup_ms is not None:
+        headers["X-Feature-Lookup-Ms"] = f"{lookup_ms:.3f}"
+    return out, headers
 
 
 class DeploymentController(Controller):
@@ -307,7 +315,13 @@ class DeploymentController(Controller):
                     since: FromQuery[int] = 0) -> dict[str, Any]:
         manager = attach_traffic(host)
         await manager.live(principal.tenant, name)  # NotFound for an unknown deployment
-        return manager.stats(principal.tenant, name, since_ms=since)
+        out = manager.stats(principal.tenant, name, since_ms=since)
+        try:  # every replica's requests, from the shared inference log; "variants" are this process's own
+            out["platform"] = await asyncio.to_thread(manager.platform_stats, principal.tenant, name,
+                                                      since_ms=since or None)
+        except (ModelUnavailable, StoreError) as exc:
+            out["platform"] = {"error": exc.message}
+        return out
 
     @post("/{name:str}/labels", status_code=202,
           summary="Post the true outcome of earlier requests by request id")

@@ -12,7 +12,9 @@ Every rule lives in :class:`~matih_lite.monitoring.Monitoring`.
 - ``GET /api/v1/drift/baselines/{model}/versions/{version}``: the stored baseline's summary
   (``?full=true``: the whole profile).
 - ``GET /api/v1/drift/tests``: the installed drift tests and their default thresholds.
-- ``GET /api/v1/drift/runner``: the drift slot's runner and its health.
+- ``GET /api/v1/drift/runner``: the drift slot's runner and its health, and which replica runs its checks.
+- ``GET /api/v1/drift/jobs``: the jobs the drift runner supervises (a Flink job's state, last checkpoint,
+  lag per topic, last window; none for the in-process runner). Admins only: it spans every tenant.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
+from matih_lite.errors import Forbidden
 from matih_lite.host import Host
-from matih_lite.monitoring.client import describe_tests
+from matih_lite.monitoring.client import describe_tests, drift_jobs
 from matih_lite.monitoring.service import Monitoring
 from matih_lite.service.auth import Principal, principal
 
@@ -123,8 +126,20 @@ class DriftController(Controller):
         spec = host.active("drift")
         if spec is None:
             return {"backend": None, "ok": False, "detail": "no drift runner fills the drift slot"}
+        from matih_lite.monitoring.plugin import drift_duty
+
         health = host.health(["drift"])["drift"]
-        return {"backend": spec.name, "ok": bool(health and health.ok), "detail": getattr(health, "detail", "")}
+        out = {"backend": spec.name, "ok": bool(health and health.ok), "detail": getattr(health, "detail", "")}
+        duty = drift_duty(host)
+        if duty is not None:  # which replica checks the windows (the lease holder), and this one's ticks
+            out["duty"] = duty.describe()
+        return out
+
+    @get("/jobs", sync_to_thread=True, summary="The drift runner's jobs: state, last checkpoint, lag, last window")
+    def jobs(self, host: NamedDependency[Host], principal: PrincipalDep) -> dict[str, Any]:
+        if not principal.has("admin"):
+            raise Forbidden("the drift jobs span every tenant: only an admin may list them")
+        return drift_jobs(host)
 
 
 CONTROLLERS = [DriftController]

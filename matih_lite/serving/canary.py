@@ -196,6 +196,59 @@ class VariantStats:
         return WindowStats(len(picked), errors, float(p50), float(p99))
 
 
+class LogFeed:
+    """The per-variant samples of one deployment as every replica logged them, read from the shared inference
+    log a little at a time (:func:`~matih_lite.serving.inference_log.variant_outcomes`).
+
+    Each :meth:`update` reads the records since the newest one seen less ``lateness_ms`` (another replica's
+    batch may land late with older timestamps) and adds those not seen yet, in time order, to one
+    :class:`VariantStats` per version: what a canary is judged on whichever replica judges it.
+    """
+
+    def __init__(self, start_ms: int, lateness_ms: int = 5_000) -> None:
+        self.stats: dict[int, VariantStats] = {}
+        self.lateness_ms = lateness_ms
+        self._cutoff = int(start_ms)
+        self._seen: dict[tuple[bool, int], int] = {}
+
+    def update(self, events: Any, log_name: str) -> int:
+        """Read what was logged since the last update; returns the requests added. Raises StoreError."""
+        from matih_lite.serving.inference_log import variant_outcomes
+
+        o = variant_outcomes(events, log_name, self._cutoff)
+        added = 0
+        seen = self._seen
+        for i in np.argsort(o.timestamp, kind="stable"):
+            key = (bool(o.failed[i]), int(o.offset[i]))
+            if key in seen:
+                continue
+            at = int(o.timestamp[i])
+            seen[key] = at
+            version = int(o.version[i])
+            st = self.stats.get(version)
+            if st is None:
+                st = self.stats[version] = VariantStats()
+            st.add(at, float(o.latency_ms[i]), bool(o.failed[i]))
+            added += 1
+        if len(o.timestamp):
+            self._cutoff = max(self._cutoff, int(o.timestamp.max()) - self.lateness_ms)
+            self._seen = {k: at for k, at in seen.items() if at >= self._cutoff}
+        return added
+
+
+def outcome_stats(outcomes: Any) -> dict[int, WindowStats]:
+    """Per-version requests, errors and latency percentiles of an :class:`~matih_lite.serving.inference_log.
+    Outcomes` window."""
+    out = {}
+    for version in sorted({int(v) for v in outcomes.version}):
+        pick = outcomes.version == version
+        lat = outcomes.latency_ms[pick]
+        p50, p99 = np.percentile(lat, [50, 99]) if lat.size else (0.0, 0.0)
+        out[version] = WindowStats(int(lat.size), int(np.count_nonzero(outcomes.failed[pick])), float(p50),
+                                   float(p99))
+    return out
+
+
 class ShadowStats:
     """How a shadow version compares with the primary: rows agreeing, its latency against the primary's."""
 

@@ -25,6 +25,7 @@ Stream ``inference.<deployment>``, one record per input row (a request of 5 rows
     version     str     the model version that answered
     latency_ms  float
     shadow      bool    a shadow's answer (never returned to the caller)
+    feature_lookup_ms float  the online feature lookup that enriched the request (only where one did)
     prediction  scalar  the row's primary output: the model's one output, or its first named one
     features    object  {feature: value}: the row's scalar inputs (vectors and blobs are left out)
     outputs     object  the row's other named outputs; a vector output becomes NAME_0, NAME_1, ...
@@ -34,6 +35,11 @@ its non-null fields.
 
 Stream ``labels.<deployment>``: ``{timestamp, request_id, row, label}``; the latest label of a
 (request, row) wins. A label's timestamp is when it was observed, never before its request.
+
+Stream ``failures.<deployment>``: ``{timestamp, request_id, variant, version, latency_ms}`` for each
+request a variant failed (the model raised, or its version could not be loaded): with the requests
+answered, what a canary's and an A/B split's error rates are judged on across every replica
+(:func:`variant_outcomes`).
 
 Layout, and why windows are fast: one stream per deployment, so all its records share one
 shape and the events backend keeps each scalar field as a typed column beside the JSON record
@@ -55,6 +61,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from matih_lite.errors import InvalidInput, StoreError
@@ -71,7 +78,7 @@ META_COLUMNS = ("timestamp", "request_id", "row", "variant", "version", "latency
 """The columns every :class:`InferenceWindow` table starts with, feature and output columns after."""
 
 _DEPLOYMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
-_REQUEST, _LABEL = 0, 1
+_REQUEST, _LABEL, _FAILURE = 0, 1, 2
 _FOREVER = 2**62
 
 
@@ -81,6 +88,10 @@ def inference_stream(deployment: str) -> str:
 
 def label_stream(deployment: str) -> str:
     return f"labels.{deployment}"
+
+
+def failure_stream(deployment: str) -> str:
+    return f"failures.{deployment}"
 
 
 def _now_ms() -> int:
@@ -155,10 +166,11 @@ class InferenceLog:
     # ---- request path ----------------------------------------------------------------------
     def record(self, deployment: str, request_id: str, variant: str, version: Any, inputs: Any, outputs: Any,
                latency_ms: float, timestamp: int | None = None, shadow: bool = False, *,
-               feature_names: Sequence[str] | None = None) -> None:
+               feature_names: Sequence[str] | None = None, feature_lookup_ms: float | None = None) -> None:
         """Log one answered request; returns at once. ``inputs`` are one row or several (a dict of
         feature -> value or -> column, a list of row dicts, a 1-D or 2-D array, a list of rows);
-        ``feature_names`` names the columns of array or list rows (default ``f0``, ``f1``...).
+        ``feature_names`` names the columns of array or list rows (default ``f0``, ``f1``...);
+        ``feature_lookup_ms`` is the online feature lookup that enriched the request, if one did.
         ``outputs`` are the model's: one value or array (first axis = rows) or a dict of named
         outputs. The arrays are kept, not copied: do not change them afterwards.
         Raises InvalidInput for a deployment name a stream cannot carry."""
@@ -168,7 +180,7 @@ class InferenceLog:
             self.stats["dropped"] += 1
             return
         self._pending.append((_REQUEST, deployment, timestamp or _now_ms(), request_id, variant, version, inputs,
-                              outputs, latency_ms, shadow, feature_names))
+                              outputs, latency_ms, shadow, feature_names, feature_lookup_ms))
         if len(self._pending) == self.max_batch:  # once per batch: waking takes a lock
             self._hurry()
 
@@ -182,6 +194,19 @@ class InferenceLog:
             self.stats["dropped"] += 1
             return
         self._pending.append((_LABEL, deployment, timestamp or _now_ms(), request_id, label, row))
+        if len(self._pending) == self.max_batch:
+            self._hurry()
+
+    def record_failure(self, deployment: str, request_id: str, variant: str, version: Any, latency_ms: float,
+                       timestamp: int | None = None) -> None:
+        """Log a request the variant failed (it is not in the requests' stream); returns at once. Raises
+        InvalidInput for a bad deployment name."""
+        if deployment not in self._known:
+            self._check_deployment(deployment)
+        if self._closed or len(self._pending) + self._held >= self.max_pending:
+            self.stats["dropped"] += 1
+            return
+        self._pending.append((_FAILURE, deployment, timestamp or _now_ms(), request_id, variant, version, latency_ms))
         if len(self._pending) == self.max_batch:
             self._hurry()
 
@@ -347,10 +372,16 @@ class InferenceLog:
         requests: dict[str, list[tuple]] = {}
         labels: dict[str, list[dict[str, Any]]] = {}
         label_items: dict[str, int] = {}
+        failures: dict[str, list[dict[str, Any]]] = {}
         unusable = 0
         for item in items:
             if item[0] == _REQUEST:
                 requests.setdefault(item[1], []).append(item)
+            elif item[0] == _FAILURE:
+                _, deployment, timestamp, request_id, variant, version, latency_ms = item
+                failures.setdefault(deployment, []).append(
+                    {"timestamp": int(timestamp), "request_id": str(request_id), "variant": str(variant),
+                     "version": str(version), "latency_ms": _float(latency_ms) or 0.0})
             else:
                 try:
                     labels.setdefault(item[1], []).extend(label_records(*item[2:]))
@@ -370,6 +401,8 @@ class InferenceLog:
                 unusable += len(batch)
         for deployment, records in labels.items():
             parts.append((label_stream(deployment), records, len(records), label_items.get(deployment, 0)))
+        for deployment, records in failures.items():
+            parts.append((failure_stream(deployment), records, len(records), len(records)))
         if unusable:
             self._hold(-unusable)  # nothing of these will be written
         return parts
@@ -516,6 +549,7 @@ def requests_table(deployment: str, items: Sequence[tuple]) -> tuple[Any, list[t
     variants: list[str] = []
     versions: list[str] = []
     latency: list[float | None] = []
+    lookups: list[float | None] = []
     shadows: list[bool] = []
     predictions: list[Any] = []  # pieces: numpy arrays (named numeric outputs) or lists of values
     blocks: list[tuple[int, tuple[str, ...], np.ndarray]] = []
@@ -525,7 +559,8 @@ def requests_table(deployment: str, items: Sequence[tuple]) -> tuple[Any, list[t
     rejected: list[tuple[tuple, Exception]] = []
     total = 0
     for item in items:
-        _, _, timestamp, request_id, variant, version, inputs, result, latency_ms, shadow, names = item
+        _, _, timestamp, request_id, variant, version, inputs, result, latency_ms, shadow, names = item[:11]
+        lookup = item[11] if len(item) > 11 else None
         try:
             block = _feature_block(inputs, names)
             rows = None if block is not None else feature_rows(inputs, names)
@@ -555,6 +590,7 @@ def requests_table(deployment: str, items: Sequence[tuple]) -> tuple[Any, list[t
             variants.append(str(variant))
             versions.append(str(version))
             latency.append(latency_value)
+            lookups.append(lookup)
             shadows.append(bool(shadow))
             row.append(0)
         else:
@@ -563,6 +599,7 @@ def requests_table(deployment: str, items: Sequence[tuple]) -> tuple[Any, list[t
             variants.extend([str(variant)] * n)
             versions.extend([str(version)] * n)
             latency.extend([latency_value] * n)
+            lookups.extend([lookup] * n)
             shadows.extend([bool(shadow)] * n)
             row.extend(range(n))
         predictions.append(preds)
@@ -576,6 +613,8 @@ def requests_table(deployment: str, items: Sequence[tuple]) -> tuple[Any, list[t
         "latency_ms": pa.array(latency, pa.float64()), "shadow": pa.array(shadows, pa.bool_()),
         "prediction": _prediction_column(predictions, total),
     }
+    if any(v is not None for v in lookups):  # only deployments enriched from the feature store have the column
+        columns["feature_lookup_ms"] = pa.array(lookups, pa.float64())
     names = {b[1] for b in blocks}
     if len(names) == 1 and not row_dicts:  # the hot path: every request sent the same columns as rows
         (keys,) = names
@@ -956,10 +995,56 @@ def read_window(events: Any, deployment: str, start: int, end: int, *, shadow: b
     label, label_ts = _labels_for(events, deployment, int(start), columns["request_id"], columns["row"], n)
     columns["label"] = label
     columns["label_timestamp"] = label_ts
+    if "feature_lookup_ms" in table.column_names:
+        columns["feature_lookup_ms"] = table.column("feature_lookup_ms")
     for name in table.column_names:
         if name.startswith(("features.", "outputs.")):
             columns[name] = table.column(name)
     return InferenceWindow(deployment, int(start), int(end), pa.table(columns))
+
+
+class Outcomes(msgspec.Struct, frozen=True):
+    """What the variants of a deployment did over a window, every replica's requests together: one entry per
+    request (a request of several rows counts once), primary answers and failures, in no particular order."""
+
+    failed: np.ndarray
+    """bool: the request failed (from ``failures.<deployment>``) rather than answered."""
+    offset: np.ndarray
+    """int64: the record's offset in its stream (unique together with ``failed``)."""
+    timestamp: np.ndarray
+    """int64 ms."""
+    version: np.ndarray
+    """int64: the model version that answered or failed (-1 where the record names none)."""
+    latency_ms: np.ndarray
+    """float64."""
+
+
+def variant_outcomes(events: Any, deployment: str, start: int, end: int = _FOREVER) -> Outcomes:
+    """The requests of ``deployment`` answered (shadows left out) or failed in ``start <= timestamp < end``,
+    straight from the events store: what every replica of the service logged. Raises StoreError."""
+    import pyarrow.compute as pc
+
+    parts = []
+    for failed, stream in ((False, inference_stream(deployment)), (True, failure_stream(deployment))):
+        table = events.scan(stream, int(start), int(end), columns=["row", "version", "latency_ms", "shadow"])
+        if table.num_rows and not failed:
+            keep = pc.equal(pc.fill_null(pc.cast(table.column("row"), "int64"), 0), 0) \
+                if "row" in table.column_names else None
+            if "shadow" in table.column_names:
+                primary = pc.invert(pc.fill_null(table.column("shadow"), False))
+                keep = primary if keep is None else pc.and_(keep, primary)
+            if keep is not None:
+                table = table.filter(keep)
+        n = table.num_rows
+        names = table.column_names
+        version = (pc.fill_null(pc.cast(table.column("version"), "float64"), -1).to_numpy(zero_copy_only=False)
+                   if "version" in names else np.full(n, -1.0))
+        latency = (pc.fill_null(pc.cast(table.column("latency_ms"), "float64"), 0.0).to_numpy(zero_copy_only=False)
+                   if "latency_ms" in names else np.zeros(n))
+        parts.append((np.full(n, failed), table.column("_offset").to_numpy(zero_copy_only=False).astype(np.int64),
+                      table.column("timestamp").to_numpy(zero_copy_only=False).astype(np.int64),
+                      version.astype(np.int64), latency.astype(np.float64)))
+    return Outcomes(*(np.concatenate([p[i] for p in parts]) for i in range(5)))
 
 
 def _labels_for(events: Any, deployment: str, start: int, request_ids: Any, rows: Any, n: int) -> tuple[Any, Any]:

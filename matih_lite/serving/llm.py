@@ -241,7 +241,7 @@ def _failed(manager: Any, d: Deployment, version: int, request_id: str, start: f
     from matih_lite.serving.traffic import ModelFailed, ModelUnavailable
 
     latency = (time.perf_counter() - start) * 1000
-    manager._variant_stats(d.tenant, d.name, version).add(now_ms(), latency, True)
+    manager.count_failure(d, version, latency, request_id)
     where = {"deployment": d.name, "variant": variant_name(version), "version": version, "request_id": request_id}
     if isinstance(exc, NotFound):  # the backend lost the version (it was restarted): load it again next time
         manager._models.pop(f"{d.tenant}/{d.model}/{version}", None)

@@ -28,7 +28,16 @@ from matih_lite.contracts.llm import ServedLLM
 from matih_lite.errors import InvalidInput, MatihError, NotFound, StoreError
 from matih_lite.hookspecs import hookimpl
 from matih_lite.identity import Principal
-from matih_lite.serving.canary import Canaries, ShadowStats, VariantStats, WindowStats, agreeing_rows, canary_section
+from matih_lite.serving.canary import (
+    Canaries,
+    LogFeed,
+    ShadowStats,
+    VariantStats,
+    WindowStats,
+    agreeing_rows,
+    canary_section,
+    outcome_stats,
+)
 from matih_lite.serving.deployments import Deployments
 from matih_lite.serving.routing import TrafficSplit, variant_name
 
@@ -64,10 +73,11 @@ class Prediction(msgspec.Struct):
 class ServedVersion:
     """A version loaded into the serving slot, with the batcher that feeds it and what its inputs are."""
 
-    __slots__ = ("batcher", "feature_names", "flavor", "info", "key", "model", "schema", "tenant", "version")
+    __slots__ = ("batcher", "feature_names", "feature_source", "flavor", "info", "key", "model", "schema", "tenant",
+                 "version")
 
     def __init__(self, key: str, tenant: str, model: str, version: int, info: Any, batcher: Any,
-                 flavor: str) -> None:
+                 flavor: str, feature_source: Any = None) -> None:
         from matih_lite.serving.flavors.base import InputSchema
 
         self.key, self.tenant, self.model, self.version = key, tenant, model, version
@@ -75,6 +85,8 @@ class ServedVersion:
         self.schema = getattr(info, "input_schema", None) or InputSchema()
         """What ``predict`` takes: requests are parsed for it."""
         self.feature_names: list[str] | None = list(self.schema.names) if self.schema.kind == "columns" else None
+        self.feature_source = feature_source
+        """What requests are enriched with from the online feature store (:mod:`matih_lite.serving.enrichment`)."""
 
 
 class LiveDeployment:
@@ -150,6 +162,8 @@ class TrafficManager:
         self._stats: dict[tuple[str, str], dict[int, VariantStats]] = {}
         self._shadow_stats: dict[tuple[str, str], dict[int, ShadowStats]] = {}
         self._marks: dict[tuple[str, str], _CanaryMark] = {}
+        self._feeds: dict[tuple[str, str], LogFeed] = {}
+        self._judge: Any = None
         self._models: dict[str, ServedVersion] = {}
         self._unused: dict[str, float] = {}
         self._load_locks: dict[str, threading.Lock] = {}
@@ -206,6 +220,8 @@ class TrafficManager:
                 pass
         if self._background_lock.acquire(timeout=10):  # let a query in flight finish (see _background)
             self._background_lock.release()
+        if self._judge is not None:
+            self._judge.release()  # another replica judges the canaries from its next tick
         with self._lock:
             models, self._models = list(self._models.values()), {}
         for m in models:
@@ -240,7 +256,7 @@ class TrafficManager:
             try:
                 served = await asyncio.to_thread(self._load, tenant, d.model, route.version)
             except ModelUnavailable:
-                self._variant_stats(tenant, name, route.version).add(now_ms(), 0.0, True)
+                self.count_failure(d, route.version, 0.0)
                 raise
         return Target(live, route, served)
 
@@ -252,7 +268,8 @@ class TrafficManager:
         live = self._live.get((tenant, name))
         return live if live is not None else await asyncio.to_thread(self._fetch, tenant, name)
 
-    async def infer(self, target: Target, inputs: Any, *, request_id: str | None = None) -> Prediction:
+    async def infer(self, target: Target, inputs: Any, *, request_id: str | None = None,
+                    feature_lookup_ms: float | None = None) -> Prediction:
         """Predict ``inputs`` (parsed for ``target.served.schema``) with the routed version, micro-batched.
 
         Records the latency (and a failure) in the variant's stats, logs the request, and hands a
@@ -279,11 +296,11 @@ class TrafficManager:
             except InvalidInput:
                 raise
             except StoreError:  # the serving backend's server is down: a 503 with Retry-After, the variant's error
-                stats.add(now_ms(), (time.perf_counter() - start) * 1000, True)
+                self.count_failure(d, route.version, (time.perf_counter() - start) * 1000, request_id)
                 raise
             except Exception as exc:
                 latency = (time.perf_counter() - start) * 1000
-                stats.add(now_ms(), latency, True)
+                self.count_failure(d, route.version, latency, request_id)
                 raise ModelFailed(
                     f"version {route.version} of model {d.model!r} raised {type(exc).__name__}: {exc}"[:1000],
                     detail={"deployment": d.name, "variant": route.variant, "version": route.version,
@@ -293,7 +310,7 @@ class TrafficManager:
         at = now_ms()
         stats.add(at, latency, False)
         self._log_request(d, request_id, route.variant, route.version, inputs, outputs, latency, at, False,
-                          served.feature_names)
+                          served.feature_names, feature_lookup_ms)
         if d.shadows and route.weight > 0:
             self._start_shadows(d, inputs, outputs, latency, request_id)
         return Prediction(outputs, request_id, d.name, d.model, route.variant, route.version, latency)
@@ -325,6 +342,36 @@ class TrafficManager:
         shadows = {variant_name(v): {"version": v, **s.summary()}
                    for v, s in sorted(self._shadow_stats.get((tenant, name), {}).copy().items())}
         return {"deployment": name, "since": since_ms, "variants": variants, "shadows": shadows}
+
+    def platform_stats(self, tenant: str, name: str, *, since_ms: int | None = None) -> dict[str, Any]:
+        """Per-variant requests, errors, error rate and latency since ``since_ms`` (default: the last 15 minutes)
+        as every replica logged them, read from the shared inference log (worker thread: it queries the events
+        store). Raises ModelUnavailable when the inference log is off."""
+        log_ = self._inference_log()
+        if log_ is None:
+            raise ModelUnavailable("the inference log is not available (the events slot failed; see the service log)")
+        from matih_lite.serving.inference_log import variant_outcomes
+
+        since = now_ms() - 15 * 60_000 if since_ms is None else int(since_ms)
+        log_.flush()
+        windows = outcome_stats(variant_outcomes(log_.events, inference_log_name(tenant, name), since))
+        variants = {variant_name(v): {"version": v, "requests": w.requests, "errors": w.errors,
+                                      "error_rate": w.error_rate, "p50_ms": w.p50_ms, "p99_ms": w.p99_ms}
+                    for v, w in windows.items() if v >= 0}
+        return {"deployment": name, "since": since, "variants": variants, "source": "inference log"}
+
+    def count_failure(self, d: Deployment, version: int, latency_ms: float, request_id: str | None = None) -> None:
+        """Count a request a variant failed: in this process's stats and in the shared inference log (which the
+        canary judge reads, whichever replica it runs on)."""
+        self._variant_stats(d.tenant, d.name, version).add(now_ms(), latency_ms, True)
+        log_ = self._log if self._log is not None else self._inference_log()
+        if log_ is None:
+            return
+        try:
+            log_.record_failure(inference_log_name(d.tenant, d.name), request_id or next_request_id(),
+                                variant_name(version), version, latency_ms)
+        except Exception:  # logging must never fail a request
+            log.exception("inference log refused a failure of %s", d.name)
 
     def _variant_stats(self, tenant: str, name: str, version: int) -> VariantStats:
         by_version = self._stats.get((tenant, name))
@@ -395,13 +442,14 @@ class TrafficManager:
         return self._log
 
     def _log_request(self, d: Deployment, request_id: str, variant: str, version: int, inputs: Any, outputs: Any,
-                     latency: float, at: int, shadow: bool, feature_names: Sequence[str] | None) -> None:
+                     latency: float, at: int, shadow: bool, feature_names: Sequence[str] | None,
+                     feature_lookup_ms: float | None = None) -> None:
         log_ = self._log if self._log is not None else self._inference_log()
         if log_ is None:
             return
         try:
             log_.record(inference_log_name(d.tenant, d.name), request_id, variant, version, inputs, outputs, latency,
-                        at, shadow, feature_names=feature_names)
+                        at, shadow, feature_names=feature_names, feature_lookup_ms=feature_lookup_ms)
         except Exception:  # logging must never fail a request
             log.exception("inference log refused a request of %s", d.name)
 
@@ -449,6 +497,7 @@ class TrafficManager:
         self._stats.pop((tenant, name), None)
         self._shadow_stats.pop((tenant, name), None)
         self._marks.pop((tenant, name), None)
+        self._feeds.pop((tenant, name), None)
 
     def updated(self, d: Deployment) -> None:
         """A deployment changed through this process (REST, CLI, the canary): serve the new record now."""
@@ -510,17 +559,33 @@ class TrafficManager:
     def step(self, now: int | None = None) -> list[Deployment]:
         """Judge every running canary once, at ``now`` (ms since the epoch; default: now); returns what changed.
 
-        Each canary is judged on the samples this process recorded since its last step.
+        Runs on the replica that holds the ``canary-judge`` lease only (others return []), and judges each
+        canary on the requests every replica logged since its last step, read from the shared inference log;
+        on this process's own samples when the inference log is off.
         """
+        duty = self.judge_duty()
+        if not duty.held():
+            self._feeds.clear()
+            return []
+        if duty.just_taken:  # another replica judged meanwhile: what this one remembers of the windows is stale
+            self._feeds.clear()
+            self._marks.clear()
         now = int(now if now is not None else now_ms())
+        log_ = self._inference_log()
+        if log_ is not None:
+            log_.flush()  # what this replica answered is in the shared log before it is read back
         changed = []
-        for d in self.deployments.store.running_canaries():
+        running = self.deployments.store.running_canaries()
+        for key in set(self._feeds) - {(d.tenant, d.name) for d in running}:
+            del self._feeds[key]
+        for d in running:
             canary = d.canary
             assert canary is not None
             key = (d.tenant, d.name)
-            seen = {v: st.seq for v, st in self._stats.get(key, {}).copy().items()}
-            verdict = self.canaries.judge(d, self._window(d, canary.candidate, now),
-                                             self._window(d, canary.primary, now), now)
+            samples = self._samples(d, log_)
+            seen = {v: st.seq for v, st in samples.copy().items()}
+            verdict = self.canaries.judge(d, self._window(d, samples, canary.candidate, now),
+                                          self._window(d, samples, canary.primary, now), now)
             if verdict.action == "wait":
                 continue
             saved = self.canaries.apply_verdict(d, verdict, now)
@@ -534,9 +599,32 @@ class TrafficManager:
             changed.append(saved)
         return changed
 
-    def _window(self, d: Deployment, version: int | None, now: int) -> WindowStats:
+    def judge_duty(self) -> Any:
+        """The ``canary-judge`` :class:`~matih_lite.replicas.Duty` of this process (made on first use)."""
+        if self._judge is None:
+            from matih_lite.replicas import Duty
+
+            self._judge = Duty(self.host.metadata, CANARY_DUTY)
+        return self._judge
+
+    def _samples(self, d: Deployment, log_: Any) -> dict[int, VariantStats]:
+        """A running canary's samples per version: every replica's from the shared log, else this process's."""
+        key = (d.tenant, d.name)
+        if log_ is None:
+            return self._stats.get(key, {})
+        feed = self._feeds.get(key)
+        if feed is None:
+            assert d.canary is not None
+            feed = self._feeds[key] = LogFeed(d.canary.stepped_at)
+        try:
+            feed.update(log_.events, inference_log_name(d.tenant, d.name))
+        except StoreError as exc:  # judged on what was read so far; a missing window only delays a step
+            log.warning("canary of %s: the inference log could not be read (%s)", d.name, exc.message)
+        return feed.stats
+
+    def _window(self, d: Deployment, samples: dict[int, VariantStats], version: int | None, now: int) -> WindowStats:
         """A canary variant's samples since the last step: by this process's mark of that step, else by time."""
-        st = self._stats.get((d.tenant, d.name), {}).get(version) if version is not None else None
+        st = samples.get(version) if version is not None else None
         if st is None or d.canary is None:
             return WindowStats()
         mark = self._marks.get((d.tenant, d.name))
@@ -614,7 +702,10 @@ class TrafficManager:
 
                 batcher = MicroBatcher(predict, self.batch_max_size, self.batch_max_wait_ms,
                                        inline_max_ms=self.inline_predict_ms, name=key)
-            served = ServedVersion(key, tenant, model, version, info, batcher, getattr(info, "flavor", ""))
+            from matih_lite.serving.enrichment import feature_source
+
+            served = ServedVersion(key, tenant, model, version, info, batcher, getattr(info, "flavor", ""),
+                                   feature_source(mv.tags or {}))
             self._inference_log()  # opened here, on a worker thread, rather than by the first request
             self._models[key] = served
             import gc
@@ -680,6 +771,8 @@ def server_settings(config: Any) -> ServerSettings:
 
 
 # ---- one manager per host ------------------------------------------------------------------------------------------
+CANARY_DUTY = "canary-judge"
+"""The lease the replica that judges running canaries holds (:class:`~matih_lite.replicas.Duty`)."""
 PLUGIN = "matih_lite.serving.plugin"
 """The built-in plugin that asks for following and canary stepping; when it is blocked, deployments
 are served as they are."""
