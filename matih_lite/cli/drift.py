@@ -1,4 +1,4 @@
-"""``matih-lite drift check|report|history|tests`` and ``matih-lite models baseline``: drift from the terminal.
+"""``matih-lite drift check|report|history|tests|jobs`` and ``matih-lite models baseline``: drift from the terminal.
 
 Everything goes through :class:`~matih_lite.monitoring.service.DriftClient`: this folder's store,
 or the ml-service at ``MATIH_URL`` (needed while ``matih-lite up`` runs: the service owns the
@@ -219,6 +219,40 @@ def tests(config: ConfigOption = None, profile: ProfileOption = None, json_out: 
     table("drift tests", ["test", "threshold", "drift when", "features", "description"],
           [(t["name"], _num(t["threshold"]), "p < threshold" if t["kind"] == "p_value" else "statistic >= threshold",
             ", ".join(t["applies_to"]), t["description"]) for t in found])
+
+
+@drift_app.command("jobs")
+def jobs(config: ConfigOption = None, profile: ProfileOption = None, json_out: JsonOption = False) -> None:
+    """List the drift runner's jobs (a Flink runner's: state, last checkpoint, lag per topic, last window).
+
+    The jobs run inside the ml-service: set MATIH_URL (or run it beside 'matih-lite up') to see them.
+    Exits 1 when a job has failed.
+    """
+    with _client(config, profile) as client:
+        found = client.jobs()
+    if json_out:
+        print_json(found)
+    elif not found["jobs"]:
+        where = (" (this process runs none: the jobs run inside 'matih-lite up'; set MATIH_URL to ask it)"
+                 if found.get("embedded") and found.get("backend") not in (None, "inprocess") else "")
+        console().print(f"no drift jobs: the drift slot is {escape(str(found.get('backend') or 'empty'))}{where}")
+    else:
+        rows = []
+        for j in found["jobs"]:
+            cp = j.get("last_checkpoint") or {}
+            lag = j.get("lag") or {}
+            lag_text = escape(lag["error"]) if "error" in lag else ", ".join(
+                f"{escape(t)}: {'-' if n is None else f'{n:,}'}" for t, n in sorted(lag.items()))
+            window = j.get("last_window") or {}
+            last = (f"{escape(str(window.get('deployment')))} {window.get('window')} to {_when(window['end'])} "
+                    f"{_status(str(window.get('status')))}") if window.get("end") else "-"
+            rows.append((escape(j["name"]), escape(str(j.get("state"))),
+                         f"{cp.get('id')} at {_when(cp['at'])}" if cp.get("at") else "-", lag_text or "-", last,
+                         str(j.get("restarts", 0)), escape(str(j.get("last_error") or ""))[:200]))
+        table(f"drift jobs ({found.get('backend')})",
+              ["job", "state", "last checkpoint", "lag", "last window", "restarts", "last error"], rows)
+    if any(str(j.get("state")).upper() == "FAILED" or j.get("phase") == "failed" for j in found["jobs"]):
+        raise typer.Exit(1)
 
 
 # ---- models baseline -------------------------------------------------------------------------------------

@@ -67,10 +67,25 @@ class DriftClient(HostOrService):
         return self.http.call("POST", f"/api/v1/drift/baselines/{self._seg(name)}/versions/{int(version)}",
                                    json=body)
 
+    def jobs(self) -> dict[str, Any]:
+        """The drift runner's jobs (``{"backend", "jobs"}``). Embedded, the runner of this process, which runs
+        none (the jobs run inside ``matih-lite up``): set ``MATIH_URL`` to see them."""
+        if self.http is None:
+            return {**drift_jobs(self.host), "embedded": True}
+        return self.http.call("GET", "/api/v1/drift/jobs")
+
     def tests(self) -> list[dict[str, Any]]:
         if self.http is None:
             return describe_tests(self.monitoring.tests())
         return self.http.call("GET", "/api/v1/drift/tests")["tests"]
+
+
+def drift_jobs(host: Any) -> dict[str, Any]:
+    """The drift slot's backend and the jobs it supervises (``jobs()`` of a runner that has them, else none)."""
+    spec = host.active("drift")
+    runner = host.backend("drift") if spec is not None else None
+    lister = getattr(runner, "jobs", None)
+    return {"backend": spec.name if spec is not None else None, "jobs": list(lister()) if lister is not None else []}
 
 
 def describe_tests(tests: Mapping[str, Any]) -> list[dict[str, Any]]:

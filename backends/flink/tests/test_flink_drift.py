@@ -1,0 +1,69 @@
+"""The Flink drift job against the in-process check: same windows, same verdicts and statistics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from flink_helpers import DAY, HOUR, MemoryNotifier, P, log_requests, make_host, monitored, past_day, traffic
+
+from matih_lite.monitoring import Monitoring
+from matih_lite.testing.flink import FlinkService, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _close(a, b, path=""):
+    """Every number of ``a`` equals ``b``'s to 1e-9 (relative), everything else exactly; returns the mismatches."""
+    out = []
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k in ("seconds", "checked_at", "actions", "runner"):
+                continue
+            out += _close(a.get(k), b.get(k), f"{path}.{k}")
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            out += _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        if not (math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))):
+            out.append(f"{path}: {a!r} != {b!r}")
+    elif a != b:
+        out.append(f"{path}: {a!r} != {b!r}")
+    return out
+
+
+def test_flink_job_and_in_process_check_agree_on_100k_logged_requests(tmp_path, kafka, flink_env):
+    host = make_host(tmp_path, kafka)
+    try:
+        monitored(host)
+        t0 = past_day()
+        # 100,000 one-row requests over three hours of yesterday: age drifted by 8 years, a fifth labelled.
+        log_requests(host, traffic(100_000, age_shift=8.0), start=t0, end=t0 + 3 * HOUR, labelled=20_000)
+        local = Monitoring(host)
+        expected = [local.check(P, "churn", "1h", end=t0 + h * HOUR, aligned=True, act=False) for h in (1, 2, 3)]
+        expected.append(local.check(P, "churn", "1d", end=t0 + DAY, aligned=True, act=False))
+        assert expected[0]["status"] == "drifting" and expected[0]["rows"] > 30_000
+
+        with FlinkService(host):
+            monitoring = Monitoring(host)
+
+            def recorded():
+                hours = monitoring.history(P, "churn", window="1h")
+                days = monitoring.history(P, "churn", window="1d")
+                return (hours, days) if len(hours) >= 3 and len(days) >= 1 else None
+
+            runner = host.backend("drift")
+            hours, days = wait_until(recorded, timeout=600, what="the Flink job's reports",
+                                     describe=lambda: f"{runner.status} "
+                                                      f"{runner.job.log_tail(20) if runner.job else ''}")
+        got = sorted(hours, key=lambda r: r["end"]) + days
+        assert [r["end"] for r in got] == [r["end"] for r in expected]
+        for want, have in zip(expected, got):
+            assert have["runner"] == "flink" and have["aligned"]
+            assert have["rows"] == want["rows"]
+            assert _close(have, want) == []
+        # The drifting feature was alerted once per window, as an in-process check alerts.
+        ages = [a for a in MemoryNotifier.sent if a.get("feature") == "age" or "age" in str(a.get("features", ""))]
+        assert ages, MemoryNotifier.sent[:3]
+    finally:
+        host.close()
