@@ -20,6 +20,10 @@ def promote(
                                                         "must match.")] = False,
     only: Annotated[str | None, typer.Option("--only", help="Slots to copy, comma-separated: metadata,artifacts.")
                     ] = None,
+    manifests: Annotated[str | None, typer.Option("--manifests", help="Also write the Kubernetes objects that run "
+                                                                      "the target profile into this folder.")] = None,
+    namespace: Annotated[str, typer.Option("--namespace", help="Namespace of the rendered objects.")] = "ml",
+    image: Annotated[str, typer.Option("--image", help="Container image of the ml-service.")] = "matih-lite:latest",
     json_out: JsonOption = False,
 ) -> None:
     """Copy the metadata (every table, every tenant) and the artifacts of this profile into another, then verify.
@@ -38,7 +42,10 @@ def promote(
     slots = [s.strip() for s in only.split(",") if s.strip()] if only else None
     source = Host.open(config, profile)
     target = Host.open(config, to)
+    written: list[str] = []
     try:
+        if manifests is not None:
+            written = _write_manifests(source, target, manifests, namespace=namespace, image=image)
         with _Bars(enabled=not json_out) as bars:
             outcome = run_promote(source, target, only=slots, merge=merge, dry_run=dry_run, progress=bars.advance)
     finally:
@@ -48,11 +55,28 @@ def promote(
         import msgspec
 
         print_json({**msgspec.to_builtins(outcome), "ok": outcome.ok,
-                    "not_copied": {} if slots else NOT_YET})
+                    "not_copied": {} if slots else NOT_YET, "manifests": written})
     else:
         _print(outcome, NOT_YET if not slots else {})
+        if written:
+            console().print(f"{len(written)} manifests in {escape(manifests or '')}: "
+                            + escape(", ".join(written)))
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _write_manifests(source: Any, target: Any, folder: str, *, namespace: str, image: str) -> list[str]:
+    """Render the target profile's objects (a ResourceQuota per tenant the source holds) into ``folder``."""
+    from matih_lite.promote import manifests
+    from matih_lite.promote.promotion import tenants_of
+
+    if not target.config.data.get("profiles", {}).get(target.profile):
+        from matih_lite.errors import ConfigError
+
+        raise ConfigError(f"no [profiles.{target.profile}] in matih.toml to render manifests for", key="--to")
+    objects = manifests.render(target.config.data, target.profile, namespace=namespace, image=image,
+                               tenants=tenants_of(source.metadata))
+    return manifests.write(objects, folder)
 
 
 def _print(outcome: Any, not_copied: dict[str, str]) -> None:

@@ -129,6 +129,11 @@ def promote(source: Any, target: Any, *, only: Sequence[str] | None = None, merg
                    resumed=resumed, copied=copied, checks=checks)
 
 
+def tenants_of(store: Any) -> set[str]:
+    """Every tenant a metadata store holds records of (none for a store that cannot list its tables)."""
+    return _tenants(store) if isinstance(store, tables.TableTransfer) else set()
+
+
 def _tenants(store: tables.TableTransfer) -> set[str]:
     """Every tenant that owns records: the tenants table, and the owners of experiments and models."""
     found: set[str] = set()

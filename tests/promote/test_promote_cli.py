@@ -108,3 +108,20 @@ def test_a_promote_killed_half_way_continues_to_the_same_result(folder):
     finally:
         lite.close()
         cluster.close()
+
+
+def test_dry_run_with_manifests_writes_the_objects_and_copies_nothing(folder):
+    _filled(folder)
+    r = cli("promote", "--to", "cluster", "--dry-run", "--manifests", "k8s", "--json", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    body = json.loads(r.stdout)
+    assert body["dry_run"] and body["held"]["metadata"]["runs"] == 6 and body["copied"] == []
+    names = body["manifests"]
+    assert any("resourcequota-matih-tenant-ml-acme" in n for n in names)
+    assert any(n.endswith("configmap-matih-config-ml.yaml") for n in names)
+    assert (folder / "k8s" / names[0]).exists()
+    cluster = open_host(folder, "cluster")
+    try:
+        assert held_rows(cluster.metadata) == {}
+    finally:
+        cluster.close()
