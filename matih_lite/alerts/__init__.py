@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.errors import MatihError
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.alerts")
 
 
-def send_alert(host: Any, alert: Mapping[str, Any], *, level: str = "WARNING") -> int:
+def send_alert(host: Host, alert: Mapping[str, Any], *, level: str = "WARNING") -> int:
     """Send ``alert`` to every notifier in ``[notifiers]``; returns how many took it.
 
     With none configured, the ``log`` notifier writes it at ``level`` (jobs use INFO: a CLI run prints

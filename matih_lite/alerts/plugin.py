@@ -4,12 +4,16 @@ its settings)."""
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    from matih_lite.host import Host
 
-def check_notifiers(host: Any, settings: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+
+
+def check_notifiers(host: Host, settings: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     from matih_lite.errors import MatihError
 
     problems: list[tuple[str, str]] = []

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    from matih_lite.host import Host
 
-def check_auth(host: Any, settings: Any) -> list[tuple[str, str]]:
+
+
+def check_auth(host: Host, settings: Any) -> list[tuple[str, str]]:
     """The profile rule: only the lite profile may run without tokens."""
     from matih_lite.config import DEFAULT_PROFILE
 

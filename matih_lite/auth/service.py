@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -33,6 +33,10 @@ from matih_lite.config import DEFAULT_PROFILE, Config
 from matih_lite.contracts.auth import Tenant, Token, User
 from matih_lite.errors import ConfigError, Conflict, Forbidden, InvalidInput, MatihError, NotFound, Unauthorized
 from matih_lite.identity import ROLES, Principal
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.auth")
 
@@ -162,7 +166,7 @@ def auth_settings(config: Config) -> AuthSettings:
     return convert_settings(raw, AuthSettings, "auth")
 
 
-def auth_enabled(host: Any) -> bool:
+def auth_enabled(host: Host) -> bool:
     """Whether the service behind ``host`` requires bearer tokens.
 
     On with ``[auth] enabled = true``, and always for a profile other than ``lite``;
@@ -200,7 +204,7 @@ class Accounts:
     the database (the CLI on the server's folder; how the first admin is made).
     """
 
-    def __init__(self, host: Any, *, cache_seconds: float | None = None,
+    def __init__(self, host: Host, *, cache_seconds: float | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.host = host
         self.cache_seconds = (auth_settings(host.config).cache_seconds if cache_seconds is None

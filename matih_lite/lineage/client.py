@@ -7,12 +7,16 @@ Every call returns plain JSON-shaped data (the REST API's shapes), whichever tra
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import msgspec
 
 from matih_lite.remote import HostOrService
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 DEFAULT_TENANT = "default"
 
@@ -21,7 +25,7 @@ class LineageClient(HostOrService):
     """Record and query lineage: ``log_input``, ``node``, ``upstream``, ``downstream``, ``export``."""
 
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
-                 profile: str | None = None, host: Any = None, tenant: str = DEFAULT_TENANT,
+                 profile: str | None = None, host: Host | None = None, tenant: str = DEFAULT_TENANT,
                  http: Any = None) -> None:
         super().__init__(url, token=token, config=config, profile=profile, host=host, http=http)
         self.tenant = tenant

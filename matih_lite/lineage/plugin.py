@@ -9,20 +9,24 @@ same recorder from :class:`~matih_lite.lineage.Lineage`. Block this plugin to st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from matih_lite.hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
+
 
 @hookimpl
-def startup(host: Any) -> None:
+def startup(host: Host) -> None:
     from matih_lite.lineage.recorder import attach_recorder
 
     attach_recorder(host)
 
 
 @hookimpl
-def shutdown(host: Any) -> None:
+def shutdown(host: Host) -> None:
     from matih_lite.lineage.recorder import detach_recorder
 
     detach_recorder(host)

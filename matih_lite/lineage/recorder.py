@@ -17,9 +17,13 @@ plugin (``pm.set_blocked("matih_lite.lineage.plugin")``) turns automatic recordi
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.lineage")
 
@@ -33,7 +37,7 @@ DEPLOYMENT_EVENTS = ("deployment.created", "deployment.updated", "deployment.pro
                      "deployment.version_changed")
 
 
-def attach_recorder(host: Any) -> LineageRecorder | None:
+def attach_recorder(host: Host) -> LineageRecorder | None:
     """Make ``host``'s events record lineage (idempotent); None when the built-in plugin is blocked."""
     pm = getattr(host, "pm", None)
     if pm is None:
@@ -51,7 +55,7 @@ def attach_recorder(host: Any) -> LineageRecorder | None:
     return recorder
 
 
-def detach_recorder(host: Any) -> None:
+def detach_recorder(host: Host) -> None:
     pm = getattr(host, "pm", None)
     if pm is not None and pm.get_plugin(RECORDER) is not None:
         pm.unregister(name=RECORDER)
@@ -60,7 +64,7 @@ def detach_recorder(host: Any) -> None:
 class LineageRecorder:
     """Records the edges a platform event implies, into its host's metadata store."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
 
     @hookimpl
@@ -71,7 +75,7 @@ class LineageRecorder:
         return f"<LineageRecorder of {getattr(self.host, 'profile', '?')} host>"
 
 
-def record_event(host: Any, event: Any) -> None:
+def record_event(host: Host, event: Any) -> None:
     """The lineage a platform event implies, recorded through ``host`` (other events are ignored).
 
     ``model.version.registered`` (the registry's; ``data``: ``name``, ``version``, ``run_id``,

@@ -12,7 +12,7 @@ and raise the same :mod:`matih_lite.errors` classes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import msgspec
@@ -22,6 +22,10 @@ from matih_lite.contracts.registry import Approval, AuditEntry, ModelVersion, Re
 from matih_lite.identity import Principal
 from matih_lite.registry.service import Transition
 from matih_lite.remote import HostOrService, resolve_service
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 
 def _seg(value: Any) -> str:
@@ -41,7 +45,7 @@ class _Embedded:
 
     name = "embedded"
 
-    def __init__(self, host: Any, principal: Principal) -> None:
+    def __init__(self, host: Host, principal: Principal) -> None:
         from matih_lite.registry.service import Registry
 
         self.registry = Registry(host)
@@ -65,7 +69,7 @@ class RegistryClient(HostOrService):
     """
 
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
-                 profile: str | None = None, host: Any = None, principal: Principal | None = None,
+                 profile: str | None = None, host: Host | None = None, principal: Principal | None = None,
                  timeout: float = 30.0) -> None:
         if principal is not None and host is None and resolve_service(url, token, config)[0]:
             from matih_lite.errors import InvalidInput

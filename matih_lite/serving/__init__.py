@@ -13,11 +13,15 @@ The helpers below join them to a host: :func:`load_version` is what a deployment
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.contracts.flavors import ModelLoad
 from matih_lite.errors import InvalidInput, MatihError
 from matih_lite.serving.flavors.base import Flavor, InputSchema, LoadOptions, Predictor, detect_flavor, read_mlmodel
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 __all__ = [
     "Flavor",
@@ -33,12 +37,12 @@ __all__ = [
 ]
 
 
-def flavors(host: Any) -> dict[str, Any]:
+def flavors(host: Host) -> dict[str, Any]:
     """Every flavor the host's plugins contribute, by name."""
     return host.registry("register_flavors")
 
 
-def flavor(host: Any, name: str) -> Any:
+def flavor(host: Host, name: str) -> Any:
     """The flavor named ``name``. Raises InvalidInput listing the installed flavors."""
     found = flavors(host).get(name)
     if found is None:
@@ -47,7 +51,7 @@ def flavor(host: Any, name: str) -> Any:
     return found
 
 
-def resolve_flavor(host: Any, name: str | None, model_dir: Any) -> Any:
+def resolve_flavor(host: Host, name: str | None, model_dir: Any) -> Any:
     """The flavor to load ``model_dir`` with: ``name`` when the registry recorded one we have, else the
     one its MLmodel file names (MLflow's ``python_function`` loaders map to sklearn, xgboost, onnx)."""
     available = flavors(host)
@@ -61,7 +65,7 @@ def serving_key(tenant: str, name: str, version: int | str) -> str:
     return f"{tenant}/{name}/{version}"
 
 
-def load_version(host: Any, tenant: str, version: Any, *, key: str | None = None) -> Any:
+def load_version(host: Host, tenant: str, version: Any, *, key: str | None = None) -> Any:
     """Materialize a registry ModelVersion and load it into the host's serving backend.
 
     Returns the backend's :class:`~matih_lite.contracts.slots.ServedModel` (with ``key``, the
@@ -79,7 +83,7 @@ def load_version(host: Any, tenant: str, version: Any, *, key: str | None = None
     return host.backend("serving").load(model_load(host, folder, getattr(version, "flavor", None), key))
 
 
-def model_load(host: Any, folder: Any, flavor_name: str | None, key: str) -> ModelLoad:
+def model_load(host: Host, folder: Any, flavor_name: str | None, key: str) -> ModelLoad:
     """What the serving backend is handed for the model in ``folder``: the flavor by name and as the
     host's loader, and the input schema and outputs its MLmodel signature declares."""
     chosen = resolve_flavor(host, flavor_name, folder)

@@ -20,12 +20,16 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from matih_lite.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 INPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".txt": "csv"}
 """File suffixes read, by format (``.gz`` and ``.zst`` compressed CSV too; a folder means its Parquet files)."""
@@ -280,7 +284,7 @@ def _numeric(arrow_type: Any) -> bool:
     return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type)
 
 
-def load_scorer(host: Any, principal: Any, *, deployment: str | None = None, model: str | None = None,
+def load_scorer(host: Host, principal: Any, *, deployment: str | None = None, model: str | None = None,
                 version: str | int | None = None, columns: Sequence[str] | None = None) -> Scorer:
     """A :class:`Scorer` for a deployment's primary version, or for ``model`` at ``version`` (a number or
     an alias). Loads the version in this process from the registry's artifacts.

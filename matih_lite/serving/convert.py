@@ -22,13 +22,17 @@ import json
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from matih_lite.errors import InvalidInput
 from matih_lite.serving.flavors.base import InputSchema, LoadOptions, flavor_conf, read_mlmodel
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 CONVERTED_FROM_TAG = "matih.converted_from"
 SAMPLE_ROWS = 64
@@ -209,7 +213,7 @@ def _describe_diff(ref: np.ndarray, out: np.ndarray) -> str:
         return f"{int(np.sum(ref.reshape(-1) != out.reshape(-1)))} values differ"
 
 
-def convert_version(host: Any, principal: Any, name: str, version: int | str, *, to: str = "onnx",
+def convert_version(host: Host, principal: Any, name: str, version: int | str, *, to: str = "onnx",
                     rtol: float = 1e-5) -> Conversion:
     """Convert a registered version to ONNX, verify it, and register the result (see the module docstring)."""
     from matih_lite.registry.service import Registry
@@ -267,13 +271,13 @@ def _mlflow_loader(folder: Path) -> bool:
     return loader in ("mlflow.sklearn", "mlflow.xgboost")
 
 
-def _options(host: Any) -> LoadOptions:
+def _options(host: Host) -> LoadOptions:
     selected = host.selection().get("serving") or {}
     trusted = selected.get("trusted_types") or []
     return LoadOptions(intra_op_threads=0, trusted_types=tuple(str(t) for t in trusted))
 
 
-def _store(host: Any, principal: Any, mv: Any, folder: Path) -> str:
+def _store(host: Host, principal: Any, mv: Any, folder: Path) -> str:
     """Upload the converted model beside the original: into its run when it has one."""
     files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
     rel = f"onnx-from-v{mv.version}-{uuid.uuid4().hex[:8]}"

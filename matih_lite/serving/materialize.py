@@ -18,11 +18,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.contracts.artifacts import clean_path
 from matih_lite.contracts.flavors import MANIFEST, SERVING_CACHE, is_verified_copy
 from matih_lite.errors import InvalidInput, NotFound, StoreError
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 ARTIFACT_SCHEME = "mlflow-artifacts:/"
 _CHUNK = 1 << 20
@@ -56,7 +60,7 @@ def artifact_prefix(tenant: str, version_or_prefix: Any) -> str:
     return prefix
 
 
-def materialize(host: Any, tenant: str, version_or_prefix: Any, *, root: str | Path | None = None) -> Path:
+def materialize(host: Host, tenant: str, version_or_prefix: Any, *, root: str | Path | None = None) -> Path:
     """A local folder with the model's files (copied on first use); see the module docstring.
 
     Raises NotFound when the location holds no files, StoreError when a file's bytes do not

@@ -13,9 +13,13 @@ neither following nor canary stepping.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from matih_lite.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.serving")
 
@@ -30,7 +34,7 @@ def register_settings(register):
 
 
 @hookimpl
-def startup(host: Any) -> None:
+def startup(host: Host) -> None:
     from matih_lite.serving.traffic import attach_traffic
 
     manager = attach_traffic(host)
@@ -47,9 +51,9 @@ def startup(host: Any) -> None:
 
 
 @hookimpl
-def shutdown(host: Any) -> None:
-    from matih_lite.serving.traffic import detach_traffic
+def shutdown(host: Host) -> None:
     from matih_lite.serving.streams import detach_streams
+    from matih_lite.serving.traffic import detach_traffic
 
     detach_streams(host)
     detach_traffic(host)

@@ -26,7 +26,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from urllib.parse import quote
 
 from matih_lite.contracts.artifacts import ArtifactInfo
@@ -34,6 +34,10 @@ from matih_lite.contracts.records import Experiment, Metric, Page, Run
 from matih_lite.errors import Conflict, InvalidInput, MatihError, NotFound, StoreError
 from matih_lite.remote import ServiceHttp, error_from_response, resolve_service  # noqa: F401 - error_from_response's old home
 from matih_lite.tracking.service import MAX_BATCH_METRICS, MAX_BATCH_PARAMS, MAX_BATCH_TAGS, check_key, to_metric
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.sdk")
 
@@ -86,7 +90,7 @@ class EmbeddedTransport:
 
     name = "embedded"
 
-    def __init__(self, host: Any = None, *, config: str | None = None, profile: str | None = None,
+    def __init__(self, host: Host | None = None, *, config: str | None = None, profile: str | None = None,
                  tenant: str = DEFAULT_TENANT) -> None:
         from matih_lite.tracking.service import Tracking
 
@@ -424,7 +428,7 @@ class Client:
     """
 
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
-                 profile: str | None = None, host: Any = None, tenant: str = DEFAULT_TENANT,
+                 profile: str | None = None, host: Host | None = None, tenant: str = DEFAULT_TENANT,
                  timeout: float = 30.0) -> None:
         url, token = resolve_service(url, token, config, host)
         if url:

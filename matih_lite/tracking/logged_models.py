@@ -23,7 +23,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.logged_models import (
@@ -39,6 +39,10 @@ from matih_lite.errors import Conflict, InvalidInput, NotFound
 from matih_lite.tracking.names import random_run_name
 from matih_lite.tracking.service import MAX_PARAM_VALUE, MAX_TAG_VALUE, Tracking, check_key, check_value
 
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
+
 log = logging.getLogger("matih_lite.tracking.logged_models")
 
 MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
@@ -53,7 +57,7 @@ _moving = threading.Lock()
 class LoggedModels:
     """Logged models and run inputs/outputs for one platform (a :class:`~matih_lite.host.Host`)."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self.tracking = Tracking(host)
 

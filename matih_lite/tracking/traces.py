@@ -20,7 +20,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -28,6 +28,10 @@ from matih_lite.contracts.records import Page
 from matih_lite.contracts.traces import TRACE_STATES, Assessment, TraceClause, TraceInfo, TraceOrder
 from matih_lite.errors import InvalidInput, MatihError, NotFound
 from matih_lite.tracking.service import Tracking
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.tracking.traces")
 
@@ -53,7 +57,7 @@ _SERVER_TAGS = (ARTIFACT_LOCATION_TAG, SPANS_LOCATION_TAG)
 class Traces:
     """Traces and their assessments for one platform (a :class:`~matih_lite.host.Host`)."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self.tracking = Tracking(host)
 

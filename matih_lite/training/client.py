@@ -6,9 +6,13 @@ where jobs run under this process's supervisor. Either way a job is the dict ``/
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.remote import HostOrService
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 
 def job_dict(job: Any, progress: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -25,7 +29,7 @@ class JobsClient(HostOrService):
     :class:`~matih_lite.training.jobs.Jobs` service here."""
 
     def __init__(self, config: str | None = None, profile: str | None = None, *, url: str | None = None,
-                 token: str | None = None, host: Any = None) -> None:
+                 token: str | None = None, host: Host | None = None) -> None:
         super().__init__(url, token=token, config=config, profile=profile, host=host, timeout=60.0)
         if self.http is None:
             from matih_lite.training.jobs import Jobs
