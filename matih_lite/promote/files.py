@@ -7,6 +7,9 @@ target records for it must be the source's, or the copy stops naming the file.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
 from matih_lite.contracts import ArtifactInfo, ArtifactStore
 from matih_lite.errors import NotFound, StoreError
 from matih_lite.promote.checks import Check, PromoteRefused, SlotCopy
@@ -23,31 +26,48 @@ def files_of(store: ArtifactStore) -> dict[str, ArtifactInfo]:
     return found
 
 
-def copy_files(source: ArtifactStore, target: ArtifactStore, *, progress: Progress | None = None) -> SlotCopy:
-    """Copy every file absent from the target; one held there with another digest is a Conflict."""
+def copy_files(source: ArtifactStore, target: ArtifactStore, *, progress: Progress | None = None,
+               workers: int = 8) -> SlotCopy:
+    """Copy every file absent from the target, ``workers`` at a time; one held there with another digest
+    is a Conflict."""
     done = SlotCopy(slot="artifacts")
     mine = files_of(source)
     total = len(mine)
-    for path, info in mine.items():
+    lock = threading.Lock()
+
+    def copy_one(path: str, info: ArtifactInfo) -> None:
         try:
             held = target.stat(path)
         except NotFound:
             held = None
-        if held is not None and held.sha256 == info.sha256:
-            done.skipped += 1
-        else:
-            if held is not None:
-                raise PromoteRefused(f"artifacts: {path} in the target has sha256 {held.sha256}, the source's is "
-                               f"{info.sha256}; remove it from the target or promote to an empty one")
+        copied = held is None or held.sha256 != info.sha256
+        if held is not None and copied:
+            raise PromoteRefused(f"artifacts: {path} in the target has sha256 {held.sha256}, the source's is "
+                                 f"{info.sha256}; remove it from the target or promote to an empty one")
+        if copied:
             with source.open(path) as reader:
                 written = target.put(path, reader)
             if written.sha256 != info.sha256:
                 raise StoreError(f"artifacts: {path} was written with sha256 {written.sha256}, "
                                  f"expected {info.sha256}")
-            done.items += 1
-            done.bytes += info.size
-        if progress is not None:
-            progress("artifacts", 1, total, info.size)
+        with lock:
+            if copied:
+                done.items += 1
+                done.bytes += info.size
+            else:
+                done.skipped += 1
+            if progress is not None:
+                progress("artifacts", 1, total, info.size)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="promote-artifacts") as pool:
+        futures = [pool.submit(copy_one, path, info) for path, info in mine.items()]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
     return done
 
 

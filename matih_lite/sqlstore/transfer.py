@@ -173,11 +173,19 @@ class SqlTableTransfer:
         sql = q(f"INSERT INTO {_ident(table)} ({', '.join(map(_ident, shape.columns))}) VALUES "
                 f"({', '.join('?' for _ in shape.columns)})")
 
+        copy = (f"COPY {_ident(table)} ({', '.join(map(_ident, shape.columns))}) FROM STDIN"
+                if self.db.dialect.name == "postgres" else None)
+
         def write(cur: Any) -> RowMatch:
             match, absent = self._match(cur, shape, rows)
             if match.different or not absent:
                 return match
-            cur.executemany(sql, absent)
+            if copy is not None:  # COPY: an order of magnitude faster than one INSERT per row
+                with cur.copy(copy) as stream:
+                    for row in absent:
+                        stream.write_row(row)
+            else:
+                cur.executemany(sql, absent)
             return match
 
         return self.db.write(write)
