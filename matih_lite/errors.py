@@ -57,6 +57,13 @@ class GovernanceRefused(MatihError):
     title = "Refused by governance policy"
 
 
+class TrafficRefused(GovernanceRefused):
+    """Live traffic routed to a version the policy does not let serve (``[governance] serve_stages``);
+    ``detail['rule']`` names the rule."""
+
+    exit_code = 2
+
+
 class ConfigError(MatihError):
     """matih.toml (or the environment it reads) is wrong; ``key`` is the dotted path at fault."""
 

@@ -15,18 +15,24 @@ def check_models(host: Any, settings: Any) -> list[tuple[str, str]]:
 
 
 def check_governance(host: Any, settings: Any) -> list[tuple[str, str]]:
-    """Self-approval only where auth is off."""
+    """Self-approval only where auth is off; ``serve_stages`` names stages."""
     from matih_lite.auth import auth_enabled
     from matih_lite.errors import ConfigError
+    from matih_lite.registry.policy import serve_stages
 
+    problems: list[tuple[str, str]] = []
+    try:
+        serve_stages(settings)
+    except ConfigError as exc:
+        problems.append((exc.key or "governance.serve_stages", exc.reason))
     try:
         secured = auth_enabled(host)
     except ConfigError:
-        return []  # [auth] reports its own problem
+        return problems  # [auth] reports its own problem
     if settings.self_approval and secured:
-        return [("governance.self_approval", f"allowed only while auth is off (profile {host.profile} requires "
-                 "tokens): with auth, a Production request always needs a second person")]
-    return []
+        problems.append(("governance.self_approval", f"allowed only while auth is off (profile {host.profile} "
+                         "requires tokens): with auth, a Production request always needs a second person"))
+    return problems
 
 
 @hookimpl

@@ -34,6 +34,8 @@ from matih_lite.errors import ConfigError
 from matih_lite.identity import ROLES, Principal
 
 DEFAULT_APPROVERS: tuple[str, ...] = ("owner", "lead")
+DEFAULT_SERVE_STAGES: tuple[str, ...] = ("Staging", "Production")
+"""What ``[governance] serve_stages`` is when unset: a version takes live traffic once it has passed Staging."""
 DEFAULT_KEY = "*"
 _RULE = re.compile(r"^\s*(?P<metric>[A-Za-z0-9_\-./:]+(?: +[A-Za-z0-9_\-./:]+)*?)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
                    r"(?P<value>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
@@ -208,6 +210,33 @@ class GovernanceSettings(msgspec.Struct, forbid_unknown_fields=True):
     self_approval: bool = False
     """Let a requester approve their own Production request, for one person on a laptop: honoured only while
     auth is off, and recorded as a self-approval in the audit log and on the model card."""
+    serve_stages: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_SERVE_STAGES))
+    """The stages a version must be in to take live traffic in a deployment (primary, A/B variant, canary
+    candidate); a shadow may be any version, since its answers are never returned."""
+
+
+def serve_stages(settings: GovernanceSettings) -> tuple[str, ...]:
+    """``serve_stages`` as stage names (``"staging"`` read as ``"Staging"``). Raises ConfigError with the key path
+    for an unknown stage (with a did-you-mean) or an empty list."""
+    import difflib
+
+    from matih_lite.contracts.registry import STAGES
+
+    names = {s.lower(): s for s in STAGES} | {"none": "Development"}
+    if not settings.serve_stages:
+        raise ConfigError(f"name at least one stage (of {', '.join(STAGES)}); with none, no version could take "
+                          "traffic", key="governance.serve_stages")
+    out: list[str] = []
+    for i, entry in enumerate(settings.serve_stages):
+        found = names.get(entry.strip().lower())
+        if found is None:
+            near = difflib.get_close_matches(entry, STAGES, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"unknown stage {entry!r}{hint} (stages: {', '.join(STAGES)})",
+                              key=f"governance.serve_stages[{i}]")
+        if found not in out:
+            out.append(found)
+    return tuple(out)
 
 
 def governance_settings(config: Any) -> GovernanceSettings:

@@ -34,7 +34,7 @@ that serves requests).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -43,7 +43,7 @@ from matih_lite.alerts import send_alert
 from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.deployments import Deployment, DeploymentChange, Route
 from matih_lite.contracts.records import Page
-from matih_lite.errors import Conflict, InvalidInput, MatihError, NotFound
+from matih_lite.errors import Conflict, InvalidInput, MatihError, NotFound, TrafficRefused
 from matih_lite.events import PlatformEvent
 from matih_lite.identity import Principal
 from matih_lite.serving.canary import CanaryPolicy, canary_policy, cancel_canary, start_canary
@@ -101,12 +101,14 @@ class Deployments:
     def create(self, principal: Principal, name: str, model: str, *, version: int | str | None = None,
                split: Any = None, stage: str | None = None, alias: str | None = None,
                shadows: Sequence[int | str] = (), canary: bool = False, policy: Mapping[str, Any] | None = None,
-               description: str = "") -> Deployment:
+               description: str = "", admit: Callable[[Deployment], None] | None = None) -> Deployment:
         """A new deployment of ``model``: one of ``version``, ``split``, ``stage``, ``alias``.
 
         A stage or alias that holds no version yet makes a ``waiting`` deployment that starts
         serving when the registry puts one there. Raises Conflict for a taken name, NotFound for
-        a model or version that does not exist, InvalidInput naming the field at fault.
+        a model or version that does not exist, InvalidInput naming the field at fault; ``admit``
+        sees the deployment before it is stored and may refuse it by raising (the service loads
+        its versions there: TrafficManager.admit).
         """
         name = check_deployment_name(name)
         self.registry.get_model(principal, model)
@@ -122,6 +124,8 @@ class Deployments:
         change = self.change(d, "created", principal.user, now, detail={
             "model": model, "target": target, "follows": follows, "routes": route_dicts(routes), "shadows": shadow_list,
             "use_canary": d.use_canary, "policy": d.policy})
+        if admit is not None:
+            admit(d)
         created = self.store.create_deployment(d, change)
         self._emit(created, "deployment.created", {"version": primary_version(created)})
         return created
@@ -129,12 +133,14 @@ class Deployments:
     def update(self, principal: Principal, name: str, *, version: int | str | None = None, split: Any = None,
                stage: str | None = None, alias: str | None = None, shadows: Sequence[int | str] | None = None,
                canary: bool | None = None, policy: Mapping[str, Any] | None = None,
-               description: str | None = None, reason: str = "") -> Deployment:
+               description: str | None = None, reason: str = "",
+               admit: Callable[[Deployment], None] | None = None) -> Deployment:
         """Change what a deployment serves, its shadows, canary use, policy or description.
 
         A new single version on a deployment with ``use_canary`` enters through a canary against
         the version served now; a split, a stage or an alias replaces the routes at once (a
-        canary running then is cancelled).
+        canary running then is cancelled). ``admit`` sees the changed deployment before it is
+        stored and may refuse the change by raising; the deployment then stays as it was.
         """
         reason = _text(reason, "reason")
         for _ in range(_RETRIES):
@@ -172,6 +178,8 @@ class Deployments:
             if not detail:
                 return d
             new = msgspec.structs.replace(new, updated_at=now)
+            if admit is not None:
+                admit(new)
             try:
                 change = self.change(new, action, principal.user, now, reason, detail)
                 saved = self.store.update_deployment(new, change, revision=d.revision)
@@ -262,6 +270,13 @@ class Deployments:
             version = self._followed_version(d)
             if version is None:
                 return None
+            try:
+                self.check_servable(self.registry.get_version(
+                    Principal(d.tenant, d.created_by or "registry", ("viewer",)), d.model, version))
+            except TrafficRefused as exc:
+                log.warning("deployment %s/%s does not follow %s %s to version %s: %s", d.tenant, d.name,
+                            d.target, d.follows, version, exc.message)
+                return None
             now = now_ms()
             current = primary_version(d)
             running = d.canary is not None and d.canary.status == "running"
@@ -313,23 +328,52 @@ class Deployments:
                                + (f" (got {', '.join(given)})" if given else ""))
         if version is not None:
             number = version_number(version, "version")
-            self.registry.get_version(principal, model, number)
+            self.check_servable(self.registry.get_version(principal, model, number))
             return "versions", None, [Route(variant_name(number), number, 100.0)]
         if split is not None:
             routes = parse_split(split)
             for r in routes:
-                self.registry.get_version(principal, model, r.version)
+                self.check_servable(self.registry.get_version(principal, model, r.version), "an A/B variant")
             return "versions", None, routes
         if stage is not None:
             name = normalize_stage(stage)
             if name == "Archived":
                 raise InvalidInput("stage: a deployment cannot follow Archived")
+            allowed = self.serve_stages()
+            if name not in allowed:
+                raise TrafficRefused(
+                    f"a deployment cannot follow {name}: [governance] serve_stages lets only versions in "
+                    f"{', '.join(allowed)} take live traffic", detail=self._rule(allowed, stage=name))
             d = Deployment(tenant=principal.tenant, name="", model=model, target="stage", follows=name)
         else:
             d = Deployment(tenant=principal.tenant, name="", model=model, target="alias", follows=check_alias(alias))
         current = self._followed_version(d)
+        if current is not None:
+            self.check_servable(self.registry.get_version(principal, model, current))
         routes = [Route(variant_name(current), current, 100.0)] if current is not None else []
         return d.target, d.follows, routes
+
+    def serve_stages(self) -> tuple[str, ...]:
+        """The stages whose versions may take live traffic (``[governance] serve_stages``)."""
+        from matih_lite.registry.policy import governance_settings, serve_stages
+
+        return serve_stages(governance_settings(self.host.config))
+
+    def check_servable(self, version: Any, role: str = "live traffic") -> None:
+        """Raises TrafficRefused, naming the rule, when ``version`` (a ModelVersion) may not take live traffic."""
+        allowed = self.serve_stages()
+        if version.stage in allowed:
+            return
+        raise TrafficRefused(
+            f"version {version.version} of {version.name!r} is in {version.stage}; [governance] serve_stages lets "
+            f"only versions in {', '.join(allowed)} take {role} (promote it first: matih-lite models promote "
+            f"{version.name} {version.version} --to Staging; or deploy it as a shadow)",
+            detail=self._rule(allowed, model=version.name, version=version.version, stage=version.stage))
+
+    @staticmethod
+    def _rule(allowed: Sequence[str], *, stage: str, **found: Any) -> dict[str, Any]:
+        return {"rule": "governance.serve_stages", "allowed": list(allowed), "stage": stage, **found,
+                "unmet": [{"rule": f"stage in ({', '.join(allowed)})", "actual": stage}]}
 
     def _shadows(self, principal: Principal, model: str, shadows: Sequence[Any], routes: Sequence[Route]) -> list[int]:
         if isinstance(shadows, (str, int)):

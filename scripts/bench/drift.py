@@ -240,6 +240,7 @@ def run_window(n: int, folder: Path) -> dict[str, Any]:
     reference["prediction"] = (reference["n00"] > 0).astype(int)
     host = Host.open()
     Registry(host).register_version(principal, "bench", "file:///nowhere/model", flavor="sklearn")
+    Registry(host).promote(principal, "bench", 1, "Staging")  # where a version may take live traffic
     Monitoring(host).build_baseline(principal, "bench", 1, reference, prediction="prediction")
     Deployments(host).deploy(principal, "bench", "bench", version=1)
     setup = time.perf_counter()

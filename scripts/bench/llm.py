@@ -88,6 +88,7 @@ def main() -> int:
         with ml.start_run(experiment="bench") as run:
             ml.log_artifacts(work / "model", "model")
         Registry(host).register_version(LOCAL_ADMIN, "chat", run_id=run.run_id, path="model")
+        Registry(host).promote(LOCAL_ADMIN, "chat", 1, "Staging")  # where a version may take live traffic
         Deployments(host).create(LOCAL_ADMIN, "chat", "chat", version=1)
         with serve(host) as service:
             sides = {"direct": openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=300),

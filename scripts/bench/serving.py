@@ -682,6 +682,8 @@ class Bench:
             with RegistryClient(base) as registry:
                 versions = [registry.register_version(model_name, run_id=run.run_id, path="model", flavor="onnx",
                                                       description=f"bench copy {i}").version for i in (1, 2)]
+                for v in versions:  # live traffic goes to Staging and Production versions
+                    registry.promote(model_name, v, "Staging", reason="serving bench")
         finally:
             os.environ.pop("MATIH_URL", None)
         with httpx.Client(base_url=base, timeout=300.0) as client:
@@ -772,6 +774,8 @@ class Bench:
             with RegistryClient(base) as registry:
                 versions = [registry.register_version(model_name, run_id=run.run_id, path="model", flavor=flavor,
                                                       description=f"bench copy {i}").version for i in (1, 2)]
+                for v in versions:  # live traffic goes to Staging and Production versions
+                    registry.promote(model_name, v, "Staging", reason="serving bench")
         finally:
             os.environ.pop("MATIH_URL", None)
         with httpx.Client(base_url=base, timeout=60.0) as client:

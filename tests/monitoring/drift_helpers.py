@@ -91,9 +91,11 @@ def traffic(n: int, seed: int = 1, *, age_shift: float = 0.0, plan_p=(0.5, 0.3, 
 
 
 def register_model(host: Host, name: str = "churn", versions: int = 1) -> None:
+    """``versions`` versions of ``name``, each promoted to Staging (where a version may take live traffic)."""
     registry = Registry(host)
     for _ in range(versions):
-        registry.register_version(P, name, "file:///nowhere/model", flavor="sklearn")
+        version = registry.register_version(P, name, "file:///nowhere/model", flavor="sklearn")
+        registry.promote(P, name, version.version, "Staging")
 
 
 def deploy(host: Host, name: str = "churn", model: str = "churn", version: int = 1):

@@ -231,8 +231,11 @@ def test_models_logged_by_the_mlflow_client_deploy_as_they_are(client, data, ser
 
     frame = pd.DataFrame(X[:, :2], columns=["x0", "x1"])
     with mlflow.start_run():
+        mlflow.log_metric("auc", 0.9)  # the policy's Staging threshold
         mlflow.pyfunc.log_model(name="margin", python_model=Margin(), input_example=frame.head(2),
                                 registered_model_name="margin", pip_requirements=["mlflow"])
+    for model in ("churn-deploy", "margin"):  # live traffic takes Staging and Production versions
+        mlflow.MlflowClient().transition_model_version_stage(model, "1", "Staging")
     with httpx.Client(base_url=url, timeout=60) as http:
         for name, model in (("churn-deploy", "churn-deploy"), ("margin-api", "margin")):
             made = http.post("/api/v1/deployments", json={"name": name, "model": model, "version": 1})

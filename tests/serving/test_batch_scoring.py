@@ -117,6 +117,7 @@ def registered(hermetic):
                     tracking.log_artifact("default", run.run_id, f"model/{f.relative_to(tmp).as_posix()}",
                                           f.read_bytes())
         Registry(host).register_version(LOCAL_ADMIN, "churn", run_id=run.run_id, path="model", flavor="sklearn")
+        Registry(host).promote(LOCAL_ADMIN, "churn", 1, "Staging")
         Deployments(host).create(LOCAL_ADMIN, "churn-live", "churn", version=1)
     finally:
         host.close()

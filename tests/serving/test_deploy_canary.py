@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from matih_lite.contracts.clock import now_ms
 from matih_lite.hookspecs import hookimpl
 from matih_lite.host import Host, get_plugin_manager
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.registry import Registry
 from matih_lite.serving import flavor as flavor_of
-from matih_lite.contracts.clock import now_ms
 from matih_lite.serving.deployments import Deployments
 from matih_lite.serving.traffic import ModelFailed, attach_traffic, detach_traffic
 from matih_lite.tracking import Tracking
@@ -97,6 +97,12 @@ def register(host, name, model):
     return Registry(host).register_version(LOCAL_ADMIN, name, run_id=run.run_id, path="model", flavor="pyfunc")
 
 
+def to_staging(host, *versions):
+    """Versions take live traffic from Staging on ([governance] serve_stages)."""
+    for v in versions:
+        Registry(host).promote(LOCAL_ADMIN, "churn", v, "Staging")
+
+
 @pytest.fixture
 def capture():
     return Capture()
@@ -140,7 +146,7 @@ def test_healthy_candidate_steps_up_to_100_percent_and_into_production(host, cap
     register(host, "churn", Doubling())
     register(host, "churn", Doubling())
     registry = Registry(host)
-    registry.promote(LOCAL_ADMIN, "churn", 2, "Staging")
+    to_staging(host, 1, 2)
     deployments = Deployments(host)
     deployments.create(LOCAL_ADMIN, "churn-api", "churn", version=1, canary=True)
     manager = attach_traffic(host)
@@ -221,6 +227,7 @@ def test_failing_candidate_is_rolled_back_with_an_alert_and_the_reason(host, cap
 def test_slow_candidate_is_rolled_back_on_p99_latency(host, capture):
     register(host, "churn", Doubling())
     register(host, "churn", Sleepy())
+    to_staging(host, 1, 2)
     deployments = Deployments(host)
     deployments.create(LOCAL_ADMIN, "churn-api", "churn", version=1, canary=True)
     manager = attach_traffic(host)
@@ -237,6 +244,7 @@ def test_slow_candidate_is_rolled_back_on_p99_latency(host, capture):
 def test_a_canary_waits_for_enough_requests_and_for_its_interval(host):
     register(host, "churn", Doubling())
     register(host, "churn", Doubling())
+    to_staging(host, 1, 2)
     deployments = Deployments(host)
     deployments.create(LOCAL_ADMIN, "churn-api", "churn", version=1, canary=True,
                        policy={"min_requests": 1000})

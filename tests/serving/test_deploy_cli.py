@@ -59,6 +59,8 @@ def models(hermetic):
                 if f.is_file():
                     tracking.log_artifact(T, run.run_id, f"model/{f.relative_to(tmp).as_posix()}", f.read_bytes())
         Registry(host).register_version(LOCAL_ADMIN, "churn", run_id=run.run_id, path="model", flavor="pyfunc")
+    for version in (1, 2):  # live traffic goes to Staging and Production versions; v3 stays in Development
+        Registry(host).promote(LOCAL_ADMIN, "churn", version, "Staging")
     host.close()
 
 
@@ -83,6 +85,9 @@ def test_deploy_list_show_history_predict_delete_embedded(cli, models):
     assert code == 2 and "give --model" in err
     code, _, err = cli("deploy", "churn-api", "--split", "1=50,2=60")
     assert code == 2 and "add up to 110" in err
+    code, _, err = cli("deploy", "churn-api", "--version", "3")  # v3 is in Development: a shadow at most
+    assert code == 2 and "version 3 of 'churn' is in Development; [governance] serve_stages" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert cli("deployments", "delete", "churn-api", "--yes", "--reason", "done")[0] == 0
     code, out, _ = cli("deployments", "history", "churn-api", "--json")
     assert [(c["action"], c["reason"]) for c in json.loads(out)["changes"]] == [
@@ -105,6 +110,7 @@ def test_the_cli_over_matih_url_and_a_running_service_noticing_embedded_changes(
             code, out, _ = cli("deployments", "show", "churn-api")
             assert code == 0 and "v1" in out
             monkeypatch.delenv("MATIH_URL")
+            assert cli("models", "promote", "churn", "3", "--to", "Staging")[0] == 0
             assert cli("deploy", "churn-api", "--version", "3")[0] == 0  # embedded, while the service runs
             monkeypatch.setenv("MATIH_URL", url)
             deadline = time.monotonic() + 10

@@ -107,6 +107,8 @@ def test_with_a_canary_a_promotion_starts_one_and_a_registry_rollback_is_followe
 
 def test_alias_deployment_follows_the_alias(host):
     registry, deployments = Registry(host), Deployments(host)
+    registry.promote(LOCAL_ADMIN, "churn", 1, "Staging")
+    registry.promote(LOCAL_ADMIN, "churn", 3, "Staging")
     registry.set_alias(LOCAL_ADMIN, "churn", "champion", 1)
     deployments.create(LOCAL_ADMIN, "churn-api", "churn", alias="champion")
     manager = attach_traffic(host)
@@ -114,6 +116,8 @@ def test_alias_deployment_follows_the_alias(host):
     registry.set_alias(LOCAL_ADMIN, "churn", "champion", 3)
     assert answer(manager) == 3
     registry.set_alias(LOCAL_ADMIN, "churn", "challenger", 2)  # another alias: not followed
+    assert answer(manager) == 3
+    registry.set_alias(LOCAL_ADMIN, "churn", "champion", 2)  # v2 is in Development: no live traffic for it
     assert answer(manager) == 3
 
 
@@ -131,6 +135,7 @@ def test_changes_made_by_another_process_reach_a_running_server(host):
     other = Host.open()
     try:
         to_production(Registry(other), 3)
+        Registry(other).promote(LOCAL_ADMIN, "churn", 2, "Staging")
         Deployments(other).update(LOCAL_ADMIN, "pinned", version=2, reason="from the CLI")
     finally:
         other.close()

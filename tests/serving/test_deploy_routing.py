@@ -49,8 +49,9 @@ class Thresholded:
         return np.where(x[:, 0] < 10, x[:, 0] * 2.0, -1.0)
 
 
-def register(host: Host, name: str, model, flavor: str = "pyfunc", example=None):
-    """Save ``model`` with its flavor, log it to a run, register it: a version as a user makes one."""
+def register(host: Host, name: str, model, flavor: str = "pyfunc", example=None, stage: str | None = "Staging"):
+    """Save ``model`` with its flavor, log it to a run, register it: a version as a user makes one; then promote
+    it to ``stage`` (live traffic goes only to Staging or Production versions; None leaves it in Development)."""
     tracking = Tracking(host)
     exp = tracking.get_or_create_experiment(T, "deploy-tests")
     run = tracking.create_run(T, exp.experiment_id)
@@ -59,7 +60,11 @@ def register(host: Host, name: str, model, flavor: str = "pyfunc", example=None)
         for f in sorted(Path(tmp).rglob("*")):
             if f.is_file():
                 tracking.log_artifact(T, run.run_id, f"model/{f.relative_to(tmp).as_posix()}", f.read_bytes())
-    return Registry(host).register_version(LOCAL_ADMIN, name, run_id=run.run_id, path="model", flavor=flavor)
+    registry = Registry(host)
+    version = registry.register_version(LOCAL_ADMIN, name, run_id=run.run_id, path="model", flavor=flavor)
+    if stage is not None:
+        registry.promote(LOCAL_ADMIN, name, version.version, stage)
+    return version
 
 
 @pytest.fixture
@@ -151,7 +156,7 @@ def test_split_is_checked(two_versions):
 
 def test_shadows_get_a_copy_off_the_response_path_and_are_logged_never_returned(host):
     register(host, "scorer", Linear(2.0, 0.0))
-    register(host, "scorer", Thresholded())
+    register(host, "scorer", Thresholded(), stage=None)  # a shadow may be any version: its answers are not returned
     Deployments(host).create(LOCAL_ADMIN, "scorer-live", "scorer", version=1, shadows=[2])
     manager = attach_traffic(host)
     rows = np.array([[float(i), 0.0] for i in range(20)])  # x0 < 10 for half of them
@@ -179,7 +184,7 @@ def test_shadows_get_a_copy_off_the_response_path_and_are_logged_never_returned(
 
 
 def test_every_change_is_in_the_history_with_who_and_why(two_versions):
-    register(two_versions, "scorer", Linear(1.0, 0.0))
+    register(two_versions, "scorer", Linear(1.0, 0.0), stage=None)  # v3, a Development version, only shadows
     deployments = Deployments(two_versions)
     deployments.create(LOCAL_ADMIN, "scorer-live", "scorer", version=1, description="first")
     ann = msgspec.structs.replace(LOCAL_ADMIN, user="ann")

@@ -65,7 +65,10 @@ def register_llm(host: Host, name: str, served: str, folder: Path, **sampling) -
                            sampling={"temperature": 0.0, "max_tokens": 4, **sampling}), folder)
     with ml.start_run(experiment="llm") as run:
         ml.log_artifacts(folder, "model")
-    return Registry(host).register_version(LOCAL_ADMIN, name, run_id=run.run_id, path="model").version
+    registry = Registry(host)
+    version = registry.register_version(LOCAL_ADMIN, name, run_id=run.run_id, path="model").version
+    registry.promote(LOCAL_ADMIN, name, version, "Staging")  # where a version may take live traffic
+    return version
 
 
 @pytest.fixture
@@ -299,7 +302,6 @@ def test_a_healthy_candidate_is_promoted(hermetic, servers):
     try:
         register_llm(h, "chat", "smollm2-a", hermetic / "v1")
         register_llm(h, "chat", "smollm2-b", hermetic / "v2")
-        Registry(h).promote(LOCAL_ADMIN, "chat", 2, "Staging")
         with serve(h) as url:
             deploy(url, name="assistant", version=1, canary=True)
             httpx.patch(f"{url}/api/v1/deployments/assistant", json={"version": 2}, timeout=30)

@@ -19,6 +19,8 @@ from serving_helpers import register_model
 import matih_lite as ml
 from matih_lite.errors import InvalidInput
 from matih_lite.host import Host
+from matih_lite.identity import LOCAL_ADMIN
+from matih_lite.registry import Registry
 from matih_lite.registry.client import RegistryClient
 from matih_lite.service import create_app
 from matih_lite.serving.flavors.llm import LanguageModel, LLMFlavor, check_sampling, llm_model, read_llm, save_llm
@@ -116,6 +118,7 @@ def client(tmp_path_factory):
         host = Host.open()
         run_id = _logged(host, work)
         RegistryClient(host=host).register_version("chat", run_id=run_id, path="model")
+        Registry(host).promote(LOCAL_ADMIN, "chat", 1, "Staging")
         register_model(host, "doubler", Doubling(), "pyfunc", np.array([[1.0, 2.0]]))
         with TestClient(create_app(host)) as c:
             assert c.post("/api/v1/deployments", json={"name": "assistant", "model": "chat", "version": 1}

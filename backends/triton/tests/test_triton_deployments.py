@@ -138,7 +138,6 @@ def test_a_healthy_candidate_steps_up_to_100_percent_and_into_production(triton_
     register_model(host, "churn", Linear(2.0, 0.0), example=EXAMPLE)
     register_model(host, "churn", Linear(2.0, 0.0), example=EXAMPLE)
     registry = Registry(host)
-    registry.promote(LOCAL_ADMIN, "churn", 2, "Staging")
     deployments = Deployments(host)
     deployments.create(LOCAL_ADMIN, "churn-api", "churn", version=1, canary=True)
     manager = attach_traffic(host)
