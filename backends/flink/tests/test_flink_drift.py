@@ -67,3 +67,67 @@ def test_flink_job_and_in_process_check_agree_on_100k_logged_requests(tmp_path, 
         assert ages, MemoryNotifier.sent[:3]
     finally:
         host.close()
+
+
+def test_a_killed_job_is_reported_on_ready_and_restarted_from_its_checkpoint_without_duplicates(
+        tmp_path, kafka, flink_env):
+    import os
+    import signal
+    import time
+
+    import httpx
+
+    # A 5 s backoff, so /ready is seen reporting the failed job before the restart.
+    host = make_host(tmp_path, kafka, drift={"restart_backoff_seconds": 5.0})
+    try:
+        monitored(host)
+        t0 = past_day()
+        log_requests(host, traffic(30_000, age_shift=8.0), start=t0, end=t0 + 2 * HOUR, labelled=5_000)
+        with FlinkService(host) as url:
+            runner = host.backend("drift")
+
+            def checkpointed():
+                job = runner.job
+                return job if job is not None and job.alive() and job.last_checkpoint() else None
+
+            first = wait_until(checkpointed, timeout=400, what="the job's first checkpoint",
+                               describe=lambda: str(runner.status))
+            recorded_before = runner.status["recorded"]
+            os.killpg(first.pid, signal.SIGKILL)  # the job's own process group, by the PID the runner started
+
+            def failed_on_ready():
+                answer = httpx.get(f"{url}/ready", timeout=30)
+                return answer if answer.status_code == 503 and "drift job failed" in answer.text else None
+
+            failed = wait_until(failed_on_ready, timeout=60, interval=0.2, what="/ready reporting the dead job")
+            assert "restarting in" in failed.text
+            wait_until(lambda: runner.job is not first and runner.job.alive() and runner.status["phase"] == "running",
+                       timeout=60, what="the restart")
+            assert runner.job.restored_from is not None  # from its checkpoint, not from the start
+
+            monitoring = Monitoring(host)
+
+            def recorded():
+                hours = monitoring.history(P, "churn", window="1h")
+                days = monitoring.history(P, "churn", window="1d")
+                return (hours, days) if len(hours) >= 2 and len(days) >= 1 else None
+
+            hours, days = wait_until(recorded, timeout=600, what="the reports after the restart",
+                                     describe=lambda: f"{runner.status} {runner.job.log_tail(20)}")
+            time.sleep(5)  # anything published twice would be read back by now
+            listing = httpx.get(f"{url}/api/v1/drift/jobs", timeout=30).json()
+            ready = httpx.get(f"{url}/ready", timeout=30)
+        assert sorted(r["end"] for r in hours) == [t0 + HOUR, t0 + 2 * HOUR] and len(days) == 1
+        assert runner.status["recorded"] == 3 and recorded_before <= 3, runner.status
+        # Alerts went out once per drifting feature and window, however often the job published a result.
+        keys = [(a.get("deployment"), a.get("window"), a.get("end"), a.get("feature"), a.get("features"))
+                for a in MemoryNotifier.sent]
+        assert keys and len(keys) == len({repr(k) for k in keys}), MemoryNotifier.sent
+        assert ready.status_code == 200, ready.text
+        (job,) = listing["jobs"]
+        assert listing["backend"] == "flink" and job["state"] == "RUNNING" and job["restarts"] == 1
+        assert job["last_window"]["end"] == t0 + DAY and job["last_checkpoint"] is not None
+        assert set(job["lag"]) == set(runner.job.spec["topics"]), job["lag"]  # the inference log and labels
+        assert all(isinstance(n, int) for n in job["lag"].values()), job["lag"]
+    finally:
+        host.close()
