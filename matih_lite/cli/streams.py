@@ -1,16 +1,17 @@
 """``matih-lite predict stream``: deployments answering a topic of requests into a topic of predictions.
 
-``start``, ``list`` and ``stop`` drive the consumers of a running service (``MATIH_URL``): they run
-inside it and start again with it. ``run`` consumes in this process instead, on this folder's
-stores, for a folder no service is using (until Ctrl-C, or until nothing waits with ``--until-idle``).
-``send`` and ``read`` put request records on a topic and read a topic back, over ``MATIH_URL`` or
+``start``, ``list`` and ``stop`` drive the consumers of the service (``MATIH_URL``, or the ``up`` that owns
+this folder): they run inside it and start again with it. With no service running they work on this
+folder's record of consumers, which the service starts when it does, with the same output (a recorded
+consumer is listed as not running). ``run`` consumes in this process instead, on this folder's stores,
+for a folder no service is using (until Ctrl-C, or until nothing waits with ``--until-idle``).
+``send`` and ``read`` put request records on a topic and read a topic back, through the service or
 on this folder. See :mod:`matih_lite.serving.streams` for the records.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from urllib.parse import quote
 import typer
 
 from matih_lite.cli.output import ConfigOption, JsonOption, ProfileOption, console, escape, print_json, table
-from matih_lite.errors import ConfigError, InvalidInput
+from matih_lite.errors import InvalidInput
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.remote import ServiceHttp
 
@@ -28,8 +29,7 @@ stream_app = typer.Typer(
     help="Answer a topic of requests through a deployment, into a topic of predictions.\n\n"
          "Examples:\n\n"
          "  matih-lite predict stream send --topic requests --file requests.jsonl\n\n"
-         "  MATIH_URL=http://127.0.0.1:8000 matih-lite predict stream start churn --source requests "
-         "--sink predictions\n\n"
+         "  matih-lite predict stream start churn --source requests --sink predictions\n\n"
          "  matih-lite predict stream run churn --source requests --sink predictions --until-idle\n\n"
          "  matih-lite predict stream read --topic predictions --json",
     no_args_is_help=True)
@@ -50,13 +50,64 @@ GroupOption = Annotated[str | None, typer.Option("--group", "-g", help="Consumer
 BatchOption = Annotated[int, typer.Option("--batch-size", help="Requests read per round.", min=1, max=5000)]
 
 
-def _service() -> ServiceHttp:
-    http = ServiceHttp.from_env(user_agent="matih-lite-cli", timeout=60.0, hint="")
-    if http is None:
-        raise ConfigError("stream consumers run inside the ml-service: set MATIH_URL (e.g. http://127.0.0.1:8000) "
-                          "to the running 'matih-lite up', or consume in this process with 'predict stream run'",
-                          key="MATIH_URL")
-    return http
+def _service(config: str | None = None) -> ServiceHttp | None:
+    """The service this command talks to (``MATIH_URL``, or the ``up`` owning this folder); None when none runs."""
+    return ServiceHttp.from_env(config, user_agent="matih-lite-cli", timeout=60.0, hint="")
+
+
+class _Consumers:
+    """The deployment consumers of the running service over HTTP, or this folder's recorded ones when none runs
+    (:class:`~matih_lite.serving.streams.RecordedStreams`); the answers have the same shape."""
+
+    def __init__(self, config: str | None, profile: str | None) -> None:
+        self.http = _service(config)
+        self.host: Any = None
+        if self.http is None:
+            from matih_lite.host import Host
+
+            self.host = Host.open(config, profile)
+
+    def _recorded(self) -> Any:
+        from matih_lite.serving.streams import RecordedStreams
+
+        return RecordedStreams(self.host)
+
+    def start(self, deployment: str, source: str, sink: str, group: str | None, batch_size: int) -> dict[str, Any]:
+        if self.http is None:
+            return _as_answered(self._recorded().start(LOCAL_ADMIN, deployment, source, sink, group=group,
+                                                       batch_size=batch_size))
+        return self.http.call("POST", f"/api/v1/deployments/{quote(deployment, safe='')}/streams",
+                              json={"source": source, "sink": sink, "group": group, "batch_size": batch_size})
+
+    def list(self, deployment: str) -> list[dict[str, Any]]:
+        if self.http is None:
+            return [_as_answered(c) for c in self._recorded().list(LOCAL_ADMIN, deployment)]
+        return self.http.call("GET", f"/api/v1/deployments/{quote(deployment, safe='')}/streams")
+
+    def stop(self, deployment: str, group: str) -> None:
+        if self.http is None:
+            self._recorded().stop(LOCAL_ADMIN, deployment, group)
+            return
+        self.http.call("DELETE", f"/api/v1/deployments/{quote(deployment, safe='')}/streams/{quote(group, safe='')}")
+
+    def __enter__(self) -> _Consumers:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.http is not None:
+            self.http.close()
+        if self.host is not None:
+            self.host.close()
+
+
+ANSWER_FIELDS = ("deployment", "source", "sink", "group", "batch_size", "started_by", "started_at", "running", "lag",
+                 "consumed", "predicted", "failed", "duplicates", "last_error")
+"""What the service answers for a consumer (its ``StreamOut``), in that order."""
+
+
+def _as_answered(consumer: dict[str, Any]) -> dict[str, Any]:
+    """A recorded consumer as the service's JSON answer has it: the same keys, in the same order."""
+    return {key: consumer[key] for key in ANSWER_FIELDS}
 
 
 def _rows(consumers: list[dict[str, Any]]) -> list[list[Any]]:
@@ -72,12 +123,12 @@ COLUMNS = ["deployment", "group", "source", "sink", "running", "consumed", "pred
 def start(
     deployment: Annotated[str, typer.Argument(help="Deployment whose routes answer the requests.")],
     source: SourceOption, sink: SinkOption, group: GroupOption = None, batch_size: BatchOption = 500,
-    json_out: JsonOption = False,
+    config: ConfigOption = None, profile: ProfileOption = None, json_out: JsonOption = False,
 ) -> None:
-    """Start a consumer in the running service (MATIH_URL); it starts again when the service does."""
-    with _service() as http:
-        doc = http.call("POST", f"/api/v1/deployments/{quote(deployment, safe='')}/streams",
-                        json={"source": source, "sink": sink, "group": group, "batch_size": batch_size})
+    """Start a consumer in the service; it starts again when the service does (with none running, it is
+    recorded on this folder and starts with 'matih-lite up')."""
+    with _Consumers(config, profile) as consumers:
+        doc = consumers.start(deployment, source, sink, group, batch_size)
     if json_out:
         print_json(doc)
         return
@@ -88,11 +139,11 @@ def start(
 @stream_app.command("list")
 def list_(
     deployment: Annotated[str, typer.Argument(help="Deployment.")],
-    json_out: JsonOption = False,
+    config: ConfigOption = None, profile: ProfileOption = None, json_out: JsonOption = False,
 ) -> None:
-    """The deployment's consumers in the running service: counts, lag, last error."""
-    with _service() as http:
-        found = http.call("GET", f"/api/v1/deployments/{quote(deployment, safe='')}/streams")
+    """The deployment's consumers in the service (or recorded on this folder): counts, lag, last error."""
+    with _Consumers(config, profile) as consumers:
+        found = consumers.list(deployment)
     if json_out:
         print_json(found)
         return
@@ -107,11 +158,13 @@ def stop(
     deployment: Annotated[str, typer.Argument(help="Deployment.")],
     group: Annotated[str | None, typer.Option("--group", "-g", help="Consumer group (default: the deployment's "
                                               "name).")] = None,
+    config: ConfigOption = None, profile: ProfileOption = None,
 ) -> None:
-    """Stop a consumer of the running service; its committed offset stays for a later start."""
+    """Stop a consumer of the service (or its record on this folder); its committed offset stays for a later
+    start."""
     group = group or deployment
-    with _service() as http:
-        http.call("DELETE", f"/api/v1/deployments/{quote(deployment, safe='')}/streams/{quote(group, safe='')}")
+    with _Consumers(config, profile) as consumers:
+        consumers.stop(deployment, group)
     console().print(f"stopped group {escape(group)} of deployment [bold]{escape(deployment)}[/bold]")
 
 
@@ -130,8 +183,8 @@ def run(
     import asyncio
 
     from matih_lite.host import Host
-    from matih_lite.serving.traffic import attach_traffic, detach_traffic
     from matih_lite.serving.streams import DeploymentStreams
+    from matih_lite.serving.traffic import attach_traffic, detach_traffic
 
     host = Host.open(config, profile)
     consumer: Any = None
@@ -207,8 +260,9 @@ def read(
     config: ConfigOption = None, profile: ProfileOption = None, json_out: JsonOption = False,
 ) -> None:
     """Read a topic's records from an offset (JSON lines with --json)."""
-    if os.environ.get("MATIH_URL"):
-        with _service() as http:
+    http = _service(config)
+    if http is not None:
+        with http:
             page = http.call("GET", f"/api/v1/streams/{quote(topic, safe='')}/records",
                              params={"from_offset": from_offset, "max_results": max_results})
         records = page["records"]
@@ -256,8 +310,9 @@ def _records(file: Path) -> list[dict[str, Any]]:
 
 
 def _append(topic: str, records: list[dict[str, Any]], config: str | None, profile: str | None) -> int:
-    if os.environ.get("MATIH_URL"):
-        with _service() as http:
+    http = _service(config)
+    if http is not None:
+        with http:
             return http.call("POST", f"/api/v1/streams/{quote(topic, safe='')}/records",
                              json={"records": records})["first_offset"]
     from matih_lite.host import Host

@@ -96,20 +96,8 @@ class DeploymentStreams:
     def spec(self, principal: Principal, deployment: str, source: str, sink: str, *, group: str | None = None,
              batch_size: int = 500) -> StreamSpec:
         """A checked consumer spec. Raises NotFound (no such deployment in the caller's tenant), InvalidInput."""
-        check_deployment_name(deployment)
-        self.manager.deployments.get(principal, deployment)
-        group = group if group is not None else deployment
-        if not isinstance(group, str) or not STREAM_NAME.match(group) or len(group) > 200:
-            raise InvalidInput(f"group {group!r} is not a consumer group name: letters, digits, '.', '_' or '-'",
-                               detail={"field": "group"})
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
-            raise InvalidInput(f"batch_size must be a whole number from 1 to {MAX_BATCH}",
-                               detail={"field": "batch_size"})
-        src, dst = tenant_stream(principal.tenant, source, "source"), tenant_stream(principal.tenant, sink, "sink")
-        if src == dst:
-            raise InvalidInput("the sink must be another topic than the source", detail={"field": "sink"})
-        return StreamSpec(principal.tenant, deployment, source, sink, group, batch_size, principal.user,
-                          int(time.time() * 1000))
+        return stream_spec(self.manager.deployments, principal, deployment, source, sink, group=group,
+                           batch_size=batch_size)
 
     def start(self, principal: Principal, deployment: str, source: str, sink: str, *, group: str | None = None,
               batch_size: int = 500, remember: bool = True) -> dict[str, Any]:
@@ -159,23 +147,8 @@ class DeploymentStreams:
 
     def restore(self) -> int:
         """Start again the consumers the events slot says were running; returns how many."""
-        events = self.events
-        active: dict[tuple[str, str, str], dict[str, Any]] = {}
-        offset, end = 0, events.end_offset(CONSUMERS)
-        while offset < end:
-            records = events.read_from(CONSUMERS, offset, 1000)
-            if not records:
-                break
-            for record in records:
-                data = record.data
-                key = (str(data.get("tenant")), str(data.get("deployment")), str(data.get("group")))
-                if data.get("action") == "start":
-                    active[key] = data
-                else:
-                    active.pop(key, None)
-            offset = records[-1].offset + 1
         started = 0
-        for (tenant, deployment, group), data in active.items():
+        for (tenant, deployment, group), data in recorded_consumers(self.events).items():
             who = Principal(tenant, str(data.get("started_by") or "streams"), ("editor",))
             try:
                 self.start(who, deployment, str(data["source"]), str(data["sink"]), group=group,
@@ -232,6 +205,112 @@ class DeploymentStreams:
             lag = None
         return {**msgspec.structs.asdict(spec), "running": consumer.running, "lag": lag, **consumer.stats,
                 "last_error": consumer.last_error}
+
+
+class RecordedStreams:
+    """The consumers of a folder no service is using, as the events slot records them (``predict stream start``
+    and ``list`` without a running ``up``): a start or stop is recorded, and the service acts on it when it
+    starts (:meth:`DeploymentStreams.restore`); a listing shows each recorded consumer as not running, with
+    its lag. Answers have the shape of :class:`DeploymentStreams`' own."""
+
+    def __init__(self, host: Any) -> None:
+        from matih_lite.serving.deployments import Deployments
+
+        self.host = host
+        self.deployments = Deployments(host)
+
+    @property
+    def events(self) -> Any:
+        return self.host.backend("events")
+
+    def start(self, principal: Principal, deployment: str, source: str, sink: str, *, group: str | None = None,
+              batch_size: int = 500) -> dict[str, Any]:
+        """Record a consumer for the service to run (idempotent for the same spec).
+
+        Raises NotFound (no such deployment), InvalidInput (bad names, a group already consuming elsewhere)."""
+        spec = stream_spec(self.deployments, principal, deployment, source, sink, group=group, batch_size=batch_size)
+        found = recorded_consumers(self.events).get((principal.tenant, deployment, spec.group))
+        if found is not None:
+            old = _recorded_spec(found)
+            if (old.source, old.sink, old.batch_size) == (source, sink, batch_size):
+                return self._describe(old)
+            raise InvalidInput(f"group {spec.group!r} of deployment {deployment!r} already consumes {old.source!r} "
+                               f"into {old.sink!r}; stop it first or choose another group", detail={"field": "group"})
+        self.events.append(CONSUMERS, [{"timestamp": spec.started_at, "action": "start",
+                                        **msgspec.structs.asdict(spec)}])
+        return self._describe(spec)
+
+    def stop(self, principal: Principal, deployment: str, group: str) -> None:
+        """Record that a consumer no longer runs. Raises NotFound."""
+        if (principal.tenant, deployment, group) not in recorded_consumers(self.events):
+            raise NotFound(f"deployment {deployment!r} has no stream consumer in group {group!r}")
+        self.events.append(CONSUMERS, [{"timestamp": int(time.time() * 1000), "action": "stop",
+                                        "tenant": principal.tenant, "deployment": deployment, "group": group,
+                                        "stopped_by": principal.user}])
+
+    def list(self, principal: Principal, deployment: str | None = None) -> list[dict[str, Any]]:
+        """The tenant's recorded consumers (of one deployment), none running, with their lag."""
+        found = [data for (t, d, _), data in sorted(recorded_consumers(self.events).items())
+                 if t == principal.tenant and (deployment is None or d == deployment)]
+        return [self._describe(_recorded_spec(data)) for data in found]
+
+    def _describe(self, spec: StreamSpec) -> dict[str, Any]:
+        from matih_lite.serving.streaming import StreamingInference
+
+        def never(records: list[dict[str, Any]]) -> list[Any]:  # this consumer only measures; it never runs here
+            raise RuntimeError("a recorded consumer does not predict")
+
+        consumer = StreamingInference(self.events, never, tenant_stream(spec.tenant, spec.source),
+                                      tenant_stream(spec.tenant, spec.sink), _group_name(spec),
+                                      batch_size=spec.batch_size)
+        try:
+            lag: int | None = consumer.lag
+        except Exception:  # the store is down: the listing still answers
+            lag = None
+        return {**msgspec.structs.asdict(spec), "running": False, "lag": lag, **consumer.stats, "last_error": None}
+
+
+def stream_spec(deployments: Any, principal: Principal, deployment: str, source: str, sink: str, *,
+                group: str | None = None, batch_size: int = 500) -> StreamSpec:
+    """A checked consumer spec. Raises NotFound (no such deployment in the caller's tenant), InvalidInput."""
+    check_deployment_name(deployment)
+    deployments.get(principal, deployment)
+    group = group if group is not None else deployment
+    if not isinstance(group, str) or not STREAM_NAME.match(group) or len(group) > 200:
+        raise InvalidInput(f"group {group!r} is not a consumer group name: letters, digits, '.', '_' or '-'",
+                           detail={"field": "group"})
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+        raise InvalidInput(f"batch_size must be a whole number from 1 to {MAX_BATCH}", detail={"field": "batch_size"})
+    src, dst = tenant_stream(principal.tenant, source, "source"), tenant_stream(principal.tenant, sink, "sink")
+    if src == dst:
+        raise InvalidInput("the sink must be another topic than the source", detail={"field": "sink"})
+    return StreamSpec(principal.tenant, deployment, source, sink, group, batch_size, principal.user,
+                      int(time.time() * 1000))
+
+
+def recorded_consumers(events: Any) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The consumers the events slot says run: each (tenant, deployment, group)'s last start not stopped since."""
+    active: dict[tuple[str, str, str], dict[str, Any]] = {}
+    offset, end = 0, events.end_offset(CONSUMERS)
+    while offset < end:
+        records = events.read_from(CONSUMERS, offset, 1000)
+        if not records:
+            break
+        for record in records:
+            data = record.data
+            key = (str(data.get("tenant")), str(data.get("deployment")), str(data.get("group")))
+            if data.get("action") == "start":
+                active[key] = data
+            else:
+                active.pop(key, None)
+        offset = records[-1].offset + 1
+    return active
+
+
+def _recorded_spec(data: Mapping[str, Any]) -> StreamSpec:
+    return StreamSpec(str(data["tenant"]), str(data["deployment"]), str(data["source"]), str(data["sink"]),
+                      str(data["group"]), int(data.get("batch_size") or 500), str(data.get("started_by") or ""),
+                      int(data.get("started_at") or data.get("timestamp") or 0))
 
 
 def _group_name(spec: StreamSpec) -> str:
