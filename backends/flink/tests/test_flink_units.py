@@ -145,3 +145,28 @@ def test_drift_jobs_from_a_terminal_without_the_service_says_where_they_run(tmp_
     assert json.loads(result.output) == {"backend": "flink", "jobs": [], "embedded": True}
     result = runner.invoke(app, ["drift", "jobs"], catch_exceptions=False)
     assert result.exit_code == 0 and "the jobs run inside 'matih-lite up'" in " ".join(result.output.split())
+
+
+def test_doctor_checks_java_and_the_flink_environment(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from matih_lite.cli import load_commands
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("MATIH_CONFIG", "MATIH_HOME", "MATIH_PROFILE", "MATIH_URL", "MATIH_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "matih.toml"
+    config.write_text(
+        f'[profiles.lite]\ndrift = {{ backend = "flink", build = false, environment = "{tmp_path}/env" }}\n')
+    app, runner = load_commands(), CliRunner()
+    result = runner.invoke(app, ["doctor", "--json"], catch_exceptions=False)
+    (drift,) = [s for s in json.loads(result.output)["slots"] if s["slot"] == "drift"]
+    assert result.exit_code != 0 and drift["status"] == "failed", result.output
+    assert f"no Python at {tmp_path}/env/bin/python" in drift["detail"] and "build = false" in drift["detail"]
+    config.write_text(f'[profiles.lite]\ndrift = {{ backend = "flink", java = "{tmp_path}/no-java" }}\n')
+    result = runner.invoke(app, ["doctor", "--json"], catch_exceptions=False)
+    (drift,) = [s for s in json.loads(result.output)["slots"] if s["slot"] == "drift"]
+    assert drift["status"] == "failed" and "Java 11+ is needed for Flink" in drift["detail"], result.output
