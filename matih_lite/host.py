@@ -208,13 +208,15 @@ class Host:
     """The running platform's view of its plugins and the backend in each slot."""
 
     def __init__(self, config: Config, profile: str | None = None, plugins: PluginSet | None = None, *,
-                 strict: bool = True) -> None:
+                 strict: bool = True, migrate: bool = True) -> None:
+        """``migrate=False`` opens the slots to look only (``doctor``): the metadata schema is read, never made."""
         self.config = config
         self.profile = profile or config.default_profile()
         self.plugins = plugins or get_plugin_manager()
         self.pm = self.plugins.pm
         self.backends = index_backends(self.plugins)
-        self.context = BackendContext(home=config.home, base_dir=config.base_dir, profile=self.profile)
+        self.context = BackendContext(home=config.home, base_dir=config.base_dir, profile=self.profile,
+                                      migrate=migrate)
         self._profile_problems: list[tuple[str, str]] = []
         self._selection = config.profile(self.profile, self._profile_problems)
         self._settings: dict[str, Any] = {}

@@ -51,13 +51,25 @@ def open_database(path: Path, busy_timeout_ms: int = 30_000):
     return db
 
 
+def _nothing_yet():
+    """An empty database in memory, standing for a file that does not exist yet: it reports an empty schema."""
+    from matih_lite.sqlstore.database import SQLITE, Database
+
+    return Database(lambda: sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False), SQLITE,
+                    driver_errors=(sqlite3.Error,))
+
+
 def create_store(settings: SqliteSettings, context: BackendContext):
     from matih_lite.sqlstore.metadata import SqlMetadataStore
     from matih_lite.sqlstore.schema import MIGRATIONS
 
     path = context.resolve(settings.path) if settings.path else context.home / "matih.db"
-    db = open_database(path, settings.busy_timeout_ms)
-    db.migrate(MIGRATIONS)
+    if not context.migrate and not path.exists():
+        db = _nothing_yet()  # looking only (doctor): no file is made where none is
+    else:
+        db = open_database(path, settings.busy_timeout_ms)
+    if context.migrate:
+        db.migrate(MIGRATIONS)
     store = SqlMetadataStore(db)
     store.location = str(path)  # type: ignore[attr-defined]
     return store

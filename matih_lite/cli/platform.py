@@ -150,15 +150,16 @@ def doctor(profile: ProfileOption = None, config: ConfigOption = None, json_out:
 
     Exits 2 if anything is wrong: a backend not installed (with the ``pip install`` line), settings
     that do not validate (with their key path), a backend that does not answer, a metadata schema
-    this version cannot use. While a ``matih-lite up`` serves this folder (or ``MATIH_URL`` names a
-    service) with that profile, the slots' health is the service's own (``/ready``): it owns the files
-    a second opener would wait on.
+    this version cannot use. Doctor only looks: it reports the schema version it finds ("empty" before
+    the first ``up`` or ``migrate``) and never creates or migrates it. While a ``matih-lite up`` serves
+    this folder (or ``MATIH_URL`` names a service) with that profile, the slots' health is the service's
+    own (``/ready``): it owns the files a second opener would wait on.
 
     Example: matih-lite doctor --profile cluster --json
     """
     from matih_lite.host import Host, install_hint, load_config
 
-    h = Host(load_config(config), profile, strict=False)
+    h = Host(load_config(config), profile, strict=False, migrate=False)  # doctor only looks
     problems = dict(h.config_problems)
     served = _service_health(config, h.profile)
     health = served or h.health()
@@ -216,6 +217,8 @@ def _schema_version(h: Any) -> tuple[dict[str, int] | None, str]:
         return None, ""
     version = store.schema_version()
     found = {"applied": version.applied, "current": version.current}
+    if version.applied == 0:  # empty: `up` (or `migrate`) creates it; the health detail says so
+        return found, ""
     if version.applied > version.current:
         return found, (f"schema version {version.applied} is newer than this matih-lite knows ({version.current}); "
                        "upgrade matih-lite (pip install -U matih-lite)")

@@ -18,12 +18,15 @@ class BackendContext:
 
     ``home`` is the state folder (``./.matih`` or ``MATIH_HOME``); ``base_dir`` is where
     relative paths in settings are resolved (the folder of matih.toml, or the working
-    folder without one); ``profile`` names the active profile.
+    folder without one); ``profile`` names the active profile. ``migrate`` is False when the
+    caller only looks (``doctor``): a metadata backend then opens its database as it finds it,
+    creates and changes nothing, and its health names the schema version found ("empty" for none).
     """
 
     home: Path
     base_dir: Path
     profile: str
+    migrate: bool = True
 
     @property
     def model_cache(self) -> Path:

@@ -132,6 +132,20 @@ class Database:
             finally:
                 cur.close()
 
+    def schema_applied(self) -> int | None:
+        """The newest migration recorded in ``_migrations``, or None for an empty database (no such table).
+        Reads only: what ``doctor`` and the health check report."""
+        with self.read() as cur:
+            if self.dialect.name == "sqlite":
+                cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'")
+            else:  # search_path names the store's schema; a schema that does not exist holds nothing
+                cur.execute("SELECT 1 FROM pg_tables WHERE schemaname = current_schema() "
+                            "AND tablename = '_migrations'")
+            if cur.fetchone() is None:
+                return None
+            cur.execute("SELECT COALESCE(MAX(version), 0) FROM _migrations")
+            return int(cur.fetchone()[0])
+
     def migrate(self, migrations: Sequence[tuple[int, str, Sequence[str]]]) -> list[int]:
         """Apply the migrations not yet recorded in ``_migrations``; returns the versions applied."""
         d = self.dialect

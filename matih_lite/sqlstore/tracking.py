@@ -87,10 +87,13 @@ class SqlTrackingStore(ScopedStore):
 
     # ---- health -----------------------------------------------------------------------------
     def health(self) -> Health:
-        with self.db.read() as cur:
-            cur.execute("SELECT COUNT(*) FROM _migrations")
-            n = cur.fetchone()[0]
-        return Health(True, f"{self.db.dialect.name}, schema version {n}")
+        """The engine and the schema version it holds: the newest migration applied (what the log's "schema
+        migrated to version N" says), or "schema empty" before the first ``up`` or ``migrate``."""
+        applied = self.db.schema_applied()
+        if applied is None:
+            return Health(True, f"{self.db.dialect.name}, schema empty (matih-lite up or matih-lite migrate "
+                                "creates it)")
+        return Health(True, f"{self.db.dialect.name}, schema version {applied}")
 
     def close(self) -> None:
         self.db.close()

@@ -39,10 +39,8 @@ class SqlTableTransfer:
     def schema_version(self) -> SchemaVersion:
         from matih_lite.sqlstore.schema import MIGRATIONS
 
-        with self.db.read() as cur:
-            cur.execute("SELECT COALESCE(MAX(version), 0) FROM _migrations")
-            applied = int(cur.fetchone()[0])
-        return SchemaVersion(applied=applied, current=max(v for v, _, _ in MIGRATIONS))
+        applied = self.db.schema_applied()
+        return SchemaVersion(applied=applied or 0, current=max(v for v, _, _ in MIGRATIONS))
 
     def table_shapes(self) -> list[TableShape]:
         if self._shapes is None:

@@ -1,4 +1,5 @@
-"""``doctor --profile cluster``: each slot installed, configured, reachable and at this code's schema; exit 2 if not."""
+"""``doctor --profile cluster``: each slot installed, configured, reachable, and the schema version found (doctor never
+migrates); exit 2 if not."""
 
 from __future__ import annotations
 
@@ -8,16 +9,37 @@ import os
 import pytest
 from test_promote_cli import cli
 
+from matih_lite.sqlstore.schema import MIGRATIONS
+
 pytestmark = pytest.mark.postgres
 
 
-def test_doctor_reports_each_slot_and_the_schema_version_of_the_cluster_metadata(folder):
+def _tables(pg_dsn, schema):
+    import psycopg
+
+    with psycopg.connect(pg_dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))]
+
+
+def test_doctor_only_looks_it_reports_an_empty_schema_and_migrate_makes_it(folder, pg_dsn, pg_schema):
     r = cli("doctor", "--profile", "cluster", "--json", cwd=folder)
     assert r.returncode == 0, r.stdout + r.stderr
-    slots = {row["slot"]: row for row in json.loads(r.stdout)["slots"]}
-    assert slots["metadata"]["status"] == "ok" and slots["metadata"]["backend"] == "postgres"
-    schema = slots["metadata"]["schema"]
-    assert schema["applied"] == schema["current"] > 0
+    metadata = {row["slot"]: row for row in json.loads(r.stdout)["slots"]}["metadata"]
+    assert metadata["status"] == "ok" and metadata["backend"] == "postgres"
+    assert "schema empty" in metadata["detail"] and metadata["schema"]["applied"] == 0
+    assert _tables(pg_dsn, pg_schema) == []  # doctor created nothing
+    r = cli("doctor", "--profile", "cluster", cwd=folder)
+    assert r.returncode == 0 and "schema empty" in r.stdout and _tables(pg_dsn, pg_schema) == []
+
+    r = cli("migrate", "--profile", "cluster", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    current = max(v for v, _, _ in MIGRATIONS)
+    assert f"schema version {current}" in r.stdout
+    assert "_migrations" in _tables(pg_dsn, pg_schema)
+    r = cli("doctor", "--profile", "cluster", "--json", cwd=folder)
+    metadata = {row["slot"]: row for row in json.loads(r.stdout)["slots"]}["metadata"]
+    assert r.returncode == 0 and metadata["schema"] == {"applied": current, "current": current}
+    assert f"postgres, schema version {current}" in metadata["detail"]  # the newest migration, as the log says
 
 
 def test_doctor_exits_2_naming_the_slot_that_is_unreachable_misspelt_or_missing_its_secret(folder):

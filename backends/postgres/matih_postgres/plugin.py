@@ -168,13 +168,15 @@ def open_database(settings: PostgresSettings) -> PostgresDatabase:
 
 
 def create_store(settings: PostgresSettings, context: BackendContext):
-    """The factory: connect, create the schema if missing, migrate, return the metadata store."""
-    from matih_lite.sqlstore.schema import MIGRATIONS
+    """The factory: connect, create the schema if missing, migrate, return the metadata store. Opened to look
+    only (``context.migrate`` False: ``doctor``), it creates and changes nothing."""
     from matih_lite.sqlstore.metadata import SqlMetadataStore
+    from matih_lite.sqlstore.schema import MIGRATIONS
 
     db = open_database(settings)
     try:
-        db.migrate(MIGRATIONS)
+        if context.migrate:
+            db.migrate(MIGRATIONS)
         info = db.connection().info
     except BaseException:
         db.close()
