@@ -360,6 +360,29 @@ def test_a_lead_approves_and_the_stage_changes(secured):
     assert "approval.approved" in model and "ship it" in model  # the audit log
 
 
+def test_a_lead_rolls_production_back_and_nothing_to_roll_back_is_said_in_words(secured):
+    host, url, tokens = secured
+    pending = pending_production(host, "churn-back")
+    with signed_in(url, tokens["lee"]) as c:
+        page = c.get("/ui/models/churn-back").text
+        r = c.post(f"/ui/approvals/{pending['approval_id']}/approve", data={"csrf_token": csrf_of(page)})
+        assert r.status_code == 303
+        page = c.get("/ui/models/churn-back").text
+        assert 'data-action="rollback"' in page
+        r = c.post("/ui/models/churn-back/rollback", data={"csrf_token": csrf_of(page), "reason": "auc fell"})
+        assert r.status_code == 303 and r.headers["location"] == "/ui/models/churn-back"
+        model = c.get("/ui/models/churn-back").text
+        assert re.search(r'<tr data-version="1">.*?data-stage="Production"', model, re.DOTALL)
+        assert re.search(r'<tr data-version="2">.*?data-stage="Archived"', model, re.DOTALL)
+        assert "model.rolled_back" in model and "auc fell" in model  # the audit log
+        pending_production(host, "churn-first")  # only version 1 has been in Production
+        first = c.get("/ui/models/churn-first").text
+        refused = c.post("/ui/models/churn-first/rollback", data={"csrf_token": csrf_of(first)})
+    assert refused.status_code == 409 and 'id="refusal"' in refused.text
+    assert "nothing to roll back to" in html_text(refused.text)
+    assert Registryish(host).stage("churn-first", 1) == "Production"
+
+
 def test_a_governance_refusal_is_shown_in_words(hermetic, monkeypatch):
     import textwrap
 
