@@ -18,7 +18,7 @@ from matih_lite.errors import InvalidInput
 lineage_app = typer.Typer(
     help="What data and runs a model came from, and what was built from a dataset.\n\n"
          "Node keys: dataset:URI[@VERSION], run:RUN_ID, model:NAME/VERSION, deployment:NAME, table:NAME, "
-         "feature_view:NAME.\n\n"
+         "feature_view:NAME, feature_service:NAME.\n\n"
          "Examples:\n\n"
          "  matih-lite lineage show model:churn/3 --upstream\n\n"
          "  matih-lite lineage show dataset:s3://bucket/train.parquet@v3 --downstream --depth 2\n\n"
@@ -26,7 +26,7 @@ lineage_app = typer.Typer(
     no_args_is_help=True)
 app.add_typer(lineage_app, name="lineage")
 
-KIND_STYLE = {"dataset": "cyan", "table": "cyan", "feature_view": "cyan", "run": "yellow",
+KIND_STYLE = {"dataset": "cyan", "table": "cyan", "feature_view": "cyan", "feature_service": "cyan", "run": "yellow",
               "model_version": "green", "deployment": "magenta"}
 
 

@@ -12,6 +12,7 @@ are a project of their own in the backend.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -38,6 +39,8 @@ from matih_lite.features.plan import Plan, diff
 from matih_lite.features.retrieval import OnlineFeatures, Resolution
 from matih_lite.features.sources import check_definitions
 from matih_lite.identity import Principal
+
+log = logging.getLogger("matih_lite.features")
 
 DEFINITIONS_RECHECK_S = 1.0
 """How often a cached tenant's definitions are checked against the metadata slot (another process may apply)."""
@@ -222,6 +225,12 @@ class Features:
             raise
         with self._lock:
             self._defs.pop(principal.tenant, None)
+        try:
+            from matih_lite.features.lineage import record_definitions
+
+            record_definitions(self.host, principal.tenant, plan.definitions)
+        except MatihError as exc:  # the definitions are applied; lineage is recorded again by the next apply
+            log.warning("features: lineage of version %s not recorded: %s", version.version, exc.message)
         self.host.emit(PlatformEvent("features.applied", f"features/{version.version}", principal.tenant,
                                      {"version": version.version, "digest": plan.digest,
                                       **plan.counts(), "actor": principal.user}))

@@ -214,6 +214,7 @@ class Registry:
             data = self._training_data(principal.tenant, info.run_id)
         else:
             data = [_dataset_ref(d, "training_data") for d in training_data]
+        tags = {**self._feature_tags(principal.tenant, info.run_id), **_tags(tags)}
         flavor_name = flavor if flavor else info.flavor
         if not isinstance(flavor_name, str) or len(flavor_name) > 100:
             raise InvalidInput("flavor must be a short name like 'sklearn'")
@@ -230,7 +231,7 @@ class Registry:
         mv = self.store.create_model_version(
             tenant, name, source=source, storage_location=info.storage_location, run_id=info.run_id,
             flavor=flavor_name, signature=sig, training_data=data, description=_description(description),
-            tags=_tags(tags), created_by=principal.user, logged_model_id=info.logged_model_id)
+            tags=tags, created_by=principal.user, logged_model_id=info.logged_model_id)
         self._audit(principal, [self._entry(principal, name, "version.registered", version=mv.version,
                                             to_stage=mv.stage, detail={"source": source, "run_id": info.run_id})])
         self._emit(principal, "model.version.registered", f"{name}/{mv.version}",
@@ -629,6 +630,19 @@ class Registry:
             ref["name"] = key[len(DATASET_TAG_PREFIX):]
             out.append(ref)
         return out
+
+    def _feature_tags(self, tenant: str, run_id: str | None) -> dict[str, str]:
+        """The feature service (or features) the run was trained on: a version remembers them, and a deployment
+        of it looks them up online by entity key."""
+        if not run_id:
+            return {}
+        try:
+            run = self.tracking.get_run(tenant, run_id)
+        except NotFound:
+            return {}
+        from matih_lite.features.job_inputs import FEATURE_SERVICE_TAG, FEATURES_TAG
+
+        return {k: run.tags[k] for k in (FEATURE_SERVICE_TAG, FEATURES_TAG) if run.tags.get(k)}
 
     def _run_has(self, tenant: str, run_id: str, rel: str) -> bool:
         if not rel:

@@ -96,14 +96,14 @@ class DeploymentClient(HostOrService):
                                    f"Protocol: POST /v2/models/{name}/versions/{version}/infer")
             return self.http.call("POST", f"/api/v1/deployments/{quote(name, safe='')}/predict", json=body,
                                   headers=headers)
-        return _predict_embedded(self.host, self.principal.tenant, name, body, key, version)
+        return _predict_embedded(self.host, self.principal, name, body, key, version)
 
 
 def _deployment(doc: dict[str, Any]) -> Deployment:
     return msgspec.convert({"tenant": "", **doc}, Deployment)
 
 
-def _predict_embedded(host: Any, tenant: str, name: str, body: dict[str, Any], key: str | None,
+def _predict_embedded(host: Any, principal: Any, name: str, body: dict[str, Any], key: str | None,
                       version: int | None) -> dict[str, Any]:
     import asyncio
 
@@ -111,13 +111,19 @@ def _predict_embedded(host: Any, tenant: str, name: str, body: dict[str, Any], k
     from matih_lite.serving.traffic import attach_traffic
 
     manager = attach_traffic(host)
+    tenant = principal.tenant
     body = dict(body)
     key = body.pop("request_key", key)
 
     async def run() -> Any:
         target = await manager.target(tenant, name, key=key, version=version)
-        parsed = parse_scoring_request(body, target.served.schema)
-        return await manager.infer(target, parsed.inputs)
+        doc, lookup_ms = body, None
+        if target.served.feature_source is not None:
+            from matih_lite.serving.enrichment import enrich
+
+            doc, lookup_ms = await enrich(host, principal, target.served, body)
+        parsed = parse_scoring_request(doc, target.served.schema)
+        return await manager.infer(target, parsed.inputs, feature_lookup_ms=lookup_ms)
 
     answer = asyncio.run(run())
     return {"predictions": predictions_json(answer.outputs), "deployment": answer.deployment, "model": answer.model,

@@ -542,6 +542,12 @@ class JobSupervisor:
                 params.update({f"tune.space.{k}": v for k, v in (tune.get("space") or {}).items()})
             params.update({k: v for k, v in (spec.get("params") or {}).items()})
             tracking.log_batch(job.tenant, run_id, params={k: str(v)[:6000] for k, v in list(params.items())[:100]})
+        if any(isinstance(v, Mapping) for v in (spec.get("inputs") or {}).values()):
+            from matih_lite.features.job_inputs import prepare_feature_inputs
+
+            # Joined here, where the feature store is, so the compute backend gets a plain artifact input.
+            creator = Principal(job.tenant, job.created_by or "local", ("editor",))
+            spec = prepare_feature_inputs(self.host, creator, run_id, spec)
         job = self.jobs.store.update_job(job.tenant, job.job_id, status="RUNNING", run_id=run_id,
                                          started_at=now_ms(), message="running", expect=["STARTING"])
         compute = self.jobs.compute

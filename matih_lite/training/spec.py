@@ -21,6 +21,7 @@ through :func:`parse_spec`, which checks every key and names the one at fault::
 
     [inputs]
     train = "runs:/3f2a9c1e.../artifacts/data/train.csv"     # or a local path
+    features = { service = "churn_v1", entities = "labels.parquet" }   # point-in-time training data
 
     [params]                             # passed to the entrypoint in its config
     num_boost_round = 20
@@ -115,6 +116,17 @@ class TuneSpec(msgspec.Struct, forbid_unknown_fields=True):
     time_budget_s: float | None = None
 
 
+class FeatureInput(msgspec.Struct, forbid_unknown_fields=True):
+    """Training data from the feature store: ``entities`` (a parquet or CSV file of entity keys, event times
+    and labels) joined point in time with a feature ``service`` (or a list of ``features``) when the job
+    starts; the entrypoint reads the joined frame as a parquet file with ``input_path(NAME)``."""
+
+    entities: str
+    service: str | None = None
+    features: list[str] | None = None
+    timestamp_column: str = "event_timestamp"
+
+
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     entrypoint: str
     """``module:function`` (imported from ``base_dir`` or the installed packages), or a script path."""
@@ -122,9 +134,9 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     name: str | None = None
     experiment: str = "Default"
     resources: ResourceSpec = msgspec.field(default_factory=ResourceSpec)
-    inputs: dict[str, str] = msgspec.field(default_factory=dict)
-    """Name -> artifact URI (``runs:/RUN_ID/PATH``) or local path; the entrypoint reads them with
-    :func:`matih_lite.training.input_path`."""
+    inputs: dict[str, str | FeatureInput] = msgspec.field(default_factory=dict)
+    """Name -> artifact URI (``runs:/RUN_ID/PATH``), local path, or a :class:`FeatureInput`; the entrypoint
+    reads them with :func:`matih_lite.training.input_path`."""
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     max_failures: int = 0
     tune: TuneSpec | None = None
@@ -175,9 +187,8 @@ def parse_spec(data: Mapping[str, Any] | JobSpec, *, kind: str | None = None, so
     for name, value in (raw.get("inputs") or {}).items() if isinstance(raw.get("inputs"), dict) else ():
         if isinstance(value, dict) and "uri" in value and len(value) == 1:
             raw["inputs"] = {**raw["inputs"], name: value["uri"]}
-        elif isinstance(value, dict) and ("features" in value or "feature_retrieval" in value):
-            raise InvalidInput(f"{source}: inputs.{name}: feature retrieval inputs arrive with the feature store; "
-                               "give an artifact URI (runs:/RUN_ID/PATH) or a local path for now")
+        elif isinstance(value, dict):
+            raw["inputs"] = {**raw["inputs"], name: _feature_input(value, f"{source}: inputs.{name}")}
     resources = raw.get("resources")
     if isinstance(resources, dict) and "memory" in resources:
         resources = dict(resources)
@@ -193,6 +204,26 @@ def parse_spec(data: Mapping[str, Any] | JobSpec, *, kind: str | None = None, so
     if kind == "train" and spec.tune is not None:
         raise InvalidInput(f"{source}: this spec has a [tune] table; run it with 'matih-lite tune'")
     return spec
+
+
+def _feature_input(value: dict[str, Any], where: str) -> FeatureInput:
+    """A feature-store input table, checked: entities, and exactly one of service or features."""
+    known = ", ".join(FeatureInput.__struct_fields__)
+    unknown = sorted(set(value) - set(FeatureInput.__struct_fields__))
+    if unknown:
+        raise InvalidInput(f"{where}.{unknown[0]}: unknown key; expected one of {known} (or give an artifact URI "
+                           "such as runs:/RUN_ID/PATH)")
+    try:
+        found = msgspec.convert(value, FeatureInput, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"{where}: {_explain(exc)}") from None
+    if (found.service is None) == (found.features is None):
+        raise InvalidInput(f"{where}: give exactly one of service = \"NAME\" or features = [\"view:feature\", ...]")
+    if not found.entities.strip():
+        raise InvalidInput(f"{where}.entities: name the entity file (parquet or CSV) with keys, times and labels")
+    if found.features is not None and not all(isinstance(f, str) and ":" in f for f in found.features):
+        raise InvalidInput(f"{where}.features: expected references like \"customer_stats:conv_rate\"")
+    return found
 
 
 def parse_memory(value: Any, where: str) -> int:
@@ -262,6 +293,8 @@ def _check(spec: JobSpec, source: str) -> None:
     for name, uri in spec.inputs.items():
         if not re.match(r"^[A-Za-z_][\w\-]*$", name):
             raise bad(f"inputs.{name}", "input names are letters, digits, '_' and '-'")
+        if isinstance(uri, FeatureInput):
+            continue
         if not uri.strip():
             raise bad(f"inputs.{name}", "empty URI")
         scheme = uri.split(":", 1)[0] if re.match(r"^[a-z][a-z0-9+.-]*:", uri) else ""

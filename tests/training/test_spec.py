@@ -75,7 +75,7 @@ def test_a_python_object_spec_goes_through_the_same_checks():
     ({"resources": {"num_workers": 2}, "framework": "sklearn"}, "scikit-learn trains on one worker"),
     ({"max_failures": -1}, "max_failures: must be 0 or more"),
     ({"inputs": {"train": "s3://bucket/x.csv"}}, "inputs.train: unsupported URI"),
-    ({"inputs": {"train": {"features": ["churn:age"]}}}, "inputs.train: feature retrieval inputs arrive with"),
+    ({"inputs": {"train": {"features": ["churn:age"]}}}, "inputs.train: Object missing required field `entities`"),
     ({"register": "a/b"}, "register: invalid model name"),
     ({"resources": {"node_selector": {"pool": "gpu a"}}}, "resources.node_selector.pool: not a Kubernetes label"),
     ({"resources": {"tolerations": [{"key": "gpu", "operator": "Maybe"}]}},
