@@ -4,8 +4,8 @@ Ray is neither imported nor started until the first job is submitted (``matih-li
 fast; ``/ready`` only checks that Ray is installed). Then ``ray.init`` starts a local Ray
 sized from the settings, without its dashboard, with its session files under
 ``<home>/ray`` (or a short folder under the system temp when that path is too long for Ray's
-sockets). A Ray already running in the process (a notebook, a test session) is used as it is
-and left running.
+sockets), on 127.0.0.1 alone (see :func:`_loopback_only`). A Ray already running in the process
+(a notebook, a test session) is used as it is and left running.
 
 Each job is a Ray job of its own: a driver process (``python -m matih_lite.training.driver``)
 connected to that Ray, which runs the job's runner with the request; the trainers and Tune trials
@@ -50,6 +50,9 @@ FAILED_MARKER = "MATIH-JOB-FAILED: "
 """What the driver prints before it exits 1 (kept in step with :mod:`matih_lite.training.driver`)."""
 STOP_GRACE_S = 3.0
 """Seconds a cancelled job's driver gets after SIGTERM before SIGKILL."""
+LOOPBACK = "127.0.0.1"
+SINGLE_NODE_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""Ray's own switch for a node that will never have peers: it then takes the loopback address as its own."""
 
 
 class RayLocalSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -114,6 +117,9 @@ class RayLocalBackend:
                         kwargs[key] = getattr(self.settings, key)
                 from concurrent.futures import ThreadPoolExecutor
 
+                _loopback_only(ray)
+                kwargs["_node_ip_address"] = LOOPBACK
+                _no_crash_handler_here(ray)
                 self._home_thread = ThreadPoolExecutor(1, thread_name_prefix="matih-ray")
                 self._home_thread.submit(ray.init, **kwargs).result()
                 self._owns_ray = True
@@ -252,6 +258,30 @@ class RayLocalBackend:
                 self._home_thread.shutdown(wait=True)
                 self._home_thread = None
             self._owns_ray = False
+
+
+def _loopback_only(ray: Any) -> None:
+    """Make the Ray this process starts use 127.0.0.1 for every listener and address it advertises.
+
+    On Linux Ray takes the host's outward address as the node's (``192.0.2.2``, say) even when given
+    ``_node_ip_address="127.0.0.1"`` (it "resolves" loopback to that address) and then listens on every
+    interface. A local Ray has no other node to talk to, so this turns on Ray's single-node behaviour
+    (what it does on macOS and Windows): the node's address is the loopback one and it listens there only.
+    Ray reads the switch when it is called, so this works after ``import ray`` too.
+    """
+    os.environ.update(SINGLE_NODE_ENV)  # for the processes Ray starts, and the jobs' drivers, which connect
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _no_crash_handler_here(ray: Any) -> None:
+    """Keep Ray's crash handler (absl's) out of this process's core worker, which ``ray.init`` starts.
+
+    That handler takes SIGTERM too: stopping ``matih-lite up`` after a job had started Ray printed
+    "*** SIGTERM received ... epoll_pwait" and the process then died by SIGABRT (exit 134) instead of
+    shutting down. Without it the service's own SIGTERM handler runs, which closes the backends and so
+    shuts Ray down cleanly. Ray's other processes (raylet, workers, the jobs' drivers) keep theirs.
+    """
+    ray._private.ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -9,8 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 
 def free_port() -> int:
@@ -145,7 +147,7 @@ def test_one_service_owns_a_folder_and_every_command_finds_it(tmp_path):
         second = cli("up", "--port", str(free_port()), cwd=tmp_path)
         assert second.returncode == 2 and "Traceback" not in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
-        assert f"already serves" in second.stderr and f"pid {proc.pid}" in second.stderr
+        assert "already serves" in second.stderr and f"pid {proc.pid}" in second.stderr
         # doctor answers from the running service (it owns the events file), exit 0
         doctor = cli("doctor", "--json", cwd=tmp_path)
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
@@ -187,3 +189,30 @@ def test_a_command_in_a_folder_without_state_says_so_and_creates_nothing(tmp_pat
     assert cli("migrate", cwd=tmp_path).returncode == 0  # up or migrate make the state folder
     assert cli("runs", "list", "--experiment", "churn", cwd=tmp_path).returncode in (0, 1)
     assert (tmp_path / ".matih" / "matih.db").exists()
+
+
+@pytest.mark.slow
+def test_up_stops_cleanly_after_a_training_job_and_its_ray_listens_on_loopback_only(tmp_path):
+    """A job starts ray-local's Ray inside ``up``: every Ray listener is on 127.0.0.1 (never the host's
+    outward address), and SIGTERM afterwards shuts down with exit 0, without Ray's stack dump."""
+    import psutil
+
+    helpers = Path(__file__).resolve().parents[1] / "training"
+    (tmp_path / "matih.toml").write_text('[profiles.lite]\ncompute = { backend = "ray-local", num_cpus = 1 }\n')
+    (tmp_path / "job.toml").write_text(f'entrypoint = "jobfns:quadratic"\nbase_dir = "{helpers}"\n'
+                                       'experiment = "t"\n[params]\nx = 1.0\niterations = 2\n')
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path)}
+    proc = _start_up(tmp_path, free_port(), env=env)
+    try:
+        trained = subprocess.run([sys.executable, "-m", "matih_lite", "train", "job.toml"], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=600)
+        assert trained.returncode == 0 and "SUCCEEDED" in trained.stdout, trained.stdout + trained.stderr
+        tree = {proc.pid} | {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        listening = {c.laddr.ip for c in psutil.net_connections("inet") if c.pid in tree and c.status == "LISTEN"}
+        ray_processes = [p for p in psutil.Process(proc.pid).children(recursive=True) if "raylet" in p.name()]
+        assert ray_processes, "the job did not start Ray inside up"
+        assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+    finally:
+        out, err = _stop(proc)
+    assert "SIGTERM received" not in err and "Traceback" not in err, err[-3000:]
+    assert "ml-service stopped" in out
