@@ -11,13 +11,14 @@ from typing import Any
 from urllib.parse import quote
 
 from litestar import Request, Response, get
+from litestar.params import FromQuery
 
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.service.ui.pages import Pages
 from matih_lite.service.ui.render import page, seg, who
 
 BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 190, 44, 60, 16, 12
-KINDS = ("dataset", "table", "feature_view", "run", "model_version", "deployment")
+KINDS = ("dataset", "table", "feature_view", "feature_service", "run", "model_version", "deployment")
 
 
 def page_of(node_key: str) -> str | None:
@@ -82,7 +83,8 @@ class LineagePages(Pages):
     path = "/ui"
 
     @get("/lineage", sync_to_thread=True)
-    def lineage(self, request: Request, key: str = "", kind: str = "", depth: int = 5) -> Response:
+    def lineage(self, request: Request, key: FromQuery[str] = "", kind: FromQuery[str] = "",
+                depth: FromQuery[int] = 5) -> Response:
         from matih_lite.lineage import Lineage
 
         lineage = Lineage(request.app.state["host"])
