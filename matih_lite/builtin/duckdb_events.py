@@ -53,6 +53,7 @@ from matih_lite.contracts.streams import (
     record_columns,
     unflatten,
 )
+from matih_lite.contracts.transfer import GroupOffset
 from matih_lite.errors import InvalidInput, StoreError
 from matih_lite.hookspecs import hookimpl
 
@@ -500,6 +501,15 @@ class DuckDBEventStore:
         check_stream(stream)
         rows = self._query("SELECT next_offset FROM _offsets WHERE group_name = ? AND stream = ?", [group, stream])
         return rows[0][0] if rows else None
+
+    def list_streams(self) -> list[str]:
+        """Every stream that holds a record (the :class:`~matih_lite.contracts.transfer.StreamCatalog`)."""
+        return [name for (name,) in self._query("SELECT name FROM _streams WHERE next_offset > 0 ORDER BY name", [])]
+
+    def consumer_groups(self) -> list[GroupOffset]:
+        """Every committed offset, by group then stream."""
+        rows = self._query("SELECT group_name, stream, next_offset FROM _offsets ORDER BY group_name, stream", [])
+        return [GroupOffset(group=g, stream=s, offset=int(o)) for g, s, o in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -87,3 +87,21 @@ class TableTransfer(Protocol):
 
     def finish_import(self) -> None:
         """After rows were inserted with their own ids: move id generators past the largest id held."""
+
+
+class GroupOffset(msgspec.Struct, frozen=True):
+    group: str
+    stream: str
+    offset: int
+    """The next offset the group reads (Kafka's convention)."""
+
+
+@runtime_checkable
+class StreamCatalog(Protocol):
+    """What an events backend holds, for ``promote`` to copy every stream and every consumer group's place."""
+
+    def list_streams(self) -> list[str]:
+        """Every stream that holds a record, by name."""
+
+    def consumer_groups(self) -> list[GroupOffset]:
+        """Every committed offset, by group then stream."""

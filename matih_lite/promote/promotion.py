@@ -8,15 +8,14 @@ from typing import Any
 import msgspec
 
 from matih_lite.errors import InvalidInput, MatihError
-from matih_lite.promote import files, journal, queries, tables
+from matih_lite.promote import files, journal, queries, streams, tables
 from matih_lite.promote.checks import Check, PromoteRefused, SlotCopy
 from matih_lite.promote.tables import Progress
 
-COPIED_SLOTS: tuple[str, ...] = ("metadata", "artifacts")
+COPIED_SLOTS: tuple[str, ...] = ("metadata", "artifacts", "events")
 """The slots promote copies today, in the order it copies them."""
 
 NOT_YET: dict[str, str] = {
-    "events": "event streams (DuckDB to Kafka) are not copied yet",
     "features": "the online feature store is not copied yet; materialize again on the target",
 }
 
@@ -37,18 +36,28 @@ class Outcome(msgspec.Struct):
         return all(c.ok for c in self.checks)
 
 
-def choose_slots(only: Sequence[str] | None) -> list[str]:
-    """The slots to copy, in copy order. Raises InvalidInput for an unknown or uncopyable one."""
+def choose_slots(only: Sequence[str] | None, source: Any = None, target: Any = None) -> list[str]:
+    """The slots to copy, in copy order: those named, or every copyable slot the two profiles fill with
+    different backends or settings. Raises InvalidInput for an unknown or uncopyable one."""
     if not only:
-        return list(COPIED_SLOTS)
+        if source is None or target is None:
+            return list(COPIED_SLOTS)
+        return [s for s in COPIED_SLOTS if _settings(source, s) != _settings(target, s)]
     chosen = []
     for slot in only:
         if slot in NOT_YET:
             raise InvalidInput(f"--only {slot}: {NOT_YET[slot]}; copyable: {', '.join(COPIED_SLOTS)}")
         if slot not in COPIED_SLOTS:
             raise InvalidInput(f"--only {slot}: no such slot to promote; copyable: {', '.join(COPIED_SLOTS)}")
+        if source is not None and target is not None and _settings(source, slot) == _settings(target, slot):
+            raise InvalidInput(f"--only {slot}: profiles {source.profile} and {target.profile} fill it with the same "
+                               "backend and settings; there is nothing to promote")
         chosen.append(slot)
     return [s for s in COPIED_SLOTS if s in chosen]
+
+
+def _settings(host: Any, slot: str) -> dict[str, Any]:
+    return {k: v for k, v in (host.selection().get(slot) or {}).items() if k != "default"}
 
 
 def _open(host: Any, slot: str, role: str) -> Any:
@@ -65,9 +74,17 @@ def _open(host: Any, slot: str, role: str) -> Any:
     return store
 
 
+def _held_source(slot: str, store: Any) -> dict[str, int]:
+    if slot == "events":
+        return {s: store.end_offset(s) for s in streams.catalog_of(store).list_streams()}
+    return _held(slot, store)
+
+
 def _held(slot: str, store: Any) -> dict[str, int]:
     if slot == "metadata":
         return tables.held_rows(tables.transfer_of(store, "target"))
+    if slot == "events":
+        return {}  # compared stream by stream against the source: see _held_events
     found = files.files_of(store)
     return {"files": len(found)} if found else {}
 
@@ -79,7 +96,7 @@ def promote(source: Any, target: Any, *, only: Sequence[str] | None = None, merg
     Raises InvalidInput (bad choice, unreachable backend, same backend on both sides), Conflict (the
     target holds other data and ``merge`` is off, or holds other values for the same ids).
     """
-    slots = choose_slots(only)
+    slots = choose_slots(only, source, target)
     if source.profile == target.profile:
         raise InvalidInput(f"--to {target.profile}: that is the source profile; promote to another one")
     ident = journal.target_id(target.profile, {s: target.selection().get(s) for s in slots})
@@ -92,6 +109,8 @@ def promote(source: Any, target: Any, *, only: Sequence[str] | None = None, merg
         tables.check_schemas(tables.transfer_of(pairs["metadata"][0], "source"),
                              tables.transfer_of(pairs["metadata"][1], "target"))
     held = {slot: _held(slot, theirs) for slot, (_, theirs) in pairs.items()}
+    if "events" in pairs:
+        held["events"] = streams.held_streams(streams.catalog_of(pairs["events"][0]), pairs["events"][1])
     resumed = earlier is not None and set(slots) <= set(earlier.slots)
     if not merge and not resumed:
         full = {slot: h for slot, h in held.items() if h}
@@ -103,25 +122,30 @@ def promote(source: Any, target: Any, *, only: Sequence[str] | None = None, merg
     if dry_run:
         return Outcome(source_profile=source.profile, target_profile=target.profile, slots=slots, dry_run=True,
                        resumed=resumed, copied=[], checks=[],
-                       held={slot: _held(slot, mine) for slot, (mine, _) in pairs.items()})
+                       held={slot: _held_source(slot, mine) for slot, (mine, _) in pairs.items()})
     record = journal.Journal(target_profile=target.profile, slots=slots,
                              started_at=earlier.started_at if resumed and earlier else journal.now_ms())
     journal.write_journal(source.config.home, ident, record)
     copied: list[SlotCopy] = []
     checks: list[Check] = []
+    digests: dict[str, tuple[int, str]] = {}
     if "metadata" in pairs:
         mine, theirs = pairs["metadata"]
         a, b = tables.transfer_of(mine, "source"), tables.transfer_of(theirs, "target")
-        copied.append(tables.copy_tables(a, b, progress=progress))
+        copied.append(tables.copy_tables(a, b, progress=progress, digests=digests))
     if "artifacts" in pairs:
         copied.append(files.copy_files(*pairs["artifacts"], progress=progress))
+    if "events" in pairs:
+        copied.append(streams.copy_streams(*pairs["events"], progress=progress))
     if "metadata" in pairs:
         mine, theirs = pairs["metadata"]
         a, b = tables.transfer_of(mine, "source"), tables.transfer_of(theirs, "target")
-        checks += tables.verify_tables(a, b, merge=merge)
+        checks += tables.verify_tables(a, b, merge=merge, digests=digests)
         checks += queries.compare_queries(mine, theirs, _tenants(a))
     if "artifacts" in pairs:
         checks += files.verify_files(*pairs["artifacts"], merge=merge)
+    if "events" in pairs:
+        checks += streams.verify_streams(*pairs["events"])
     record.state = "verified" if all(c.ok for c in checks) else "differs"
     record.finished_at = journal.now_ms()
     journal.write_journal(source.config.home, ident, record)

@@ -9,9 +9,10 @@ uninterrupted run, and a second run over a finished copy inserts nothing.
 from __future__ import annotations
 
 import hashlib
-import math
-import struct
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import msgspec
 
 from matih_lite.contracts.transfer import Row, TableShape, TableTransfer
 from matih_lite.errors import InvalidInput
@@ -21,6 +22,7 @@ Progress = Callable[[str, int, int, int], None]
 """``progress(item, advanced, total, bytes)``: called as rows or files are copied."""
 
 PAGE_ROWS = 5000
+MASK = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def transfer_of(store: object, role: str) -> TableTransfer:
@@ -52,12 +54,19 @@ def check_schemas(source: TableTransfer, target: TableTransfer) -> None:
 
 
 def copy_tables(source: TableTransfer, target: TableTransfer, *, progress: Progress | None = None,
-                page_rows: int | None = None) -> SlotCopy:
-    """Copy every table; raises Conflict naming the table and keys when the target holds other values."""
+                page_rows: int | None = None, digests: dict[str, tuple[int, str]] | None = None) -> SlotCopy:
+    """Copy every table; raises PromoteRefused naming the table and keys when the target holds other values.
+
+    ``digests`` receives each source table's (rows, checksum), worked out from the rows the copy reads
+    anyway, so verification reads only the target.
+    """
     done = SlotCopy(slot="metadata")
     for shape in source.table_shapes():
         total = source.count_rows(shape.name)
+        n, checksum = 0, 0
         for rows in _pages(source, shape, page_rows):
+            n += len(rows)
+            checksum = (checksum + sum(map(row_checksum, rows))) & MASK
             match = target.insert_rows(shape.name, rows)
             if match.different:
                 keys = ", ".join(_key_text(k) for k in match.different[:5])
@@ -68,6 +77,8 @@ def copy_tables(source: TableTransfer, target: TableTransfer, *, progress: Progr
             done.skipped += match.equal
             if progress is not None:
                 progress(shape.name, len(rows), total, 0)
+        if digests is not None:
+            digests[shape.name] = (n, f"{checksum:016x}")
     target.finish_import()
     return done
 
@@ -89,22 +100,18 @@ def _key_text(key: Row) -> str:
 
 
 def row_checksum(row: Row) -> int:
-    """A 64-bit hash of a row that is the same for the same values on every engine."""
-    h = hashlib.blake2b(digest_size=8)
-    for value in row:
-        if value is None:
-            h.update(b"\x00")
-        elif isinstance(value, bool):
-            h.update(b"i" + str(int(value)).encode())
-        elif isinstance(value, int):
-            h.update(b"i" + str(value).encode())
-        elif isinstance(value, float):
-            h.update(b"f" + (b"nan" if math.isnan(value) else struct.pack(">d", value)))
-        else:
-            text = str(value).encode("utf-8", "surrogatepass")
-            h.update(b"s" + str(len(text)).encode() + b":" + text)
-        h.update(b"\x1f")
-    return int.from_bytes(h.digest(), "big")
+    """A 64-bit hash of a row that is the same for the same values on every engine.
+
+    The row is written as JSON (floats in their shortest exact form; NaN, which JSON lacks, as a marker
+    string that no stored text holds) and hashed once.
+    """
+    if any(v != v for v in row):  # only NaN is unequal to itself
+        row = tuple(NAN if v != v else v for v in row)
+    return int.from_bytes(hashlib.blake2b(_encode(row), digest_size=8).digest(), "big")
+
+
+NAN = "\x00NaN\x00"
+_encode = msgspec.json.Encoder().encode
 
 
 def table_digest(store: TableTransfer, shape: TableShape, page_rows: int | None = None) -> tuple[int, str]:
@@ -112,36 +119,46 @@ def table_digest(store: TableTransfer, shape: TableShape, page_rows: int | None 
     n, total = 0, 0
     for rows in _pages(store, shape, page_rows):
         n += len(rows)
-        total = (total + sum(map(row_checksum, rows))) & 0xFFFF_FFFF_FFFF_FFFF
+        total = (total + sum(map(row_checksum, rows))) & MASK
     return n, f"{total:016x}"
 
 
 def verify_tables(source: TableTransfer, target: TableTransfer, *, merge: bool = False,
-                  progress: Progress | None = None, page_rows: int | None = None) -> list[Check]:
+                  progress: Progress | None = None, page_rows: int | None = None,
+                  digests: dict[str, tuple[int, str]] | None = None) -> list[Check]:
     """One check per table: rows and checksum on both sides equal.
 
-    With ``merge`` the target may hold more: then every source row must be in it, equal.
+    ``digests`` holds source digests worked out already (by the copy); the others are read here, the
+    source's beside the target's. With ``merge`` the target may hold more: then every source row must
+    be in it, equal.
     """
     checks: list[Check] = []
-    for shape in source.table_shapes():
-        n, digest = table_digest(source, shape, page_rows)
-        if merge:
-            absent = different = 0
-            for rows in _pages(source, shape, page_rows):
-                match = target.match_rows(shape.name, rows)
-                absent += match.absent
-                different += len(match.different)
-            ok = absent == 0 and different == 0
-            held = target.count_rows(shape.name)
-            checks.append(Check(slot="metadata", item=shape.name, source=f"{n} rows {digest}",
-                                target=f"{held} rows", ok=ok,
-                                detail="" if ok else f"{absent} rows missing, {different} keys with other values"))
-        else:
-            m, theirs = table_digest(target, shape, page_rows)
-            ok = (n, digest) == (m, theirs)
-            detail = "" if ok else (f"{m - n:+d} rows" if n != m else "same count, different values")
-            checks.append(Check(slot="metadata", item=shape.name, source=f"{n} rows {digest}",
-                                target=f"{m} rows {theirs}", ok=ok, detail=detail))
-        if progress is not None:
-            progress(shape.name, n, n, 0)
+    known = dict(digests or {})
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="promote-verify") as pool:
+        for shape in source.table_shapes():
+            checks.append(_verify_table(pool, source, target, shape, merge, known.get(shape.name), page_rows))
+            if progress is not None:
+                progress("verify", 1, len(source.table_shapes()), 0)
     return checks
+
+
+def _verify_table(pool: ThreadPoolExecutor, source: TableTransfer, target: TableTransfer, shape: TableShape,
+                  merge: bool, known: tuple[int, str] | None, page_rows: int | None) -> Check:
+    theirs_future = None if merge else pool.submit(table_digest, target, shape, page_rows)
+    n, digest = known if known is not None else table_digest(source, shape, page_rows)
+    if merge:
+        absent = different = 0
+        for rows in _pages(source, shape, page_rows):
+            match = target.match_rows(shape.name, rows)
+            absent += match.absent
+            different += len(match.different)
+        ok = absent == 0 and different == 0
+        held = target.count_rows(shape.name)
+        return Check(slot="metadata", item=shape.name, source=f"{n} rows {digest}", target=f"{held} rows",
+                     ok=ok, detail="" if ok else f"{absent} rows missing, {different} keys with other values")
+    assert theirs_future is not None
+    m, theirs = theirs_future.result()
+    ok = (n, digest) == (m, theirs)
+    detail = "" if ok else (f"{m - n:+d} rows" if n != m else "same count, different values")
+    return Check(slot="metadata", item=shape.name, source=f"{n} rows {digest}", target=f"{m} rows {theirs}",
+                 ok=ok, detail=detail)

@@ -34,3 +34,25 @@ def test_every_table_of_every_tenant_arrives_equal_and_a_second_run_copies_nothi
     finally:
         lite.close()
         cluster.close()
+
+
+def test_verification_names_a_table_whose_rows_differ_after_the_copy(folder, pg_dsn, pg_schema):
+    import psycopg
+
+    from matih_lite.promote.tables import transfer_of, verify_tables
+
+    lite, cluster = open_host(folder, "lite"), open_host(folder, "cluster")
+    try:
+        fill(lite.metadata, runs=2, points=3)
+        assert promote(lite, cluster, only=["metadata"]).ok
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f'UPDATE "{pg_schema}".params SET value = %s WHERE key = %s', ("0.99", "lr"))
+            conn.execute(f'DELETE FROM "{pg_schema}".metrics WHERE step = 2')
+        checks = {c.item: c for c in verify_tables(transfer_of(lite.metadata, "source"),
+                                                   transfer_of(cluster.metadata, "target"))}
+        assert not checks["params"].ok and checks["params"].detail == "same count, different values"
+        assert not checks["metrics"].ok and checks["metrics"].detail == "-4 rows"
+        assert checks["runs"].ok and checks["experiments"].ok
+    finally:
+        lite.close()
+        cluster.close()
