@@ -6,8 +6,9 @@ requests that carry only the entity keys (``{"dataframe_records": [{"customer_id
 are looked up online by its keys (one lookup per request, all rows at once) and added to the row before it is
 parsed for the model; a value the request sends itself wins. Columns the model does not take (the keys, usually)
 are dropped. A required feature the online store does not hold for an entity (``NOT_FOUND``, or older than its
-view's ttl: ``OUTSIDE_MAX_AGE``) is a 400 naming the entity and the feature. The lookup's time goes into the
-inference log (``feature_lookup_ms``) and the ``X-Feature-Lookup-Ms`` response header.
+view's ttl: ``OUTSIDE_MAX_AGE``) is a 400 naming the entity and the feature; a version whose feature service is
+no longer defined answers 503. The lookup's time goes into the inference log (``feature_lookup_ms``) and the
+``X-Feature-Lookup-Ms`` response header.
 
 Only the features domain is called (never a features backend).
 """
@@ -19,7 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from matih_lite.errors import InvalidInput
+from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.features.job_inputs import FEATURE_SERVICE_TAG, FEATURES_TAG
 
 RECORD_FORMATS = ("dataframe_records", "dataframe_split", "instances", "inputs")
@@ -88,7 +89,13 @@ async def enrich(host: Any, principal: Any, served: Any, doc: Any) -> tuple[Any,
     from matih_lite.features.service import Features
 
     features = Features.of(host)
-    _, res = await asyncio.to_thread(features.resolve, principal.tenant, source.features, source.service)
+    try:
+        _, res = await asyncio.to_thread(features.resolve, principal.tenant, source.features, source.service)
+    except NotFound as exc:  # the definitions changed under the version: the deployment's fault, not the caller's
+        from matih_lite.serving.traffic import ModelUnavailable
+
+        raise ModelUnavailable(f"version {served.version} of model {served.model!r} is served with features it "
+                               f"cannot find: {exc.message}", detail={"model": served.model}) from exc
     wanted = res.columns
     need = [i for i, row in enumerate(rows) if any(c not in row for c in wanted)]
     if not need:
