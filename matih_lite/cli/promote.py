@@ -24,6 +24,8 @@ def promote(
                                                                       "the target profile into this folder.")] = None,
     namespace: Annotated[str, typer.Option("--namespace", help="Namespace of the rendered objects.")] = "ml",
     image: Annotated[str, typer.Option("--image", help="Container image of the ml-service.")] = "matih-lite:latest",
+    apply: Annotated[bool, typer.Option("--apply", help="Create or replace the objects through the Kubernetes API "
+                                                        "(kubeconfig, or in-cluster).")] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Copy the metadata (every table, every tenant) and the artifacts of this profile into another, then verify.
@@ -43,9 +45,10 @@ def promote(
     source = Host.open(config, profile)
     target = Host.open(config, to)
     written: list[str] = []
+    applied: list[tuple[str, str]] = []
     try:
-        if manifests is not None:
-            written = _write_manifests(source, target, manifests, namespace=namespace, image=image)
+        if manifests is not None or apply:
+            written, applied = _manifests(source, target, manifests, namespace=namespace, image=image, apply=apply)
         with _Bars(enabled=not json_out) as bars:
             outcome = run_promote(source, target, only=slots, merge=merge, dry_run=dry_run, progress=bars.advance)
     finally:
@@ -55,28 +58,55 @@ def promote(
         import msgspec
 
         print_json({**msgspec.to_builtins(outcome), "ok": outcome.ok,
-                    "not_copied": {} if slots else NOT_YET, "manifests": written})
+                    "not_copied": {} if slots else NOT_YET, "manifests": written,
+                    "applied": [{"path": p, "action": a} for p, a in applied]})
     else:
         _print(outcome, NOT_YET if not slots else {})
         if written:
             console().print(f"{len(written)} manifests in {escape(manifests or '')}: "
                             + escape(", ".join(written)))
+        for path, action in applied:
+            console().print(f"{action}: {escape(path)}")
     if not outcome.ok:
         raise typer.Exit(1)
 
 
-def _write_manifests(source: Any, target: Any, folder: str, *, namespace: str, image: str) -> list[str]:
-    """Render the target profile's objects (a ResourceQuota per tenant the source holds) into ``folder``."""
+def _manifests(source: Any, target: Any, folder: str | None, *, namespace: str, image: str,
+               apply: bool) -> tuple[list[str], list[tuple[str, str]]]:
+    """Render the target profile's objects (a ResourceQuota per tenant the source holds); write them into
+    ``folder`` and, with ``apply``, create or replace them through the Kubernetes API."""
+    from matih_lite.errors import ConfigError
     from matih_lite.promote import manifests
     from matih_lite.promote.promotion import tenants_of
 
     if not target.config.data.get("profiles", {}).get(target.profile):
-        from matih_lite.errors import ConfigError
-
         raise ConfigError(f"no [profiles.{target.profile}] in matih.toml to render manifests for", key="--to")
     objects = manifests.render(target.config.data, target.profile, namespace=namespace, image=image,
                                tenants=tenants_of(source.metadata))
-    return manifests.write(objects, folder)
+    written = manifests.write(objects, folder) if folder is not None else []
+    applied: list[tuple[str, str]] = []
+    if apply:
+        applied = manifests.apply(objects, _kubernetes_client())
+    return written, applied
+
+
+def _kubernetes_client() -> Any:
+    """An ApiClient from the kubeconfig (``KUBECONFIG`` or ``~/.kube/config``), or the pod's service account."""
+    import os
+
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    from matih_lite.errors import ConfigError
+
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+            return client.ApiClient()
+        return config.new_client_from_config()
+    except (ConfigException, OSError) as exc:
+        raise ConfigError(f"--apply: no Kubernetes credentials ({exc}); set KUBECONFIG or run inside the cluster",
+                          key="--apply") from None
 
 
 def _print(outcome: Any, not_copied: dict[str, str]) -> None:

@@ -217,3 +217,66 @@ def write(objects: Iterable[dict], folder: Any) -> list[str]:
         (out / name).write_text(yaml.safe_dump(obj, sort_keys=False))
         names.append(name)
     return names
+
+
+_PLURALS: dict[tuple[str, str], str] = {
+    ("v1", "ConfigMap"): "configmaps", ("v1", "Service"): "services", ("v1", "Namespace"): "namespaces",
+    ("v1", "ResourceQuota"): "resourcequotas", ("apps/v1", "Deployment"): "deployments",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies", ("ray.io/v1", "RayCluster"): "rayclusters",
+}
+
+
+def object_path(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """(collection path, object path) of an object on the Kubernetes API."""
+    version, kind = obj["apiVersion"], obj["kind"]
+    plural = _PLURALS[(version, kind)]
+    root = f"/api/{version}" if "/" not in version else f"/apis/{version}"
+    ns = obj["metadata"].get("namespace")
+    collection = f"{root}/namespaces/{ns}/{plural}" if ns else f"{root}/{plural}"
+    return collection, f"{collection}/{obj['metadata']['name']}"
+
+
+def apply(objects: Iterable[dict], api_client: Any) -> list[tuple[str, str]]:
+    """Create each object, or replace it when it exists (keeping its ``resourceVersion``), through the
+    kubernetes client's ``ApiClient``; returns (path, ``created`` or ``replaced``) per object. Raises
+    StoreError naming the object the API server refused, and why."""
+    import urllib3
+    from kubernetes.client.exceptions import ApiException
+
+    from matih_lite.errors import StoreError
+
+    def call(method: str, path: str, body: Any = None) -> Any:
+        response = api_client.call_api(path, method, body=body, auth_settings=["BearerToken"],
+                                       _return_http_data_only=True, _preload_content=False,
+                                       header_params={"Content-Type": "application/json",
+                                                      "Accept": "application/json"})
+        return json.loads(response.data or b"{}")
+
+    done: list[tuple[str, str]] = []
+    for obj in objects:
+        collection, path = object_path(obj)
+        try:
+            try:
+                held = call("GET", path)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                call("POST", collection, obj)
+                done.append((path, "created"))
+                continue
+            body = {**obj, "metadata": {**obj["metadata"],
+                                        "resourceVersion": (held.get("metadata") or {}).get("resourceVersion")}}
+            call("PUT", path, body)
+            done.append((path, "replaced"))
+        except ApiException as exc:
+            reason = exc.reason
+            try:
+                reason = json.loads(exc.body or "{}").get("message") or reason
+            except ValueError:
+                pass
+            raise StoreError(f"manifests: the Kubernetes API refused {obj['kind']} {path}: {exc.status} {reason}") \
+                from exc
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise StoreError(f"manifests: cannot reach the Kubernetes API to apply {path}: {exc}") from exc
+    return done

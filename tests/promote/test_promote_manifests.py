@@ -72,3 +72,30 @@ def test_the_config_map_holds_the_cluster_profile_and_secrets_only_by_reference(
             if "valueFrom" in e}
     assert set(refs) == {"MATIH_METADATA_DSN", "S3_ENDPOINT", "S3_SECRET"}
     assert all(r["name"] == "matih-secrets" and r["key"] in refs for r in refs.values())
+
+
+def test_apply_creates_every_object_then_replaces_them_on_a_second_run(tmp_path):
+    pytest.importorskip("kubernetes")
+    from k8s_api import FakeKubernetesApi
+    from kubernetes import client
+
+    from matih_lite.promote.manifests import apply
+
+    api = FakeKubernetesApi().start()
+    try:
+        configuration = client.Configuration()
+        configuration.host = api.url
+        objects = _objects()
+        first = apply(objects, client.ApiClient(configuration))
+        assert [action for _, action in first] == ["created"] * len(objects)
+        assert "/apis/apps/v1/namespaces/ml/deployments/ml-service" in api.objects
+        assert "/api/v1/namespaces/ml-acme-corp/resourcequotas/matih-tenant" in api.objects
+        second = apply(objects, client.ApiClient(configuration))
+        assert [action for _, action in second] == ["replaced"] * len(objects)
+        broken = [{**objects[1], "spec": {**objects[1]["spec"], "replicas": "two"}}]
+        from matih_lite.errors import StoreError
+
+        with pytest.raises(StoreError, match="refused Deployment .*ml-service: 422"):
+            apply(broken, client.ApiClient(configuration))
+    finally:
+        api.stop()
