@@ -150,7 +150,8 @@ def log_model(model: Any, *, flavor: str | None = None, path: str = "model") -> 
 
 
 def input_path(name: str) -> Path:
-    """A spec input (``[inputs] NAME = URI``) as a local file, downloaded once per process."""
+    """A spec input (``[inputs] NAME = URI``) as a local file, downloaded once per process. A feature-store input
+    (``NAME = { service = "churn_v1", entities = "labels.parquet" }``) is the parquet file of the joined frame."""
     return _current().input_path(name)
 
 
