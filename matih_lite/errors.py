@@ -64,6 +64,22 @@ class TrafficRefused(GovernanceRefused):
     exit_code = 2
 
 
+class PayloadTooLarge(MatihError):
+    """An upload past the per-upload limit (``[quotas] max_artifact_mb``); nothing of it is kept."""
+
+    status = 413
+    title = "Payload too large"
+    exit_code = 2
+
+
+class QuotaExceeded(MatihError):
+    """A write that would take the tenant past its storage quota (``[quotas] artifact_quota_gb``)."""
+
+    status = 507
+    title = "Insufficient storage"
+    exit_code = 2
+
+
 class ConfigError(MatihError):
     """matih.toml (or the environment it reads) is wrong; ``key`` is the dotted path at fault."""
 

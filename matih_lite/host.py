@@ -52,6 +52,7 @@ DOMAIN_PLUGINS: tuple[str, ...] = (
     "matih_lite.alerts.plugin",
     "matih_lite.auth.plugin",
     "matih_lite.tracking.autologgers",
+    "matih_lite.tracking.plugin",
     "matih_lite.registry.plugin",
     "matih_lite.lineage.plugin",
     "matih_lite.serving.flavors.plugin",

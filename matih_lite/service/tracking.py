@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import tempfile
 from typing import Annotated, Any
 
 import anyio
@@ -17,7 +16,7 @@ from matih_lite.contracts import ArtifactInfo, Experiment, Metric, Run
 from matih_lite.errors import InvalidInput
 from matih_lite.host import Host
 from matih_lite.service.auth import Principal, principal
-from matih_lite.service.paths import artifact_path
+from matih_lite.service.paths import artifact_path, receive_upload
 from matih_lite.tracking import Tracking
 
 JsonFloat = float | str
@@ -335,12 +334,10 @@ class RunController(Controller):
          request_max_body_size=None)
     async def upload(self, run_id: FromPath[str], path: FromPath[str], request: Request, tracking: TrackingDep,
                      principal: PrincipalDep) -> ArtifactOut:
-        spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+        rel = artifact_path(request, path)
+        _, root = await anyio.to_thread.run_sync(lambda: tracking._artifact_root(principal.tenant, run_id))
+        spool = await receive_upload(request, tracking, principal.tenant, f"{root}/{rel}")  # [quotas]: 413, 507
         try:
-            async for chunk in request.stream():
-                spool.write(chunk)
-            spool.seek(0)
-            rel = artifact_path(request, path)
             info = await anyio.to_thread.run_sync(lambda: tracking.log_artifact(principal.tenant, run_id, rel, spool))
         finally:
             spool.close()

@@ -24,6 +24,8 @@ from matih_lite.errors import (
     InvalidInput,
     MatihError,
     NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
     StoreError,
     Unauthorized,
 )
@@ -88,6 +90,8 @@ def mlflow_error_handler(request: Request, exc: Exception) -> Response:
             return error_body("PERMISSION_DENIED", message, 403)
         if isinstance(exc, StoreError):
             return error_body("TEMPORARILY_UNAVAILABLE", message, 503)
+        if isinstance(exc, (PayloadTooLarge, QuotaExceeded)):  # [quotas] on artifact uploads
+            return error_body("RESOURCE_EXHAUSTED", message, exc.status)
         log.error("%s %s failed: %s", request.method, request.url.path, message)
         return error_body("INTERNAL_ERROR", message, 500)
     if isinstance(exc, HTTPException):
