@@ -571,13 +571,15 @@ class TrafficManager:
             self._feeds.clear()
             self._marks.clear()
         now = int(now if now is not None else now_ms())
-        log_ = self._inference_log()
-        if log_ is not None:
-            log_.flush()  # what this replica answered is in the shared log before it is read back
         changed = []
         running = self.deployments.store.running_canaries()
         for key in set(self._feeds) - {(d.tenant, d.name) for d in running}:
             del self._feeds[key]
+        if not running:
+            return changed
+        log_ = self._inference_log()
+        if log_ is not None:
+            log_.flush()  # what this replica answered is in the shared log before it is read back
         for d in running:
             canary = d.canary
             assert canary is not None
