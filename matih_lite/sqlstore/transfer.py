@@ -16,6 +16,7 @@ from typing import Any
 from matih_lite.contracts.transfer import Row, RowMatch, RowPage, SchemaVersion, TableShape
 from matih_lite.errors import InvalidInput
 
+_GROUPS_PER_COUNT = 64
 _PARAMS_PER_STATEMENT = 30_000
 """Bound on the placeholders in one statement (SQLite allows 32,766; PostgreSQL 65,535)."""
 
@@ -131,22 +132,28 @@ class SqlTableTransfer:
                 rows = [tuple(r) for r in cur.fetchall()]
                 return RowPage(rows=rows, after=shape.cursor_of(rows[-1]) if len(rows) == limit else None)
             g = _ident(order[0])
-            where, params = self._after(order, after)
-            cur.execute(q(f"SELECT {g}, COUNT(*) FROM {_ident(table)}{where} GROUP BY {g} ORDER BY {g} LIMIT ?"),
-                        (*params, limit))
-            groups = cur.fetchall()
-            if not groups:
-                return RowPage(rows=[], after=None)
-            taken, last = 0, None
-            for value, n in groups:
-                taken, last = taken + n, value
-                if taken >= limit:
+            # Whole groups until about ``limit`` rows: counted a few groups at a time, so a page costs
+            # what it reads, not a count of every group past the cursor.
+            taken, last, more = 0, after[0] if after is not None else None, True
+            while taken < limit:
+                where, params = self._after(order, (last,) if last is not None else None)
+                cur.execute(q(f"SELECT {g}, COUNT(*) FROM {_ident(table)}{where} GROUP BY {g} ORDER BY {g} "
+                              f"LIMIT {_GROUPS_PER_COUNT}"), params)
+                groups = cur.fetchall()
+                for value, n in groups:
+                    taken, last = taken + n, value
+                    if taken >= limit:
+                        break
+                if len(groups) < _GROUPS_PER_COUNT and taken < limit:
+                    more = False
                     break
+            if taken == 0:
+                return RowPage(rows=[], after=None)
+            where, params = self._after(order, after)
             bound = " AND " if where else " WHERE "
             cur.execute(q(f"SELECT {cols} FROM {_ident(table)}{where}{bound}{g} <= ? ORDER BY "
                           f"{', '.join(map(_ident, shape.columns))}"), (*params, last))
             rows = [tuple(r) for r in cur.fetchall()]
-            more = taken >= limit or len(groups) == limit
             return RowPage(rows=rows, after=(last,) if more else None)
 
     @staticmethod
@@ -237,3 +244,6 @@ class SqlTableTransfer:
                             (_ident(table), column))
 
         self.db.write(run)
+        with self.db.read() as cur:  # fresh statistics, so the first queries on the copy use its indexes
+            for shape in self.table_shapes():
+                cur.execute(f"ANALYZE {_ident(shape.name)}")
