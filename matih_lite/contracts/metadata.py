@@ -15,6 +15,7 @@ from matih_lite.contracts.auth import AuthStore
 from matih_lite.contracts.deployments import DeploymentStore
 from matih_lite.contracts.features import FeatureDefinitionStore
 from matih_lite.contracts.jobs import JobStore
+from matih_lite.contracts.leases import LeaseStore
 from matih_lite.contracts.lineage import LineageStore
 from matih_lite.contracts.logged_models import LoggedModelStore
 from matih_lite.contracts.records import Experiment, Health, Metric, Page, Run
@@ -110,6 +111,6 @@ class TrackingStore(Protocol):
 
 @runtime_checkable
 class MetadataStore(TrackingStore, LoggedModelStore, RegistryStore, AuthStore, LineageStore, DeploymentStore,
-                    JobStore, FeatureDefinitionStore, TraceStore, Protocol):
+                    JobStore, FeatureDefinitionStore, TraceStore, LeaseStore, Protocol):
     """Everything the metadata slot keeps: tracking (with MLflow 3's logged models and traces), registry, tenants
-    and tokens, lineage, deployments, jobs, feature definitions."""
+    and tokens, lineage, deployments, jobs, feature definitions, and the leases of platform-wide duties."""

@@ -93,6 +93,7 @@ def _modules() -> list[Any]:
         deployments,
         features,
         jobs,
+        leases,
         lineage,
         logged_models,
         metric_series,
@@ -100,7 +101,7 @@ def _modules() -> list[Any]:
         traces,
     )
 
-    return [registry, auth, lineage, deployments, jobs, metric_series, logged_models, features, traces]
+    return [registry, auth, lineage, deployments, jobs, metric_series, logged_models, features, traces, leases]
 
 
 def _all() -> list[tuple[int, str, list[str]]]:

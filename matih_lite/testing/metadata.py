@@ -285,6 +285,7 @@ def _accepts_time(store) -> bool:
 from matih_lite.testing.auth import AuthStoreContract  # noqa: E402
 from matih_lite.testing.deployments import DeploymentStoreContract  # noqa: E402
 from matih_lite.testing.jobs import JobStoreContract  # noqa: E402
+from matih_lite.testing.leases import LeaseStoreContract  # noqa: E402
 from matih_lite.testing.lineage import LineageStoreContract  # noqa: E402
 from matih_lite.testing.logged_models import LoggedModelStoreContract  # noqa: E402
 from matih_lite.testing.registry import RegistryStoreContract  # noqa: E402
@@ -294,5 +295,5 @@ from matih_lite.testing.traces import TraceStoreContract  # noqa: E402
 
 class MetadataStoreContract(TrackingStoreContract, LoggedModelStoreContract, RegistryStoreContract,
                             AuthStoreContract, LineageStoreContract, DeploymentStoreContract, JobStoreContract,
-                            TraceStoreContract, TenantIsolationContract):
+                            TraceStoreContract, LeaseStoreContract, TenantIsolationContract):
     """The whole metadata-slot contract: every metadata backend subclasses this one."""
