@@ -243,7 +243,9 @@ def _register(folder: Path) -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(500, N_FEATURES))
     model = LogisticRegression(max_iter=200).fit(x, (x[:, 0] + x[:, 1] > 0).astype(int))
-    host = Host(load_config(folder / "matih.toml"))
+    # The service gets no MATIH_HOME (its state is the folder's); cluster_io.py sets one for its own sections.
+    env = {k: v for k, v in os.environ.items() if k != "MATIH_HOME"}
+    host = Host(load_config(folder / "matih.toml", env=env))
     try:
         tracking = Tracking(host)
         tenant = LOCAL_ADMIN.tenant
@@ -253,7 +255,9 @@ def _register(folder: Path) -> None:
             for f in sorted(Path(tmp).rglob("*")):
                 if f.is_file():
                     tracking.log_artifact(tenant, run.run_id, f"model/{f.relative_to(tmp).as_posix()}", f.read_bytes())
-        Registry(host).register_version(LOCAL_ADMIN, "bench", run_id=run.run_id, path="model", flavor="sklearn")
+        registry = Registry(host)
+        mv = registry.register_version(LOCAL_ADMIN, "bench", run_id=run.run_id, path="model", flavor="sklearn")
+        registry.promote(LOCAL_ADMIN, "bench", mv.version, "Staging")  # what [governance] serve_stages lets serve
     finally:
         host.close()
 
