@@ -64,8 +64,10 @@ def startup(host: Any) -> None:
 
     try:
         schedule = DriftSchedule(host)
-        duty = Duty(host.metadata, DRIFT_DUTY)
-        host.pm.register(duty, name=DUTY_PLUGIN)
+        duty = drift_duty(host)
+        if duty is None:  # a host started again keeps its duty (and its holder name)
+            duty = Duty(host.metadata, DRIFT_DUTY)
+            host.pm.register(duty, name=DUTY_PLUGIN)
         host.backend("drift").start(once_across_replicas(schedule, duty))
     except Exception:
         log.exception("the drift runner did not start")
