@@ -102,7 +102,9 @@ def _join_input(host: Any, principal: Principal, run_id: str, spec: Mapping[str,
     rel = f"{INPUT_FOLDER}/{name}.parquet"
     Tracking(host).log_artifact(principal.tenant, run_id, rel, data)
     uri = f"runs:/{run_id}/{rel}"
-    _log_dataset(host, principal.tenant, run_id, name, digest, uri, entities, service, list(res.refs), schema, rows)
+    applied = features_domain.version(principal.tenant)
+    _log_dataset(host, principal.tenant, run_id, name, digest, uri, entities, service, list(res.refs), schema, rows,
+                 applied)
     lineage = Lineage(host)  # attached: the version registered from this run is linked to it, as in the service
     props = {"rows": rows, "entities": str(entities), "features": list(res.refs),
              **({"feature_service": service} if service else {})}
@@ -128,12 +130,18 @@ def _schema_of(path: Path) -> str:
 
 
 def _log_dataset(host: Any, tenant: str, run_id: str, name: str, digest: str, uri: str, entities: Path,
-                 service: str | None, refs: list[str], schema: str, rows: int) -> None:
-    """The run's dataset input, as MLflow's ``log_input`` keeps it (``mlflow.data.context = training``)."""
+                 service: str | None, refs: list[str], schema: str, rows: int, applied: Any) -> None:
+    """The run's inputs as MLflow's ``log_input`` keeps them (``mlflow.data.context = training``): the joined
+    frame, and the feature service itself (its digest: the applied definitions' digest)."""
     from matih_lite.contracts.logged_models import DATASET_CONTEXT_TAG, Dataset, DatasetInput
     from matih_lite.tracking.logged_models import LoggedModels
 
+    context = {DATASET_CONTEXT_TAG: "training"}
     source = json.dumps({"uri": uri, "entities": str(entities), "feature_service": service, "features": refs})
     profile = json.dumps({"num_rows": rows})
-    dataset = Dataset(name, digest, "feature_store", source, schema, profile)
-    LoggedModels(host).log_run_io(tenant, run_id, datasets=[DatasetInput(dataset, {DATASET_CONTEXT_TAG: "training"})])
+    datasets = [DatasetInput(Dataset(name, digest, "feature_store", source, schema, profile), context)]
+    if service:
+        definition = json.dumps({"feature_service": service, "features": refs,
+                                 "definitions_version": applied.version})
+        datasets.append(DatasetInput(Dataset(service, applied.digest, "feature_service", definition), context))
+    LoggedModels(host).log_run_io(tenant, run_id, datasets=datasets)

@@ -97,9 +97,13 @@ def test_a_feature_input_becomes_the_joined_frame_in_the_run_with_its_digest_and
     assert ref["digest"] == digest and ref["feature_service"] == "churn_v1" and ref["rows"] == 4
     from matih_lite.tracking.logged_models import LoggedModels
 
-    (dataset,) = LoggedModels(host).run_io("default", run_id).datasets
+    dataset, service = LoggedModels(host).run_io("default", run_id).datasets
     assert (dataset.dataset.name, dataset.dataset.digest, dataset.context) == ("features", digest, "training")
     assert json.loads(dataset.dataset.source)["feature_service"] == "churn_v1"
+    assert (service.dataset.name, service.dataset.source_type, service.context) == \
+        ("churn_v1", "feature_service", "training")
+    assert service.dataset.digest == applied.features.version("default").digest
+    assert json.loads(service.dataset.source)["features"] == ["customer_stats:conv_rate", "customer_stats:trips"]
     assert [c["name"] for c in json.loads(dataset.dataset.schema)["mlflow_colspec"]] == \
         ["customer_id", "event_timestamp", "churned", "conv_rate", "trips"]
 

@@ -41,7 +41,8 @@ def test_a_job_trains_on_a_feature_service_and_its_version_remembers_it(open_hos
     run = Tracking(host).get_run("default", done.run_id)
     assert run.metrics["rows"].value == 5 and run.metrics["train_rows"].value == 4  # the joined frame, nulls kept
     assert run.tags["matih.feature_service"] == "churn_v1"
-    (dataset,) = LoggedModels(host).run_io("default", done.run_id).datasets
+    dataset, service = LoggedModels(host).run_io("default", done.run_id).datasets
+    assert (service.dataset.name, service.dataset.source_type) == ("churn_v1", "feature_service")
     assert dataset.dataset.name == "features" and len(dataset.dataset.digest) == 64
     assert json.loads(run.tags["matih.dataset.features"])["digest"] == dataset.dataset.digest
     registered = done.result["registered"]
