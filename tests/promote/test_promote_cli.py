@@ -127,3 +127,24 @@ def test_dry_run_with_manifests_writes_the_objects_and_copies_nothing(folder):
         assert held_rows(cluster.metadata) == {}
     finally:
         cluster.close()
+
+
+def test_apply_sends_the_objects_to_the_kubernetes_api_of_the_kubeconfig(folder, tmp_path):
+    from k8s_api import FakeKubernetesApi
+
+    _filled(folder)
+    api = FakeKubernetesApi().start()
+    try:
+        env = {**os.environ, "KUBECONFIG": api.kubeconfig(tmp_path / "kubeconfig")}
+        r = cli("promote", "--to", "cluster", "--dry-run", "--apply", "--namespace", "ml-prod", "--json", cwd=folder,
+                env=env)
+        assert r.returncode == 0, r.stderr
+        applied = {a["path"]: a["action"] for a in json.loads(r.stdout)["applied"]}
+        assert applied["/apis/apps/v1/namespaces/ml-prod/deployments/ml-service"] == "created"
+        assert applied["/api/v1/namespaces/ml-prod-acme/resourcequotas/matih-tenant"] == "created"
+        assert set(applied) == set(api.objects)
+    finally:
+        api.stop()
+    r = cli("promote", "--to", "cluster", "--dry-run", "--apply", cwd=folder, env=env)  # the API is gone now
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "cannot reach the Kubernetes API" in r.stderr
