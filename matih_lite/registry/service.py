@@ -87,6 +87,11 @@ class Transition(msgspec.Struct):
     approval_id: str | None = None
 
 
+_RUN_ARTIFACTS = "mlflow-artifacts:/"
+CONVERTED_FOLDER = "_converted"
+"""Where serving.convert keeps the conversion of a version without a run (``mlflow-artifacts:/_converted/...``)."""
+
+
 class SourceInfo(msgspec.Struct):
     """What a registration source resolved to."""
 
@@ -203,6 +208,8 @@ class Registry:
             source = f"runs:/{run_id}/{path.strip('/')}"
         if not isinstance(source, str) or len(source) > 4096:
             raise InvalidInput("source must be a URI of at most 4096 characters")
+        if not create_model:
+            self.store.get_registered_model(principal.tenant, name)  # a missing model first, then the source
         info = self.resolve_source(principal, source, run_id=run_id, logged_model_id=logged_model_id)
         if signature is not None:
             sig = check_signature(signature)
@@ -274,6 +281,7 @@ class Registry:
             return SourceInfo(mv.storage_location, run_id or mv.run_id, logged_model_id or mv.logged_model_id,
                               mv.flavor, mv.signature)
         flavor, sig = "", None
+        run_id = run_id or self._own_source_run(tenant, source, logged_model_id)
         if run_id:
             run = self.tracking.get_run(tenant, run_id)  # a run of this tenant, or NotFound
             if run.artifact_uri and source.startswith(run.artifact_uri + "/"):
@@ -288,7 +296,44 @@ class Registry:
             if source == doc.artifact_uri:
                 found = self._logged_model_source(tenant, doc, run_id)
                 flavor, sig = found.flavor, found.signature
+        self._check_own_source(tenant, source, run_id, logged_model_id)
         return SourceInfo(source, run_id or None, logged_model_id or None, flavor, sig)
+
+    def _own_source_run(self, tenant: str, source: str, logged_model_id: str | None) -> str | None:
+        """The run whose artifacts ``source`` names (``mlflow-artifacts:/EXP/RUN/artifacts/...`` as the MLflow
+        client resolves ``runs:/``), or None. A run of another tenant is NotFound, as everywhere."""
+        if logged_model_id or not source.startswith(_RUN_ARTIFACTS):
+            return None
+        parts = source[len(_RUN_ARTIFACTS):].split("/")
+        if len(parts) < 3 or parts[2] != "artifacts" or not parts[1] or parts[1] in ("models", "traces"):
+            return None
+        run = self.tracking.get_run(tenant, parts[1])
+        return run.run_id if run.artifact_uri and source.startswith(run.artifact_uri) else None
+
+    def _check_own_source(self, tenant: str, source: str, run_id: str | None, logged_model_id: str | None) -> None:
+        """Raises InvalidInput unless ``source`` lies in this tenant's own run or logged model: a version never
+        points at another tenant's files, a local path or an outside URI (``get-download-uri`` would hand it
+        out)."""
+        roots: list[str] = []
+        if run_id:
+            roots.append(self.tracking.get_run(tenant, run_id).artifact_uri)
+        parts = source[len(_RUN_ARTIFACTS):].split("/") if source.startswith(_RUN_ARTIFACTS) else []
+        if not logged_model_id and len(parts) >= 3 and parts[1] == "models":
+            logged_model_id = parts[2]  # mlflow-artifacts:/EXP/models/m-ID/artifacts...
+        if logged_model_id:
+            doc = self._logged_model(tenant, logged_model_id)
+            if doc is not None:
+                roots.append(doc.artifact_uri)
+        if parts and parts[0] == CONVERTED_FOLDER and ".." not in parts and \
+                self.artifacts.list(f"{tenant}/{'/'.join(parts)}"):
+            return  # a conversion kept in the registry's own folder of this tenant (serving.convert)
+        for root in roots:
+            if root and (source == root or source.startswith(root.rstrip("/") + "/")) and \
+                    "/../" not in source[len(root):] + "/":
+                return
+        raise InvalidInput(
+            f"source {source[:200]!r} is not a run, logged model or artifact of tenant {tenant!r}: register "
+            "runs:/RUN_ID/PATH (a run's artifacts), models:/m-ID (a logged model) or models:/NAME/VERSION")
 
     def get_version(self, principal: Principal, name: str, version: int | str) -> ModelVersion:
         return self.store.get_model_version(principal.tenant, name, _version(version))

@@ -233,13 +233,14 @@ def run_window(n: int, folder: Path) -> dict[str, Any]:
     from matih_lite.registry import Registry
     from matih_lite.serving.deployments import Deployments
     from matih_lite.serving.inference_log import InferenceLog
+    from matih_lite.testing.sources import placeholder_source
 
     hour = 3_600_000
     t0 = 1_800_000_000_000 // hour * hour
     reference, current = make_frames(n)
     reference["prediction"] = (reference["n00"] > 0).astype(int)
     host = Host.open()
-    Registry(host).register_version(principal, "bench", "file:///nowhere/model", flavor="sklearn")
+    Registry(host).register_version(principal, "bench", placeholder_source(host, principal), flavor="sklearn")
     Registry(host).promote(principal, "bench", 1, "Staging")  # where a version may take live traffic
     Monitoring(host).build_baseline(principal, "bench", 1, reference, prediction="prediction")
     Deployments(host).deploy(principal, "bench", "bench", version=1)

@@ -13,6 +13,7 @@ from matih_lite.host import Host, get_plugin_manager
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.registry import Registry
 from matih_lite.serving.inference_log import InferenceLog
+from matih_lite.testing.sources import placeholder_source
 
 P = LOCAL_ADMIN
 HOUR = 3_600_000
@@ -94,7 +95,7 @@ def register_model(host: Host, name: str = "churn", versions: int = 1) -> None:
     """``versions`` versions of ``name``, each promoted to Staging (where a version may take live traffic)."""
     registry = Registry(host)
     for _ in range(versions):
-        version = registry.register_version(P, name, "file:///nowhere/model", flavor="sklearn")
+        version = registry.register_version(P, name, placeholder_source(host, P), flavor="sklearn")
         registry.promote(P, name, version.version, "Staging")
 
 

@@ -141,10 +141,43 @@ def test_staging_above_threshold_passes_and_development_is_free_both_ways(regist
     assert registry.get_version(OWNER, "churn", mv.version).stage == "Archived"
 
 
-def test_a_version_without_a_run_has_no_metrics_to_pass(registry):
-    mv = registry.register_version(OWNER, "churn", "s3://bucket/models/churn")
+def test_a_version_whose_run_lacks_the_metric_has_nothing_to_pass(registry, host):
+    mv = register(registry, host, run_id=trained(host, latency_ms=12.0))
     with pytest.raises(GovernanceRefused, match="auc >= 0.85 \\(actual: missing\\)"):
         registry.promote(OWNER, "churn", mv.version, "Staging")
+
+
+@pytest.mark.parametrize("source", [
+    "s3://bucket/models/churn", "file:///etc/passwd", "../acme/1/r/artifacts/model", "acme/1/r/artifacts/model",
+    "mlflow-artifacts:/1/models/m-0123456789abcdef0123456789abcdef/artifacts"])
+def test_a_source_outside_the_tenants_runs_and_logged_models_is_refused(registry, source):
+    with pytest.raises(InvalidInput, match="is not a run, logged model or artifact of tenant 'default'"):
+        registry.register_version(OWNER, "churn", source)
+
+
+def test_another_tenants_run_is_no_source(registry, host):
+    theirs = trained(host, tenant="acme", auc=0.9)
+    artifact_uri = Tracking(host).get_run("acme", theirs).artifact_uri
+    for source in (f"runs:/{theirs}/model", f"{artifact_uri}/model"):
+        with pytest.raises(NotFound):
+            registry.register_version(OWNER, "churn", source)
+    with pytest.raises(NotFound):
+        registry.register_version(OWNER, "churn", f"{artifact_uri}/model", run_id=theirs)
+    mine = good(host)
+    resolved = f"{Tracking(host).get_run('default', mine).artifact_uri}/model"  # as the MLflow client sends it
+    mv = registry.register_version(OWNER, "churn", resolved)
+    assert mv.run_id == mine and mv.storage_location == resolved
+    with pytest.raises(InvalidInput, match="is not a run"):  # a path out of the run's folder
+        registry.register_version(OWNER, "churn", f"{resolved}/../../../{theirs}/artifacts/model", run_id=mine)
+
+
+def test_a_conversion_kept_in_the_registrys_own_folder_of_the_tenant_is_a_source(registry, host):
+    host.artifacts.put("default/_converted/churn/onnx-1/model.onnx", b"onnx bytes")
+    mv = registry.register_version(OWNER, "churn", "mlflow-artifacts:/_converted/churn/onnx-1", flavor="onnx")
+    assert mv.storage_location == "mlflow-artifacts:/_converted/churn/onnx-1"
+    for missing in ("mlflow-artifacts:/_converted/churn/none", "mlflow-artifacts:/_converted/../acme/x"):
+        with pytest.raises(InvalidInput, match="is not a run"):
+            registry.register_version(OWNER, "churn", missing)
 
 
 def test_archive_existing_staging_versions(registry, host):

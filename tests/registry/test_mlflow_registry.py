@@ -176,8 +176,13 @@ def test_models_create_search_update_rename_and_delete(client):
     with pytest.raises(MlflowException) as info:
         client.get_registered_model("fraud-b")
     assert info.value.error_code == "RESOURCE_DOES_NOT_EXIST"
-    version = client.create_model_version("fraud-c", "s3://bucket/fraud/model", description="external")
-    assert version.version == "1" and version.source == "s3://bucket/fraud/model"
+    with pytest.raises(MlflowException) as info:  # not a run, logged model or artifact of this tenant
+        client.create_model_version("fraud-c", "s3://bucket/fraud/model", description="external")
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE" and "is not a run" in info.value.message
+    with mlflow.start_run() as run:
+        mlflow.log_text("weights", "model/weights.txt")
+    version = client.create_model_version("fraud-c", f"runs:/{run.info.run_id}/model", description="logged")
+    assert version.version == "1" and version.source == f"runs:/{run.info.run_id}/model"
     client.update_model_version("fraud-c", "1", description="edited")
     client.set_model_version_tag("fraud-c", "1", "reviewed", "yes")
     got = client.get_model_version("fraud-c", "1")

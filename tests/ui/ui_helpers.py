@@ -12,6 +12,7 @@ import numpy as np
 
 from matih_lite.identity import LOCAL_ADMIN, Principal
 from matih_lite.registry import Registry
+from matih_lite.testing.sources import placeholder_source
 
 HOUR = 3_600_000
 FEATURES = ["age", "income", "plan"]
@@ -64,7 +65,7 @@ def pending_production(host: Any, model: str = "churn", tenant: str = "acme", re
     who = Principal(tenant, requester, ("editor",))
     registry.create_model(who, model, description="who will leave")
     for _ in range(2):
-        registry.register_version(who, model, "file:///nowhere/model", flavor="sklearn")
+        registry.register_version(who, model, placeholder_source(host, who), flavor="sklearn")
     admin = Principal(tenant, "ada", ("admin",))
     registry.promote(who, model, 1, "Staging")
     first = registry.promote(who, model, 1, "Production")
@@ -92,7 +93,7 @@ def drifting_deployment(host: Any, *, name: str = "churn-live", requests: int = 
     from matih_lite.serving.inference_log import InferenceLog
 
     registry = Registry(host)
-    registry.register_version(LOCAL_ADMIN, "churn", "file:///nowhere/model", flavor="sklearn")
+    registry.register_version(LOCAL_ADMIN, "churn", placeholder_source(host, LOCAL_ADMIN), flavor="sklearn")
     registry.promote(LOCAL_ADMIN, "churn", 1, "Staging")  # a version takes live traffic from Staging on
     Monitoring(host).build_baseline(LOCAL_ADMIN, "churn", 1, training_data(), target="y", prediction="pred")
     Deployments(host).deploy(LOCAL_ADMIN, name, "churn", version=1)

@@ -15,6 +15,7 @@ from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.registry import Registry
 from matih_lite.serving.inference_log import InferenceLog
 from matih_lite.testing.flink import flink_profile
+from matih_lite.testing.sources import placeholder_source
 
 P = LOCAL_ADMIN
 HOUR = 3_600_000
@@ -82,7 +83,7 @@ def monitored(host: Host, name: str = "churn") -> None:
     from matih_lite.serving.deployments import Deployments
 
     registry = Registry(host)
-    registry.register_version(P, name, "file:///nowhere/model", flavor="sklearn")
+    registry.register_version(P, name, placeholder_source(host, P), flavor="sklearn")
     registry.promote(P, name, 1, "Staging")  # [governance] serve_stages: only Staging and Production serve
     Monitoring(host).build_baseline(P, name, 1, training_data(), target="y", prediction="pred")
     Deployments(host).deploy(P, name, name, version=1)

@@ -21,6 +21,7 @@ from matih_lite.host import Host
 from matih_lite.identity import LOCAL_ADMIN
 from matih_lite.testing.artifacts import MiB, PatternStream
 from matih_lite.testing.service import serve
+from matih_lite.testing.sources import placeholder_source
 
 HERE = Path(__file__).resolve().parent
 
@@ -112,7 +113,8 @@ def test_drift_baselines_are_stored_in_s3_and_read_back_by_another_process(herme
                "y": (age > 42).astype(int).tolist(), "pred": (age > 41).astype(int).tolist()}
     host = s3_host(hermetic, seaweed, shared_bucket, prefix)
     try:
-        Registry(host).register_version(LOCAL_ADMIN, "churn", "file:///nowhere/model", flavor="sklearn")
+        Registry(host).register_version(LOCAL_ADMIN, "churn", placeholder_source(host, LOCAL_ADMIN),
+                                         flavor="sklearn")
         with TestClient(create_app(host)) as client:
             made = client.post("/api/v1/drift/baselines/churn/versions/1",
                                json={"columns": columns, "target": "y", "prediction": "pred"})
