@@ -42,6 +42,7 @@ def promote(
     from matih_lite.promote.promotion import promote as run_promote
 
     slots = [s.strip() for s in only.split(",") if s.strip()] if only else None
+    _refuse_a_running_service(config, dry_run)
     source = Host.open(config, profile)
     target = Host.open(config, to)
     written: list[str] = []
@@ -69,6 +70,18 @@ def promote(
             console().print(f"{action}: {escape(path)}")
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _refuse_a_running_service(config: str | None, dry_run: bool) -> None:
+    """A copy is of a state nothing changes meanwhile: refuse while ``matih-lite up`` serves this folder."""
+    from matih_lite.config import load_config
+    from matih_lite.ownership import running_service
+    from matih_lite.promote.checks import PromoteRefused
+
+    found = running_service(load_config(config).home)
+    if found is not None and not dry_run:
+        raise PromoteRefused(f"matih-lite up serves this folder ({found.url}, pid {found.pid}); stop it first, so "
+                             "that nothing changes the state while promote copies it")
 
 
 def _manifests(source: Any, target: Any, folder: str | None, *, namespace: str, image: str,
@@ -112,6 +125,8 @@ def _kubernetes_client() -> Any:
 def _print(outcome: Any, not_copied: dict[str, str]) -> None:
     out = console()
     if outcome.dry_run:
+        if outcome.resumed:
+            out.print("promote has written to this target before: running it again continues (or re-checks) that copy")
         rows = [(slot, escape(item), str(n)) for slot, counts in outcome.held.items() for item, n in counts.items()]
         table(f"promote {outcome.source_profile} -> {outcome.target_profile} (dry run: nothing copied)",
               ["slot", "holds", "count"], rows)

@@ -148,3 +148,20 @@ def test_apply_sends_the_objects_to_the_kubernetes_api_of_the_kubeconfig(folder,
     r = cli("promote", "--to", "cluster", "--dry-run", "--apply", cwd=folder, env=env)  # the API is gone now
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "cannot reach the Kubernetes API" in r.stderr
+
+
+def test_promote_refuses_while_a_service_owns_the_folder(folder):
+    import fcntl
+
+    from matih_lite.ownership import LOCK_FILE
+
+    _filled(folder)
+    home = folder / ".matih"
+    # this test's own process stands for a live service: it holds the folder's lock and names itself
+    (home / "service.json").write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": os.getpid(),
+                                                   "profile": "lite", "started_at": 0, "home": str(home)}))
+    with open(home / LOCK_FILE, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = cli("promote", "--to", "cluster", cwd=folder)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"pid {os.getpid()}); stop it first" in r.stderr
