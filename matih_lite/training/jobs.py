@@ -90,6 +90,10 @@ class _QuotaTable(msgspec.Struct, forbid_unknown_fields=True):
     jobs: int | None = None
 
 
+ARTIFACT_KEYS = frozenset({"max_artifact_mb", "artifact_quota_gb"})
+"""``[quotas]`` keys of artifact uploads (:mod:`matih_lite.tracking.quotas`), beside the jobs' ones."""
+
+
 def quota_for(section: Mapping[str, Any], tenant: str) -> Limits:
     """A tenant's :class:`Limits` from ``[quotas]``: top-level keys, then ``"*"``, then the tenant's table.
 
@@ -105,6 +109,7 @@ def quota_for(section: Mapping[str, Any], tenant: str) -> Limits:
     for key, table in layers:
         if not isinstance(table, Mapping):
             raise ConfigError(f"expected a table like {{ cpus = 4, gpus = 1, jobs = 2 }}, got {table!r}", key=key)
+        table = {k: v for k, v in table.items() if k not in ARTIFACT_KEYS}  # the tracking domain's
         try:
             msgspec.convert(dict(table), _QuotaTable, strict=False)
         except msgspec.ValidationError as exc:

@@ -97,3 +97,12 @@ def test_config_validate_names_a_bad_quota_with_its_key_path(hermetic, capsys, q
         main(["config", "validate"])
     _, err = capsys.readouterr()
     assert exit_info.value.code == 2 and words in err, err
+
+
+def test_artifact_keys_sit_beside_the_job_quotas_in_a_tenants_table():
+    from matih_lite.training.jobs import quota_for
+
+    section = {"jobs": 2, "research": {"cpus": 8, "artifact_quota_gb": 200, "max_artifact_mb": 64}}
+    assert (quota_for(section, "research").cpus, quota_for(section, "research").jobs) == (8, 2)
+    assert artifact_quota(section, "research") == artifact_quota({"research": {"artifact_quota_gb": 200,
+                                                                              "max_artifact_mb": 64}}, "research")
