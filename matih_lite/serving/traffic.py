@@ -58,6 +58,13 @@ class ModelUnavailable(MatihError):
     title = "Model unavailable"
 
 
+class ModelRefused(MatihError):
+    """The serving backend refused to load a version a deployment change would route to: the change is refused."""
+
+    status = 422
+    title = "Model refused"
+
+
 class Prediction(msgspec.Struct):
     """What answered a request, and how."""
 
@@ -503,6 +510,24 @@ class TrafficManager:
         """A deployment changed through this process (REST, CLI, the canary): serve the new record now."""
         if (d.tenant, d.name) in self._live or self._loop is not None:
             self._install(d, warm=True)
+
+    def admit(self, d: Deployment) -> None:
+        """Load the versions the deployment ``d`` would route to or shadow, before the change is stored.
+
+        Raises ModelRefused, with the serving backend's reason (Triton's, say), when one cannot load: the
+        change is then refused and the routes served now keep serving. A backend that does not answer
+        refuses nothing (the versions load when it does, as a change's versions always did).
+        """
+        for version in dict.fromkeys([r.version for r in d.routes] + list(d.shadows)):
+            try:
+                self._load(d.tenant, d.model, version)
+            except ModelUnavailable as exc:
+                if isinstance(exc.__cause__, StoreError) or self._closed:
+                    log.warning("deployment %s: version %s not loaded before the change: %s", d.name, version,
+                                exc.message)
+                    continue
+                raise ModelRefused(f"deployment {d.name!r} not changed: {exc.message}",
+                                   detail={**exc.detail, "deployment": d.name}) from exc
 
     def removed(self, tenant: str, name: str) -> None:
         self._forget(tenant, name)
