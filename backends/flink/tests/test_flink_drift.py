@@ -117,6 +117,10 @@ def test_a_killed_job_is_reported_on_ready_and_restarted_from_its_checkpoint_wit
             time.sleep(5)  # anything published twice would be read back by now
             listing = httpx.get(f"{url}/api/v1/drift/jobs", timeout=30).json()
             ready = httpx.get(f"{url}/ready", timeout=30)
+            last = runner.job
+        # The service's stop drained the job: stopped with a savepoint (the next start restores it), process gone.
+        assert not last.alive() and runner.status["phase"] == "stopped"
+        assert list(last.savepoints.glob("*/_metadata")), "no savepoint written by the stop"
         assert sorted(r["end"] for r in hours) == [t0 + HOUR, t0 + 2 * HOUR] and len(days) == 1
         assert runner.status["recorded"] == 3 and recorded_before <= 3, runner.status
         # Alerts went out once per drifting feature and window, however often the job published a result.
