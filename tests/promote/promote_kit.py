@@ -15,13 +15,14 @@ def open_host(folder, profile: str) -> Host:
     return Host(load_config(str(folder / "matih.toml")), profile)
 
 
-def fill(store, artifacts=None, *, tenants=("default", "acme"), runs=6, points=40) -> None:
+def fill(store, artifacts=None, *, tenants=("default", "acme"), runs=6, points=40, accounts=True) -> None:
     """Records in tracking, registry (stages, approvals, audit), auth, lineage, for two tenants."""
     for t_index, tenant in enumerate(tenants):
-        store.create_tenant(tenant, created_at=NOW)
-        store.create_user(tenant, "ada", roles=["owner"], created_at=NOW)
-        store.create_token(tenant, "ada", token_id=f"tok-{tenant}", token_hash=f"hash-{tenant}", created_at=NOW,
-                           name="laptop")
+        if accounts:
+            store.create_tenant(tenant, created_at=NOW)
+            store.create_user(tenant, "ada", roles=["owner"], created_at=NOW)
+            store.create_token(tenant, "ada", token_id=f"tok-{tenant}", token_hash=f"hash-{tenant}",
+                               created_at=NOW, name="laptop")
         exp = store.create_experiment(tenant, "churn", tags={"team": "growth"})
         for i in range(runs):
             run_id = f"{t_index}{i:031x}"
