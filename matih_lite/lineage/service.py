@@ -28,12 +28,12 @@ from matih_lite.contracts.lineage import Direction, LineageEdge, LineageNode
 from matih_lite.errors import InvalidInput, NotFound
 
 KIND_BY_PREFIX: dict[str, str] = {
-    "dataset": "dataset", "table": "table", "feature_view": "feature_view", "run": "run",
-    "model": "model_version", "deployment": "deployment",
+    "dataset": "dataset", "table": "table", "feature_view": "feature_view", "feature_service": "feature_service",
+    "run": "run", "model": "model_version", "deployment": "deployment",
 }
 """A key's prefix (before the first ``:``) names its kind: ``model:churn/3`` is a model_version."""
 PREFIX_BY_KIND = {kind: prefix for prefix, kind in KIND_BY_PREFIX.items()}
-DATA_KINDS = ("dataset", "table", "feature_view")
+DATA_KINDS = ("dataset", "table", "feature_view", "feature_service")
 
 CONSUMED_BY = "consumed_by"
 PRODUCED = "produced"
