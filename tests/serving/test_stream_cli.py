@@ -1,5 +1,6 @@
 """``matih-lite predict stream``: send, run (embedded, until idle) and read on a folder; start, list and stop
-against a running service over ``MATIH_URL``; mistakes are one line and exit code 2."""
+against a running service over ``MATIH_URL`` (without one: test_stream_cli_folder.py); mistakes are one line
+and exit code 2."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def test_send_run_read_on_a_folder(cli, models, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize("args, message", [
-    (("predict", "stream", "start", "churn-api", "--source", "a", "--sink", "b"), "MATIH_URL"),
+    (("predict", "stream", "start", "nope", "--source", "a", "--sink", "b"), "does not exist"),
     (("predict", "stream", "run", "nope", "--source", "a", "--sink", "b", "--until-idle"), "does not exist"),
     (("predict", "stream", "run", "churn-api", "--source", "a", "--sink", "a", "--until-idle"), "another topic"),
     (("predict", "stream", "send", "--topic", "a", "--file", "/no/such/file"), "cannot read"),
@@ -54,6 +55,7 @@ def test_mistakes_are_one_line(cli, models, args, message):  # noqa: F811
 
 
 def test_start_list_stop_in_a_running_service(cli, models, monkeypatch, tmp_path):  # noqa: F811
+    assert cli("models", "promote", "churn", "3", "--to", "Staging")[0] == 0
     assert cli("deploy", "churn-api", "--model", "churn", "--version", "3")[0] == 0
     host = Host.open()
     try:

@@ -9,23 +9,21 @@ of the artifacts slot.
 
 from __future__ import annotations
 
-import tempfile
 from typing import Any
 
 import anyio
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
+from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from matih_lite.contracts.artifacts import clean_path
 from matih_lite.contracts.logged_models import LoggedModel
 from matih_lite.errors import InvalidInput, NotFound
-from matih_lite.service.auth import Principal
 from matih_lite.service.mlflow.api import ARTIFACTS_API, EXCEPTION_HANDLERS, MlflowApiError, drop_none, paths
 from matih_lite.service.mlflow.scope import Scope, scope
-from matih_lite.service.paths import artifact_path
-from matih_lite.service.tracking import DEPENDENCIES
-from matih_lite.tracking import Tracking
+from matih_lite.service.paths import artifact_path, receive_upload
+from matih_lite.service.tracking import DEPENDENCIES, PrincipalDep, TrackingDep
 
 MULTIPART_UNSUPPORTED = "Multipart upload is not supported for the current artifact repository"
 PRESIGNED_DOWNLOAD_UNSUPPORTED = "Presigned download is not supported for the current artifact repository"
@@ -80,15 +78,17 @@ class MlflowArtifacts(Controller):
     include_in_schema = False
 
     @put(paths("artifacts/{path:path}", ARTIFACTS_API), status_code=200, request_max_body_size=None)
-    async def upload(self, path: str, request: Request, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    async def upload(self, path: FromPath[str], request: Request, tracking: TrackingDep,
+                     principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         path = artifact_path(request, path)
         target = await anyio.to_thread.run_sync(lambda: resolve_artifact_path(s, path, allow_root=False))
-        spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+        if target.run_id is not None:
+            _, root = await anyio.to_thread.run_sync(lambda: tracking._artifact_root(s.tenant, target.run_id))
+        else:
+            root = target.slot_root
+        spool = await receive_upload(request, tracking, s.tenant, f"{root}/{target.rel}")  # [quotas]: 413, 507
         try:
-            async for chunk in request.stream():
-                spool.write(chunk)
-            spool.seek(0)
             if target.run_id is not None:
                 run_id = target.run_id
                 await anyio.to_thread.run_sync(lambda: tracking.log_artifact(s.tenant, run_id, target.rel, spool))
@@ -100,7 +100,8 @@ class MlflowArtifacts(Controller):
         return {}
 
     @get(paths("artifacts/{path:path}", ARTIFACTS_API), media_type="application/octet-stream")
-    async def download(self, path: str, request: Request, tracking: Tracking, principal: Principal) -> Stream:
+    async def download(self, path: FromPath[str], request: Request, tracking: TrackingDep,
+                       principal: PrincipalDep) -> Stream:
         # async with the blocking part in a thread: a sync handler with several paths returning a
         # Stream trips Litestar 2.x (its response is never awaited).
         s = scope(tracking, principal)
@@ -130,7 +131,8 @@ class MlflowArtifacts(Controller):
         return Stream(chunks(), media_type="application/octet-stream", headers={"Content-Length": str(size)})
 
     @get(paths("artifacts", ARTIFACTS_API), sync_to_thread=True)
-    def listing(self, tracking: Tracking, principal: Principal, path: str | None = None) -> dict[str, Any]:
+    def listing(self, tracking: TrackingDep, principal: PrincipalDep,
+                path: FromQuery[str | None] = None) -> dict[str, Any]:
         s = scope(tracking, principal)
         parts = [p for p in (path or "").split("/") if p not in ("", ".")]
         if len(parts) == 2 or (len(parts) == 3 and parts[1] in ("models", "traces")):
@@ -149,7 +151,7 @@ class MlflowArtifacts(Controller):
         return {"files": out} if out else {}
 
     @delete(paths("artifacts/{path:path}", ARTIFACTS_API), sync_to_thread=True, status_code=200)
-    def remove(self, path: str, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def remove(self, path: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         target = resolve_artifact_path(s, path, allow_root=True)
         if target.run_id is not None:
@@ -160,10 +162,10 @@ class MlflowArtifacts(Controller):
 
     @post([*paths("mpu/{action:str}/{path:path}", ARTIFACTS_API), *paths("mpu/{action:str}", ARTIFACTS_API)],
           sync_to_thread=False, status_code=200)
-    def multipart(self, action: str) -> dict[str, Any]:
+    def multipart(self, action: FromPath[str]) -> dict[str, Any]:
         """Multipart uploads are not offered (server-info says so); the client then sends one PUT."""
         raise MlflowApiError("NOT_IMPLEMENTED", MULTIPART_UNSUPPORTED, 501)
 
     @get(paths("presigned/{path:path}", ARTIFACTS_API), sync_to_thread=False)
-    def presigned(self, path: str) -> dict[str, Any]:
+    def presigned(self, path: FromPath[str]) -> dict[str, Any]:
         raise MlflowApiError("NOT_IMPLEMENTED", PRESIGNED_DOWNLOAD_UNSUPPORTED, 501)
