@@ -502,6 +502,29 @@ class DuckDBFeatureStore:
                 out.append(OnlineRow(hit[0], tuple(values.get(f) for f in features)))
         return out
 
+    def online_rows(self, definitions: FeatureDefinitions, view: str) -> Any:
+        """Every stored row of ``view`` (the :class:`~matih_lite.contracts.transfer.OnlineCatalog`)."""
+        import pyarrow as pa
+
+        v = definitions.feature_views[view]
+        src = definitions.sources[v.source]
+        try:
+            rows = self._sqlite().execute(f"SELECT entity_key, event_ts, created_ts, payload FROM "
+                                          f"{self._table(definitions, view)} ORDER BY entity_key").fetchall()
+        except sqlite3.Error as exc:
+            if "no such table" not in str(exc):
+                raise StoreError(f"cannot read the online store {self.online_path}: {exc}") from exc
+            rows = []
+        keys = [_DECODE(r[0]) for r in rows]
+        payloads = [_DECODE(r[3]) for r in rows]
+        cols: dict[str, Any] = {k: [key[i] for key in keys] for i, k in enumerate(v.join_keys)}
+        cols[src.timestamp_field] = pa.array([r[1] for r in rows], pa.timestamp("us", "UTC"))
+        if src.created_timestamp_field:
+            cols[src.created_timestamp_field] = pa.array([r[2] for r in rows], pa.timestamp("us", "UTC"))
+        for f in v.features:
+            cols[f.name] = [p.get(f.name) for p in payloads]
+        return pa.table(cols)
+
     def write_online(self, definitions: FeatureDefinitions, view: str, rows: Any) -> int:
         v = definitions.feature_views[view]
         src = definitions.sources[v.source]

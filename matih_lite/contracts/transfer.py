@@ -105,3 +105,12 @@ class StreamCatalog(Protocol):
 
     def consumer_groups(self) -> list[GroupOffset]:
         """Every committed offset, by group then stream."""
+
+
+@runtime_checkable
+class OnlineCatalog(Protocol):
+    """What a features backend's online store holds, for ``promote`` to copy it row by row."""
+
+    def online_rows(self, definitions: Any, view: str) -> Any:
+        """Every stored row of ``view`` as a ``pyarrow.Table``: its join keys, the source's timestamp field
+        (and created field, when it has one) and the features, as ``write_online`` takes them."""

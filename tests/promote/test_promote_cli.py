@@ -35,7 +35,6 @@ def test_promote_prints_what_it_verified_and_a_second_run_copies_nothing(folder)
     r = cli("promote", "--to", "cluster", cwd=folder)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "verified lite -> cluster" in r.stdout and "metrics" in r.stdout and "differs" not in r.stdout
-    assert "features: the online feature store is not copied yet" in r.stdout  # what is not copied is said
     r = cli("promote", "--to", "cluster", "--json", cwd=folder)
     assert r.returncode == 0, r.stderr
     body = json.loads(r.stdout)
@@ -73,8 +72,8 @@ def test_an_unreachable_target_and_a_missing_secret_each_get_one_line(folder, mo
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("metadata (target profile cluster)") or "metadata (target profile cluster)" in r.stderr
     assert "doctor --profile cluster" in r.stderr
-    r = cli("promote", "--to", "cluster", "--only", "features", cwd=folder)
-    assert r.returncode == 2 and "not copied yet" in r.stderr
+    r = cli("promote", "--to", "cluster", "--only", "drift", cwd=folder)
+    assert r.returncode == 2 and "no such slot to promote" in r.stderr
     r = cli("promote", "--to", "cluster", "--only", "events", cwd=folder)
     assert r.returncode == 2 and "the same backend and settings" in r.stderr
 
