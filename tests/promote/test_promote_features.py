@@ -56,8 +56,9 @@ def test_online_rows_reach_redis_with_their_event_times(folder, redis_db, monkey
         assert sum(platform.features.materialize(platform.who, T0 - 3 * DAY, T0).values()) == 3
         outcome = promote(lite, cluster, only=["metadata", "features"])
         assert outcome.ok, [c for c in outcome.checks if not c.ok]
-        [check] = [c for c in outcome.checks if c.slot == "features"]
-        assert check.source == check.target == "3 entities"
+        checks = {c.item: c for c in outcome.checks if c.slot == "features"}
+        assert checks["[default] online customer_stats"].target == "3 entities"
+        assert checks["[default] point-in-time customer_stats"].target == "3 rows"
         defs = platform.features.definitions("default")
         [row] = cluster.backend("features").read_online(defs, "customer_stats", [(1,)], ["conv_rate", "trips"])
         assert row.values == (0.2, 2)
