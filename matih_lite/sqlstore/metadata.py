@@ -13,10 +13,11 @@ from matih_lite.sqlstore.metric_series import SqlMetricSeries
 from matih_lite.sqlstore.registry import SqlRegistryStore
 from matih_lite.sqlstore.traces import SqlTraceStore
 from matih_lite.sqlstore.tracking import SqlTrackingStore
+from matih_lite.sqlstore.transfer import SqlTableTransfer
 
 
 class SqlMetadataStore(SqlTrackingStore, SqlRegistryStore, SqlAuthStore, SqlLineageStore, SqlDeploymentStore,
                        SqlJobStore, SqlMetricSeries, SqlFeatureDefinitionStore, SqlLoggedModelStore, SqlTraceStore,
-                       SqlLeaseStore):
+                       SqlLeaseStore, SqlTableTransfer):
     """What the ``sqlite`` and ``postgres`` backends return: tracking (MLflow 3's logged models too), registry,
     auth, lineage, deployments, jobs, feature definitions, traces, leases."""
