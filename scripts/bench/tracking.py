@@ -125,7 +125,7 @@ def prepare_env(work: Path) -> dict[str, str]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
         "RAY_AUTH_MODE": "disabled",
-        "MATIH_HOME": str(work / "matih"),
+        "MATIH_HOME": str(work / "matih"),  # the embedded sides'; the service has its own (start_servers)
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "GIT_PYTHON_REFRESH": "quiet",
         "PYTHONUNBUFFERED": "1",
@@ -133,6 +133,10 @@ def prepare_env(work: Path) -> dict[str, str]:
         # MlflowClient.set_terminated over REST otherwise prints "View run ..." and makes one more GET
         "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     }
+    store = work / "store"
+    (work / "matih.toml").write_text(f'[profiles.lite]\n'
+                                     f'metadata = {{ backend = "sqlite", path = "{store}/matih.db" }}\n'
+                                     f'artifacts = {{ backend = "local", root = "{store}/artifacts" }}\n')
     for key in ("MATIH_URL", "MATIH_CONFIG", "MATIH_PROFILE", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME",
                 "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
         os.environ.pop(key, None)
@@ -308,9 +312,13 @@ class Bench:
             port = free_port()
             cli = exe / "matih-lite"
             argv = [str(cli)] if cli.exists() else [sys.executable, "-m", "matih_lite"]
+            # The service's state folder is not the embedded sides' (whose SDK would otherwise find the running
+            # service in .matih/service.json and go over HTTP, as a user's should); matih.toml points both at one
+            # store, so every side reads the runs the cases seed.
             srv = Server("matih-lite up", [*argv, "up", "--host", "127.0.0.1", "--port", str(port),
                                            "--log-level", "warning"],
-                         self.env, self.work, self.work / "matih-server.log")
+                         {**self.env, "MATIH_HOME": str(self.work / "matih-server")}, self.work,
+                         self.work / "matih-server.log")
             self.servers.append(srv)
             t, _ = timed(lambda: srv.start(f"http://127.0.0.1:{port}/health"))
             self.matih_url = f"http://127.0.0.1:{port}"
