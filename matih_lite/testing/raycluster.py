@@ -254,19 +254,22 @@ class RayCluster:
             raise
         return self
 
-    def _ray_start(self, ports: Mapping[str, int], *extra: str) -> list[str]:
-        argv = ["ray", "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}",
+    def _ray_start(self, ports: Mapping[str, int], temp_dir: Path, *extra: str) -> list[str]:
+        argv = ["ray", "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
                 f"--object-store-memory={self.object_store_memory}", "--disable-usage-stats", *extra]
         argv += [f"--{key}={value}" for key, value in ports.items()]
         return self.namespace.argv(argv)
 
     def _start_nodes(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        head_argv = self._ray_start(HEAD_PORTS, "--head", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-                                    f"--num-cpus={self.head_cpus}", "--num-gpus=0")
+        head_argv = self._ray_start(HEAD_PORTS, self.temp_dir, "--head", "--dashboard-host=127.0.0.1",
+                                    "--include-dashboard=true", f"--num-cpus={self.head_cpus}", "--num-gpus=0")
         self.head = self._start_node(head_argv, "ray-head", 1, deadline, "the Ray head's dashboard")
-        worker_argv = self._ray_start(WORKER_PORTS, f"--address={self.gcs_address}", f"--num-cpus={self.worker_cpus}",
-                                      "--num-gpus=0", '--resources={"second_node": 1}')
+        # A folder of its own, as a second machine has: in the head's, the second node's runtime-env agent
+        # deleted a job's unpacked working dir (the head driver's cwd) once its own trials there had ended.
+        worker_argv = self._ray_start(WORKER_PORTS, self.temp_dir / "n2", f"--address={self.gcs_address}",
+                                      f"--num-cpus={self.worker_cpus}", "--num-gpus=0",
+                                      '--resources={"second_node": 1}')
         self.worker = self._start_node(worker_argv, "ray-worker", 2, deadline, "the second Ray node to join")
 
     def _start_node(self, argv: list[str], name: str, nodes: int, deadline: float, what: str) -> EngineProcess:
