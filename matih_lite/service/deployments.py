@@ -270,10 +270,11 @@ class DeploymentController(Controller):
     @post("/", sync_to_thread=True, summary="Create a deployment of fixed versions, a split, a stage or an alias")
     def create(self, data: JSONBody[CreateDeployment], deployments: DeploymentsDep, principal: PrincipalDep,
                host: HostDep) -> DeploymentOut:
+        traffic = attach_traffic(host)  # a version the serving backend refuses to load refuses the change (422)
         d = deployments.create(principal, data.name, data.model, version=data.version, split=data.split,
                                stage=data.stage, alias=data.alias, shadows=data.shadows, canary=data.canary,
-                               policy=data.policy, description=data.description)
-        attach_traffic(host).updated(d)
+                               policy=data.policy, description=data.description, admit=traffic.admit)
+        traffic.updated(d)
         return deployment_out(d)
 
     @get("/", sync_to_thread=True, summary="List deployments by name")
@@ -291,10 +292,11 @@ class DeploymentController(Controller):
     def update(self, name: FromPath[str], data: JSONBody[UpdateDeployment], deployments: DeploymentsDep,
                principal: PrincipalDep,
                host: HostDep) -> DeploymentOut:
+        traffic = attach_traffic(host)  # a version the serving backend refuses to load refuses the change (422)
         d = deployments.update(principal, name, version=data.version, split=data.split, stage=data.stage,
                                alias=data.alias, shadows=data.shadows, canary=data.canary, policy=data.policy,
-                               description=data.description, reason=data.reason)
-        attach_traffic(host).updated(d)
+                               description=data.description, reason=data.reason, admit=traffic.admit)
+        traffic.updated(d)
         return deployment_out(d)
 
     @delete("/{name:str}", sync_to_thread=True, status_code=204, summary="Delete a deployment (its history stays)")

@@ -132,3 +132,30 @@ def test_a_candidate_triton_refuses_to_load_never_takes_traffic_from_the_primary
     d = deployments.get(LOCAL_ADMIN, "churn-api")
     assert d.canary.status == "rolled_back" and [(r.version, r.weight) for r in d.routes] == [(1, 100.0)]
     assert traffic(manager, "churn-api", 20)[:2] == ({"v1": 20}, {})
+
+
+def test_a_change_to_a_version_triton_refuses_to_load_is_refused_with_its_reason_and_v1_keeps_serving(triton_host):
+    """PATCH (and POST) of a deployment load the versions it would route to first: Triton's refusal refuses the
+    change (422, Triton's reason), nothing of it is stored, and the routes served now keep answering."""
+    host = triton_host()
+    register_model(host, "churn", Linear(2.0, 0.0), example=EXAMPLE)
+    register_model(host, "churn", BrokenOnLoad(), example=EXAMPLE)
+    with serve(host) as base, httpx.Client(base_url=base, timeout=60) as c:
+        assert c.post("/api/v1/deployments", json={"name": "api", "model": "churn", "version": 1}).status_code == 201
+        assert c.post("/api/v1/deployments/api/predict", json=ROW).json()["predictions"] == [6.0]
+        before = c.get("/api/v1/deployments/api").json()
+        for change in ({"version": 2}, {"split": "1=50,2=50"}, {"shadows": [2]}):
+            refused = c.patch("/api/v1/deployments/api", json=change)
+            assert refused.status_code == 422, (change, refused.text)
+            problem = refused.json()
+            assert "Triton refused to load default/churn/2" in problem["detail"], problem
+            assert "another architecture" in problem["detail"] and problem["title"] == "Model refused"
+            assert c.get("/api/v1/deployments/api").json() == before  # nothing of the change was stored
+            assert c.post("/api/v1/deployments/api/predict", json=ROW).json()["predictions"] == [6.0]
+        history = c.get("/api/v1/deployments/api/history").json()
+        assert [h["action"] for h in history["changes"]] == ["created"], history
+        created = c.post("/api/v1/deployments", json={"name": "api-2", "model": "churn", "version": 2})
+        assert created.status_code == 422 and "Triton refused to load" in created.json()["detail"]
+        assert c.get("/api/v1/deployments/api-2").status_code == 404
+        stats = c.get("/api/v1/deployments/api/stats").json()["variants"]
+        assert set(stats) == {"v1"} and stats["v1"]["total_errors"] == 0
