@@ -1,7 +1,8 @@
 """The ``matih-lite`` command line: tables for people, ``--json`` for scripts, exit codes that mean something.
 
-Exit codes: 0 success; 1 the operation failed (a backend is unhealthy, a record is missing);
-2 usage or configuration errors. A user mistake prints one red line, never a traceback.
+Exit codes: 0 success; 1 the operation failed (a record is missing, a promote's copy differs);
+2 usage or configuration errors, and any problem ``doctor`` finds; 3 and 4 ``drift check --fail-on-drift``
+(drift found, window too small to judge). A user mistake prints one red line, never a traceback.
 """
 
 from __future__ import annotations
