@@ -24,7 +24,7 @@ import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotAuthorizedException
-from litestar.params import FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from matih_lite.auth import Accounts, auth_enabled, check_allowed
 from matih_lite.contracts.auth import Token, User
@@ -220,11 +220,11 @@ class AuthController(Controller):
         return user_out(accounts.create_user(principal.tenant, data.name, data.roles, actor=principal))
 
     @get("/users/{name:str}", sync_to_thread=True, summary="Get a user of the tenant (admin)")
-    def get_user(self, name: str, accounts: AccountsDep, principal: PrincipalDep) -> UserOut:
+    def get_user(self, name: FromPath[str], accounts: AccountsDep, principal: PrincipalDep) -> UserOut:
         return user_out(accounts.get_user(principal.tenant, name, actor=principal))
 
     @patch("/users/{name:str}", sync_to_thread=True, summary="Change a user's roles, or disable or enable them (admin)")
-    def update_user(self, name: str, data: JSONBody[UpdateUser], accounts: AccountsDep,
+    def update_user(self, name: FromPath[str], data: JSONBody[UpdateUser], accounts: AccountsDep,
                     principal: PrincipalDep) -> UserOut:
         return user_out(accounts.update_user(principal.tenant, name, roles=data.roles, disabled=data.disabled,
                                              actor=principal))
@@ -241,7 +241,7 @@ class AuthController(Controller):
         return TokenCreated(token_out(issued.token), issued.secret)
 
     @delete("/tokens/{token_id:str}", sync_to_thread=True, status_code=200, summary="Revoke a token (admin)")
-    def revoke_token(self, token_id: str, request: Request, accounts: AccountsDep,
+    def revoke_token(self, token_id: FromPath[str], request: Request, accounts: AccountsDep,
                      principal: PrincipalDep) -> TokenOut:
         using = bearer_secret(request.scope) or session_secret(request.scope)
         return token_out(accounts.revoke_token(principal.tenant, token_id, actor=principal, using=using))

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from matih_lite.contracts.jobs import Job
 from matih_lite.host import Host
@@ -90,19 +90,20 @@ class JobController(Controller):
 
     @get("/", sync_to_thread=True, summary="Jobs, newest first; a queued job's message says why it waits")
     def index(self, jobs: JobsDep, principal: PrincipalDep,
-              status: list[str] | None = None,
+              status: FromQuery[list[str] | None] = None,
               max_results: Annotated[int, Parameter(ge=1, le=10_000)] = 100,
-              page_token: str | None = None) -> JobPage:
+              page_token: FromQuery[str | None] = None) -> JobPage:
         page = jobs.list(principal, statuses=status, max_results=max_results, page_token=page_token)
         return JobPage([job_out(j) for j in page.items], page.next_token)
 
     @get("/{job_id:str}", sync_to_thread=True, summary="A job (by id or unique prefix), with its progress")
-    def read(self, job_id: str, jobs: JobsDep, principal: PrincipalDep, progress: bool = True) -> JobOut:
+    def read(self, job_id: FromPath[str], jobs: JobsDep, principal: PrincipalDep,
+             progress: FromQuery[bool] = True) -> JobOut:
         job = jobs.get(principal, job_id)
         return job_out(job, jobs.progress(principal, job) if progress else None)
 
     @get("/{job_id:str}/logs", sync_to_thread=True, summary="The job's output from a character offset on")
-    def logs(self, job_id: str, jobs: JobsDep, principal: PrincipalDep,
+    def logs(self, job_id: FromPath[str], jobs: JobsDep, principal: PrincipalDep,
              offset: Annotated[int, Parameter(ge=0)] = 0) -> LogChunk:
         job = jobs.get(principal, job_id)
         text = jobs.logs(principal, job.job_id, offset)
@@ -110,7 +111,7 @@ class JobController(Controller):
 
     @post("/{job_id:str}/cancel", sync_to_thread=True, status_code=200,
           summary="Cancel a job (a queued one at once; a finished one is left as it is)")
-    def cancel(self, job_id: str, jobs: JobsDep, principal: PrincipalDep) -> JobOut:
+    def cancel(self, job_id: FromPath[str], jobs: JobsDep, principal: PrincipalDep) -> JobOut:
         return job_out(jobs.cancel(principal, job_id))
 
 

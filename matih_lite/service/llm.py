@@ -26,7 +26,7 @@ import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
 from matih_lite.contracts.llm import ChatCompletion, ChatRequest, Completion, CompletionRequest
@@ -162,7 +162,7 @@ class LLMController(Controller):
           responses={200: ResponseSpec(ChatCompletion, description="The answer; with stream: true, "
                                        "text/event-stream of chat.completion.chunk objects, then [DONE]"),
                      **_ERRORS})
-    async def chat(self, name: str, data: JSONBody[ChatCompletionIn], request: Request) -> Response:
+    async def chat(self, name: FromPath[str], data: JSONBody[ChatCompletionIn], request: Request) -> Response:
         return await _answer(request, name, data, ChatRequest)
 
     @post("/{name:str}/completions", status_code=200,
@@ -170,7 +170,7 @@ class LLMController(Controller):
           responses={200: ResponseSpec(Completion, description="The answer; with stream: true, "
                                        "text/event-stream of text_completion chunks, then [DONE]"),
                      **_ERRORS})
-    async def complete(self, name: str, data: JSONBody[CompletionIn], request: Request) -> Response:
+    async def complete(self, name: FromPath[str], data: JSONBody[CompletionIn], request: Request) -> Response:
         return await _answer(request, name, data, CompletionRequest)
 
 

@@ -7,11 +7,10 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.params import JSONBody
+from litestar.params import FromQuery, JSONBody
 
 from matih_lite.contracts import Experiment
 from matih_lite.errors import InvalidInput, NotFound
-from matih_lite.service.auth import Principal
 from matih_lite.service.mlflow.api import (
     EXCEPTION_HANDLERS,
     SEARCH_MAX_RESULTS,
@@ -27,8 +26,7 @@ from matih_lite.service.mlflow.api import (
 )
 from matih_lite.service.mlflow.filters import matches, order_item, parse_simple_filter, sort_rows
 from matih_lite.service.mlflow.scope import DEFAULT_EXPERIMENT_NAME, Scope, scope
-from matih_lite.service.tracking import DEPENDENCIES
-from matih_lite.tracking import Tracking
+from matih_lite.service.tracking import DEPENDENCIES, PrincipalDep, TrackingDep
 from matih_lite.tracking.service import MAX_TAG_VALUE
 
 
@@ -86,7 +84,8 @@ class MlflowExperiments(Controller):
     include_in_schema = False
 
     @post(paths("experiments/create"), sync_to_thread=True, status_code=200)
-    def create(self, data: JSONBody[CreateExperimentIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def create(self, data: JSONBody[CreateExperimentIn], tracking: TrackingDep,
+               principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         name = required(data.name, "name")
         # artifact_location is not honoured: every run's files go to this platform's artifacts slot.
@@ -94,13 +93,14 @@ class MlflowExperiments(Controller):
         return {"experiment_id": s.external(exp.experiment_id)}
 
     @get(paths("experiments/get"), sync_to_thread=True)
-    def read(self, tracking: Tracking, principal: Principal, experiment_id: str | None = None) -> dict[str, Any]:
+    def read(self, tracking: TrackingDep, principal: PrincipalDep,
+             experiment_id: FromQuery[str | None] = None) -> dict[str, Any]:
         s = scope(tracking, principal)
         return {"experiment": experiment_json(tracking.get_experiment(s.tenant, s.internal(experiment_id)), s)}
 
     @get(paths("experiments/get-by-name"), sync_to_thread=True)
-    def by_name(self, tracking: Tracking, principal: Principal,
-                experiment_name: str | None = None) -> dict[str, Any]:
+    def by_name(self, tracking: TrackingDep, principal: PrincipalDep,
+                experiment_name: FromQuery[str | None] = None) -> dict[str, Any]:
         s = scope(tracking, principal)
         name = required(experiment_name, "experiment_name")
         if name == DEFAULT_EXPERIMENT_NAME:
@@ -112,13 +112,15 @@ class MlflowExperiments(Controller):
         return {"experiment": experiment_json(exp, s)}
 
     @post(paths("experiments/search"), sync_to_thread=True, status_code=200)
-    def search(self, data: JSONBody[SearchExperimentsIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def search(self, data: JSONBody[SearchExperimentsIn], tracking: TrackingDep,
+               principal: PrincipalDep) -> dict[str, Any]:
         return self._search(scope(tracking, principal), data)
 
     @get(paths("experiments/search"), sync_to_thread=True, name="mlflow-experiments-search-get")
-    def search_get(self, tracking: Tracking, principal: Principal, max_results: int | None = None,
-                   page_token: str | None = None, filter: str | None = None,
-                   order_by: list[str] | None = None, view_type: str | None = None) -> dict[str, Any]:
+    def search_get(self, tracking: TrackingDep, principal: PrincipalDep, max_results: FromQuery[int | None] = None,
+                   page_token: FromQuery[str | None] = None, filter: FromQuery[str | None] = None,
+                   order_by: FromQuery[list[str] | None] = None,
+                   view_type: FromQuery[str | None] = None) -> dict[str, Any]:
         data = SearchExperimentsIn(max_results, page_token, filter, order_by or [], view_type)
         return self._search(scope(tracking, principal), data)
 
@@ -163,25 +165,27 @@ class MlflowExperiments(Controller):
         return page_of(sort_rows(rows, sort_keys), "experiments", limit, data.page_token)
 
     @post(paths("experiments/update"), sync_to_thread=True, status_code=200)
-    def update(self, data: JSONBody[UpdateExperimentIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def update(self, data: JSONBody[UpdateExperimentIn], tracking: TrackingDep,
+               principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         tracking.update_experiment(s.tenant, s.internal(data.experiment_id), name=required(data.new_name, "new_name"))
         return {}
 
     @post(paths("experiments/delete"), sync_to_thread=True, status_code=200)
-    def remove(self, data: JSONBody[ExperimentIdIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def remove(self, data: JSONBody[ExperimentIdIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         tracking.delete_experiment(s.tenant, s.internal(data.experiment_id, create=False))
         return {}
 
     @post(paths("experiments/restore"), sync_to_thread=True, status_code=200)
-    def restore(self, data: JSONBody[ExperimentIdIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def restore(self, data: JSONBody[ExperimentIdIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         tracking.restore_experiment(s.tenant, s.internal(data.experiment_id, create=False))
         return {}
 
     @post(paths("experiments/set-experiment-tag"), sync_to_thread=True, status_code=200)
-    def set_tag(self, data: JSONBody[ExperimentTagIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def set_tag(self, data: JSONBody[ExperimentTagIn], tracking: TrackingDep,
+                principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         key = required(data.key, "key")
         tracking.set_experiment_tags(s.tenant, s.internal(data.experiment_id), {key: data.value or ""})

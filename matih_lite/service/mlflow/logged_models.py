@@ -11,12 +11,11 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.params import JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from matih_lite.contracts.artifacts import clean_path
 from matih_lite.contracts.logged_models import LoggedModel, LoggedModelMetric
 from matih_lite.errors import InvalidInput, NotFound
-from matih_lite.service.auth import Principal
 from matih_lite.service.mlflow.api import (
     EXCEPTION_HANDLERS,
     KeyValue,
@@ -30,8 +29,7 @@ from matih_lite.service.mlflow.api import (
 )
 from matih_lite.service.mlflow.filters import matches, order_item, parse_simple_filter, sort_rows
 from matih_lite.service.mlflow.scope import Scope, scope
-from matih_lite.service.tracking import DEPENDENCIES, json_float
-from matih_lite.tracking import Tracking
+from matih_lite.service.tracking import DEPENDENCIES, PrincipalDep, TrackingDep, json_float
 from matih_lite.tracking.service import MAX_PARAM_VALUE, MAX_TAG_VALUE
 
 MODEL_STATUSES = ("LOGGED_MODEL_STATUS_UNSPECIFIED", "LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY",
@@ -134,7 +132,8 @@ class MlflowLoggedModels(Controller):
     include_in_schema = False
 
     @post(paths("logged-models"), sync_to_thread=True, status_code=200)
-    def create(self, data: JSONBody[CreateLoggedModelIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def create(self, data: JSONBody[CreateLoggedModelIn], tracking: TrackingDep,
+               principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         model = s.models.create(s.tenant, s.internal(data.experiment_id), name=data.name,
                                 model_type=data.model_type or None, source_run_id=data.source_run_id or None,
@@ -144,7 +143,8 @@ class MlflowLoggedModels(Controller):
         return {"model": logged_model_json(model, s)}
 
     @post(paths("logged-models/search"), sync_to_thread=True, status_code=200)
-    def search(self, data: JSONBody[SearchLoggedModelsIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def search(self, data: JSONBody[SearchLoggedModelsIn], tracking: TrackingDep,
+               principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         ids = set()
         for eid in required(data.experiment_ids, "experiment_ids"):
@@ -168,14 +168,14 @@ class MlflowLoggedModels(Controller):
         return out
 
     @get(paths("logged-models/{model_id:str}"), sync_to_thread=True)
-    def read(self, model_id: str, tracking: Tracking, principal: Principal,
-             allow_deleted: bool = False) -> dict[str, Any]:
+    def read(self, model_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep,
+             allow_deleted: FromQuery[bool] = False) -> dict[str, Any]:
         s = scope(tracking, principal)
         return {"model": logged_model_json(s.model(model_id, allow_deleted=allow_deleted), s)}
 
     @patch(paths("logged-models/{model_id:str}"), sync_to_thread=True)
-    def finalize(self, model_id: str, data: JSONBody[FinalizeLoggedModelIn], tracking: Tracking,
-                 principal: Principal) -> dict[str, Any]:
+    def finalize(self, model_id: FromPath[str], data: JSONBody[FinalizeLoggedModelIn], tracking: TrackingDep,
+                 principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         status = required(data.status, "status")
         if isinstance(status, int):
@@ -183,36 +183,37 @@ class MlflowLoggedModels(Controller):
         return {"model": logged_model_json(s.models.finalize(s.tenant, model_id, status), s)}
 
     @delete(paths("logged-models/{model_id:str}"), sync_to_thread=True, status_code=200)
-    def remove(self, model_id: str, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def remove(self, model_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         s.models.delete(s.tenant, model_id)
         return {}
 
     @patch(paths("logged-models/{model_id:str}/tags"), sync_to_thread=True)
-    def set_tags(self, model_id: str, data: JSONBody[LoggedModelTagsIn], tracking: Tracking,
-                 principal: Principal) -> dict[str, Any]:
+    def set_tags(self, model_id: FromPath[str], data: JSONBody[LoggedModelTagsIn], tracking: TrackingDep,
+                 principal: PrincipalDep) -> dict[str, Any]:
         tags = pairs(data.tags, "tag", limit=MAX_TAG_VALUE)
         s = scope(tracking, principal)
         s.models.set_tags(s.tenant, model_id, tags)
         return {}
 
     @delete(paths("logged-models/{model_id:str}/tags/{tag_key:path}"), sync_to_thread=True, status_code=200)
-    def delete_tag(self, model_id: str, tag_key: str, tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def delete_tag(self, model_id: FromPath[str], tag_key: FromPath[str], tracking: TrackingDep,
+                   principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         s.models.delete_tag(s.tenant, model_id, tag_key.lstrip("/"))
         return {}
 
     @post(paths("logged-models/{model_id:str}/params"), sync_to_thread=True, status_code=200)
-    def log_params(self, model_id: str, data: JSONBody[LoggedModelParamsIn], tracking: Tracking,
-                   principal: Principal) -> dict[str, Any]:
+    def log_params(self, model_id: FromPath[str], data: JSONBody[LoggedModelParamsIn], tracking: TrackingDep,
+                   principal: PrincipalDep) -> dict[str, Any]:
         params = pairs(data.params, "param", limit=MAX_PARAM_VALUE)
         s = scope(tracking, principal)
         s.models.log_params(s.tenant, model_id, params)
         return {}
 
     @get(paths("logged-models/{model_id:str}/artifacts/directories"), sync_to_thread=True)
-    def list_artifacts(self, model_id: str, tracking: Tracking, principal: Principal,
-                       artifact_directory_path: str | None = None) -> dict[str, Any]:
+    def list_artifacts(self, model_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep,
+                       artifact_directory_path: FromQuery[str | None] = None) -> dict[str, Any]:
         s = scope(tracking, principal)
         model = s.model(model_id)
         root = s.models.files_root(model)

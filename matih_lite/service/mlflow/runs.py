@@ -11,12 +11,12 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.params import JSONBody
+from litestar.params import FromQuery, JSONBody
 
 from matih_lite.contracts import Metric, Run
 from matih_lite.contracts.logged_models import Dataset, DatasetInput, LoggedModelMetric, ModelOutput, RunIO
 from matih_lite.errors import InvalidInput, NotFound
-from matih_lite.service.auth import LOCAL_ADMIN, Principal
+from matih_lite.service.auth import LOCAL_ADMIN
 from matih_lite.service.mlflow.api import (
     EXCEPTION_HANDLERS,
     KeyValue,
@@ -31,8 +31,7 @@ from matih_lite.service.mlflow.api import (
 )
 from matih_lite.service.mlflow.filters import run_filter, run_order_by
 from matih_lite.service.mlflow.scope import Scope, scope
-from matih_lite.service.tracking import DEPENDENCIES, json_float, parse_float
-from matih_lite.tracking import Tracking
+from matih_lite.service.tracking import DEPENDENCIES, PrincipalDep, TrackingDep, json_float, parse_float
 from matih_lite.tracking.service import MAX_PARAM_VALUE, MAX_TAG_VALUE, RUN_NAME_TAG, check_key, to_metric
 
 log = logging.getLogger("matih_lite.service.mlflow")
@@ -242,7 +241,7 @@ class MlflowRuns(Controller):
     include_in_schema = False
 
     @post(paths("runs/create"), sync_to_thread=True, status_code=200)
-    def create(self, data: JSONBody[CreateRunIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def create(self, data: JSONBody[CreateRunIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         experiment_id = s.internal(data.experiment_id)
         tags = pairs(data.tags, "tag", limit=MAX_TAG_VALUE)
@@ -253,14 +252,14 @@ class MlflowRuns(Controller):
         return {"run": run_json(run, s, RunIO())}
 
     @get(paths("runs/get"), sync_to_thread=True)
-    def read(self, tracking: Tracking, principal: Principal, run_id: str | None = None,
-             run_uuid: str | None = None) -> dict[str, Any]:
+    def read(self, tracking: TrackingDep, principal: PrincipalDep, run_id: FromQuery[str | None] = None,
+             run_uuid: FromQuery[str | None] = None) -> dict[str, Any]:
         s = scope(tracking, principal)
         run = s.run(run_id or run_uuid)
         return {"run": run_json(run, s, s.models.run_io(s.tenant, run.run_id))}
 
     @post(paths("runs/update"), sync_to_thread=True, status_code=200)
-    def update(self, data: JSONBody[UpdateRunIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def update(self, data: JSONBody[UpdateRunIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         status = data.status
         if isinstance(status, int):
@@ -270,50 +269,50 @@ class MlflowRuns(Controller):
         return {"run_info": run_info_json(run, s)}
 
     @post(paths("runs/delete"), sync_to_thread=True, status_code=200)
-    def remove(self, data: JSONBody[RunIdIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def remove(self, data: JSONBody[RunIdIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         tracking.delete_run(principal.tenant, run_id_of(data))
         return {}
 
     @post(paths("runs/restore"), sync_to_thread=True, status_code=200)
-    def restore(self, data: JSONBody[RunIdIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def restore(self, data: JSONBody[RunIdIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         tracking.restore_run(principal.tenant, run_id_of(data))
         return {}
 
     @post(paths("runs/log-metric"), sync_to_thread=True, status_code=200)
-    def log_metric(self, data: JSONBody[LogMetricIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_metric(self, data: JSONBody[LogMetricIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         required(data.key, "key")
         _log(s, run_id_of(data), metrics=[data])
         return {}
 
     @post(paths("runs/log-parameter"), sync_to_thread=True, status_code=200)
-    def log_param(self, data: JSONBody[LogParamIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_param(self, data: JSONBody[LogParamIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         _log(s, run_id_of(data), params=pairs([KeyValue(required(data.key, "key"), data.value)], "param",
                                              limit=MAX_PARAM_VALUE))
         return {}
 
     @post(paths("runs/set-tag"), sync_to_thread=True, status_code=200)
-    def set_tag(self, data: JSONBody[SetTagIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def set_tag(self, data: JSONBody[SetTagIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         _log(s, run_id_of(data), tags=pairs([KeyValue(required(data.key, "key"), data.value)], "tag",
                                            limit=MAX_TAG_VALUE))
         return {}
 
     @post(paths("runs/delete-tag"), sync_to_thread=True, status_code=200)
-    def delete_tag(self, data: JSONBody[DeleteTagIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def delete_tag(self, data: JSONBody[DeleteTagIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         tracking.delete_tag(principal.tenant, run_id_of(data), required(data.key, "key"))
         return {}
 
     @post(paths("runs/log-batch"), sync_to_thread=True, status_code=200)
-    def log_batch(self, data: JSONBody[LogBatchIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_batch(self, data: JSONBody[LogBatchIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         _log(s, run_id_of(data), metrics=data.metrics, params=pairs(data.params, "param", limit=MAX_PARAM_VALUE),
              tags=pairs(data.tags, "tag", limit=MAX_TAG_VALUE))
         return {}
 
     @post(paths("runs/search"), sync_to_thread=True, status_code=200)
-    def search(self, data: JSONBody[SearchRunsIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def search(self, data: JSONBody[SearchRunsIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         ids = []
         for eid in data.experiment_ids:
@@ -332,7 +331,7 @@ class MlflowRuns(Controller):
         return out
 
     @post(paths("runs/log-inputs"), sync_to_thread=True, status_code=200)
-    def log_inputs(self, data: JSONBody[LogInputsIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_inputs(self, data: JSONBody[LogInputsIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         run = s.run(data.run_id)
         _writable(run)
@@ -342,7 +341,8 @@ class MlflowRuns(Controller):
         return {}
 
     @post(paths("runs/outputs"), sync_to_thread=True, status_code=200)
-    def log_outputs(self, data: JSONBody[LogOutputsIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_outputs(self, data: JSONBody[LogOutputsIn], tracking: TrackingDep,
+                    principal: PrincipalDep) -> dict[str, Any]:
         s = scope(tracking, principal)
         run = s.run(data.run_id)
         _writable(run)
@@ -352,7 +352,7 @@ class MlflowRuns(Controller):
         return {}
 
     @post(paths("runs/log-model"), sync_to_thread=True, status_code=200)
-    def log_model(self, data: JSONBody[LogModelIn], tracking: Tracking, principal: Principal) -> dict[str, Any]:
+    def log_model(self, data: JSONBody[LogModelIn], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         """MLflow 2's record of a model logged to a run's artifacts: appended to a run tag, as MLflow does."""
         s = scope(tracking, principal)
         run = s.run(data.run_id)
@@ -415,9 +415,9 @@ class MlflowMetrics(Controller):
     include_in_schema = False
 
     @get(paths("metrics/get-history"), sync_to_thread=True)
-    def history(self, tracking: Tracking, principal: Principal, run_id: str | None = None,
-                run_uuid: str | None = None, metric_key: str | None = None, max_results: int | None = None,
-                page_token: str | None = None) -> dict[str, Any]:
+    def history(self, tracking: TrackingDep, principal: PrincipalDep, run_id: FromQuery[str | None] = None,
+                run_uuid: FromQuery[str | None] = None, metric_key: FromQuery[str | None] = None,
+                max_results: FromQuery[int | None] = None, page_token: FromQuery[str | None] = None) -> dict[str, Any]:
         rid = str(required(run_id or run_uuid, "run_id"))
         key = required(metric_key, "metric_key")
         if max_results is not None and not 1 <= max_results < 2**31:
@@ -430,8 +430,8 @@ class MlflowMetrics(Controller):
         return out
 
     @get(paths("artifacts/list"), sync_to_thread=True)
-    def list_artifacts(self, tracking: Tracking, principal: Principal, run_id: str | None = None,
-                       run_uuid: str | None = None, path: str | None = None) -> dict[str, Any]:
+    def list_artifacts(self, tracking: TrackingDep, principal: PrincipalDep, run_id: FromQuery[str | None] = None,
+                       run_uuid: FromQuery[str | None] = None, path: FromQuery[str | None] = None) -> dict[str, Any]:
         """The tracking API's listing (MLflow's UI uses it); the client lists through mlflow-artifacts."""
         rid = str(required(run_id or run_uuid, "run_id"))
         run = tracking.get_run(principal.tenant, rid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get, route
+from litestar.params import FromPath
 
 from matih_lite import __version__
 from matih_lite.service.mlflow.api import ARTIFACTS_API, EXCEPTION_HANDLERS, MlflowApiError, paths
@@ -38,13 +39,13 @@ class MlflowServerInfo(Controller):
     @route([*paths("{rest:path}"), *paths("{rest:path}", ARTIFACTS_API), "/api/3.0/mlflow/{rest:path}",
             "/ajax-api/3.0/mlflow/{rest:path}"],
            http_method=["GET", "POST", "PUT", "PATCH", "DELETE"], sync_to_thread=False, status_code=404)
-    def not_found(self, request: Request, rest: str) -> None:
+    def not_found(self, request: Request, rest: FromPath[str]) -> None:
         """Any other MLflow endpoint: ENDPOINT_NOT_FOUND, which the client knows how to fall back from."""
         raise _endpoint_not_found(request)
 
     @route(paths("logged-models/{model_id:str}/{rest:path}"), http_method=["GET", "POST", "PUT", "PATCH", "DELETE"],
            sync_to_thread=False, status_code=404)
-    def not_found_under_model(self, request: Request, model_id: str, rest: str) -> None:
+    def not_found_under_model(self, request: Request, model_id: FromPath[str], rest: FromPath[str]) -> None:
         """The router does not fall back past a path parameter, so the catch-all repeats under one."""
         raise _endpoint_not_found(request)
 

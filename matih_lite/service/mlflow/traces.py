@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post, route
-from litestar.params import JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from matih_lite.contracts.traces import Assessment, TraceInfo
 from matih_lite.errors import InvalidInput, NotFound
@@ -380,7 +380,7 @@ class MlflowTraces(Controller):
         return {"trace_info": trace_info_v2_json(started, s)}
 
     @patch(routes("/{trace_id:str}"), sync_to_thread=True)
-    def end(self, trace_id: str, data: JSONBody[EndTraceIn], tracking: TrackingDep,
+    def end(self, trace_id: FromPath[str], data: JSONBody[EndTraceIn], tracking: TrackingDep,
             principal: PrincipalDep) -> dict[str, Any]:
         """MLflow 2's EndTrace."""
         s = scope(tracking, principal)
@@ -391,13 +391,13 @@ class MlflowTraces(Controller):
         return {"trace_info": trace_info_v2_json(ended, s)}
 
     @get(routes("/{trace_id:str}"), sync_to_thread=True)
-    def info(self, trace_id: str, tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
+    def info(self, trace_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         """MLflow 3's GetTraceInfoV3."""
         s = scope(tracking, principal)
         return {"trace": {"trace_info": trace_info_json(s.traces.get(s.tenant, trace_id), s)}}
 
     @get(routes("/{trace_id:str}/info"), sync_to_thread=True)
-    def info_v2(self, trace_id: str, tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
+    def info_v2(self, trace_id: FromPath[str], tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
         """MLflow 2's GetTraceInfo."""
         s = scope(tracking, principal)
         return {"trace_info": trace_info_v2_json(s.traces.get(s.tenant, trace_id), s)}
@@ -416,9 +416,10 @@ class MlflowTraces(Controller):
         return drop_none({"traces": [trace_info_json(t, s) for t in found], "next_page_token": token})
 
     @get(routes(), sync_to_thread=True)
-    def search_v2(self, tracking: TrackingDep, principal: PrincipalDep, experiment_ids: list[str] | None = None,
-                  filter: str | None = None, max_results: int | None = None, order_by: list[str] | None = None,
-                  page_token: str | None = None) -> dict[str, Any]:
+    def search_v2(self, tracking: TrackingDep, principal: PrincipalDep,
+                  experiment_ids: FromQuery[list[str] | None] = None, filter: FromQuery[str | None] = None,
+                  max_results: FromQuery[int | None] = None, order_by: FromQuery[list[str] | None] = None,
+                  page_token: FromQuery[str | None] = None) -> dict[str, Any]:
         """MLflow 2's SearchTraces."""
         s = scope(tracking, principal)
         data = SearchTracesIn(filter=filter, max_results=max_results, order_by=order_by or [], page_token=page_token)
@@ -447,15 +448,15 @@ class MlflowTraces(Controller):
         return {"trace_infos": [trace_info_json(t, s) for t in found]}
 
     @get(routes("/get"), sync_to_thread=True)
-    def read(self, tracking: TrackingDep, principal: PrincipalDep, trace_id: str | None = None,
-             allow_partial: bool = False) -> dict[str, Any]:
+    def read(self, tracking: TrackingDep, principal: PrincipalDep, trace_id: FromQuery[str | None] = None,
+             allow_partial: FromQuery[bool] = False) -> dict[str, Any]:
         """GetTrace: the info and the spans (all of them: a trace here is stored once it has ended)."""
         s = scope(tracking, principal)
         return {"trace": trace_json(s.traces.get(s.tenant, required(trace_id, "trace_id")), s)}
 
     @get(routes("/batchGet"), sync_to_thread=True)
-    def batch(self, tracking: TrackingDep, principal: PrincipalDep, trace_ids: list[str] | None = None,
-              experiment_ids: list[str] | None = None) -> dict[str, Any]:
+    def batch(self, tracking: TrackingDep, principal: PrincipalDep, trace_ids: FromQuery[list[str] | None] = None,
+              experiment_ids: FromQuery[list[str] | None] = None) -> dict[str, Any]:
         """BatchGetTraces: infos and spans of the traces named (those this tenant holds)."""
         s = scope(tracking, principal)
         found = s.traces.get_many(s.tenant, trace_ids or [],
@@ -463,7 +464,7 @@ class MlflowTraces(Controller):
         return {"traces": [trace_json(t, s) for t in found]}
 
     @patch(routes("/{trace_id:str}/tags"), sync_to_thread=True)
-    def set_tag(self, trace_id: str, data: JSONBody[TraceTagIn], tracking: TrackingDep,
+    def set_tag(self, trace_id: FromPath[str], data: JSONBody[TraceTagIn], tracking: TrackingDep,
                 principal: PrincipalDep) -> dict[str, Any]:
         """SetTraceTag."""
         s = scope(tracking, principal)
@@ -471,7 +472,7 @@ class MlflowTraces(Controller):
         return {}
 
     @delete(routes("/{trace_id:str}/tags"), sync_to_thread=True, status_code=200)
-    def delete_tag(self, trace_id: str, data: JSONBody[TraceTagIn], tracking: TrackingDep,
+    def delete_tag(self, trace_id: FromPath[str], data: JSONBody[TraceTagIn], tracking: TrackingDep,
                    principal: PrincipalDep) -> dict[str, Any]:
         """DeleteTraceTag (the key in the body, as the client sends it)."""
         s = scope(tracking, principal)
@@ -479,7 +480,7 @@ class MlflowTraces(Controller):
         return {}
 
     @post(routes("/{trace_id:str}/assessments"), sync_to_thread=True, status_code=200)
-    def create_assessment(self, trace_id: str, data: JSONBody[CreateAssessmentIn], tracking: TrackingDep,
+    def create_assessment(self, trace_id: FromPath[str], data: JSONBody[CreateAssessmentIn], tracking: TrackingDep,
                           principal: PrincipalDep) -> dict[str, Any]:
         """CreateAssessment."""
         s = scope(tracking, principal)
@@ -487,15 +488,16 @@ class MlflowTraces(Controller):
         return {"assessment": assessment_json(made)}
 
     @get(routes("/{trace_id:str}/assessments/{assessment_id:str}"), sync_to_thread=True)
-    def get_assessment(self, trace_id: str, assessment_id: str, tracking: TrackingDep,
+    def get_assessment(self, trace_id: FromPath[str], assessment_id: FromPath[str], tracking: TrackingDep,
                        principal: PrincipalDep) -> dict[str, Any]:
         """GetAssessment."""
         s = scope(tracking, principal)
         return {"assessment": assessment_json(s.traces.get_assessment(s.tenant, trace_id, assessment_id))}
 
     @patch(routes("/{trace_id:str}/assessments/{assessment_id:str}"), sync_to_thread=True)
-    def update_assessment(self, trace_id: str, assessment_id: str, data: JSONBody[UpdateAssessmentIn],
-                          tracking: TrackingDep, principal: PrincipalDep) -> dict[str, Any]:
+    def update_assessment(self, trace_id: FromPath[str], assessment_id: FromPath[str],
+                          data: JSONBody[UpdateAssessmentIn], tracking: TrackingDep,
+                          principal: PrincipalDep) -> dict[str, Any]:
         """UpdateAssessment: the fields its ``update_mask`` names."""
         s = scope(tracking, principal)
         given = required(data.assessment, "assessment")
@@ -526,7 +528,7 @@ class MlflowTraces(Controller):
                                                                          **changes))}
 
     @delete(routes("/{trace_id:str}/assessments/{assessment_id:str}"), sync_to_thread=True, status_code=200)
-    def delete_assessment(self, trace_id: str, assessment_id: str, tracking: TrackingDep,
+    def delete_assessment(self, trace_id: FromPath[str], assessment_id: FromPath[str], tracking: TrackingDep,
                           principal: PrincipalDep) -> dict[str, Any]:
         """DeleteAssessment."""
         s = scope(tracking, principal)
@@ -534,14 +536,14 @@ class MlflowTraces(Controller):
         return {}
 
     @route(routes("/{trace_id:str}"), http_method=["POST", "PUT", "DELETE"], sync_to_thread=False, status_code=404)
-    def not_served(self, request: Request, trace_id: str) -> None:
+    def not_served(self, request: Request, trace_id: FromPath[str]) -> None:
         """Trace endpoints not served here (trace metrics, filter correlation, prompt links, links to runs):
         ENDPOINT_NOT_FOUND, as for any other endpoint, instead of a method error."""
         raise _endpoint_not_found(request)
 
     @route(routes("/{trace_id:str}/{rest:path}"), http_method=["GET", "POST", "PUT", "PATCH", "DELETE"],
            sync_to_thread=False, status_code=404)
-    def not_served_below(self, request: Request, trace_id: str, rest: str) -> None:
+    def not_served_below(self, request: Request, trace_id: FromPath[str], rest: FromPath[str]) -> None:
         """The router does not fall back past a path parameter, so the catch-all repeats under one."""
         raise _endpoint_not_found(request)
 

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath, FromQuery
 
 from matih_lite.errors import MatihError, NotFound
 from matih_lite.service.ui.pages import Pages
@@ -126,7 +127,7 @@ class DeploymentPages(Pages):
         return page(request, "deployments.html", title="Deployments", section="deployments", deployments=found)
 
     @get("/deployments/{name:str}", sync_to_thread=True)
-    def deployment(self, request: Request, name: str, part: str = "") -> Response:
+    def deployment(self, request: Request, name: FromPath[str], part: FromQuery[str] = "") -> Response:
         host = request.app.state["host"]
         principal = who(request)
         d = deployments_of(request).get(principal, name)
@@ -141,7 +142,8 @@ class DeploymentPages(Pages):
                     recent=recent_requests(host, principal.tenant, name))
 
     @get("/deployments/{name:str}/drift", sync_to_thread=True)
-    def drift(self, request: Request, name: str, window: str = "", end: int | None = None) -> Response:
+    def drift(self, request: Request, name: FromPath[str], window: FromQuery[str] = "",
+              end: FromQuery[int | None] = None) -> Response:
         from matih_lite.monitoring.service import Monitoring
 
         host = request.app.state["host"]
@@ -166,7 +168,7 @@ class DeploymentPages(Pages):
                     check_windows=["1h", "1d", "30m", "7d"])
 
     @post("/deployments/{name:str}/drift/check", status_code=303)
-    async def check(self, request: Request, name: str) -> Response:
+    async def check(self, request: Request, name: FromPath[str]) -> Response:
         import anyio
 
         from matih_lite.monitoring.service import Monitoring

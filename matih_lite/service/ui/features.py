@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.params import FromPath
 
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.service.ui.pages import Pages
@@ -49,7 +50,7 @@ class FeaturePages(Pages):
         return page(request, "features.html", title="Features", section="features", applied=applied, reports=reports)
 
     @get("/features/{name:str}", sync_to_thread=True)
-    def feature(self, request: Request, name: str) -> Response:
+    def feature(self, request: Request, name: FromPath[str]) -> Response:
         from matih_lite.features.views import show
 
         principal = who(request)

@@ -12,7 +12,7 @@ import math
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
-from litestar.params import QueryParameter
+from litestar.params import FromPath, QueryParameter
 
 from matih_lite.contracts.jobs import ACTIVE_JOB_STATUSES, JOB_STATUSES
 from matih_lite.contracts.search import Comparison, RunFilter
@@ -72,7 +72,7 @@ class JobPages(Pages):
                     wanted=wanted or [])
 
     @get("/jobs/{job_id:str}", sync_to_thread=True)
-    def job(self, request: Request, job_id: str) -> Response:
+    def job(self, request: Request, job_id: FromPath[str]) -> Response:
         principal = who(request)
         jobs = jobs_of(request)
         job = jobs.get(principal, job_id)
@@ -85,7 +85,7 @@ class JobPages(Pages):
                     spec=json.dumps(job.spec, indent=2, default=str))
 
     @post("/jobs/{job_id:str}/cancel", status_code=303)
-    async def cancel(self, request: Request, job_id: str) -> Response:
+    async def cancel(self, request: Request, job_id: FromPath[str]) -> Response:
         import anyio
 
         await checked_form(request)
@@ -99,7 +99,8 @@ class JobApi(Pages):
     path = "/ui/api"
 
     @get("/jobs/{job_id:str}/log", sync_to_thread=True)
-    def log(self, request: Request, job_id: str, offset: Annotated[int, QueryParameter(ge=0)] = 0) -> Response:
+    def log(self, request: Request, job_id: FromPath[str],
+            offset: Annotated[int, QueryParameter(ge=0)] = 0) -> Response:
         principal = who(request)
         jobs = jobs_of(request)
         job = jobs.get(principal, job_id)

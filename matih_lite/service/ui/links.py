@@ -10,6 +10,7 @@ experiments (``0`` is the Default experiment), registered models and their versi
 from __future__ import annotations
 
 from litestar import Request, Response, get
+from litestar.params import FromPath
 
 from matih_lite.service.ui.pages import Pages
 from matih_lite.service.ui.render import page
@@ -29,7 +30,7 @@ class UnknownPages(Pages):
     path = "/ui"
 
     @get("/{rest:path}", sync_to_thread=False)
-    def unknown(self, request: Request, rest: str) -> Response:
+    def unknown(self, request: Request, rest: FromPath[str]) -> Response:
         from matih_lite.errors import NotFound
 
         raise NotFound(f"the workbench has no page at /ui{rest}; start from /ui")

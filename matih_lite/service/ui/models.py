@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath, FromQuery
 
 from matih_lite.contracts.registry import STAGES, Approval
 from matih_lite.errors import Conflict, Forbidden, GovernanceRefused, InvalidInput, MatihError, NotFound
@@ -71,7 +72,7 @@ class RegistryPages(Pages):
     path = "/ui"
 
     @get("/models", sync_to_thread=True)
-    def models(self, request: Request, name: str = "") -> Response:
+    def models(self, request: Request, name: FromQuery[str] = "") -> Response:
         registry = registry_of(request)
         principal = who(request)
         found = registry.list_models(principal, name_like=f"%{name}%" if name else None, max_results=1000)
@@ -84,7 +85,7 @@ class RegistryPages(Pages):
                     production=production, approvals=decorated_approvals(registry, principal, pending))
 
     @get("/approvals", sync_to_thread=True)
-    def approvals(self, request: Request, status: str = "pending") -> Response:
+    def approvals(self, request: Request, status: FromQuery[str] = "pending") -> Response:
         registry = registry_of(request)
         principal = who(request)
         wanted = None if status == "all" else status
@@ -93,7 +94,7 @@ class RegistryPages(Pages):
                     approvals=decorated_approvals(registry, principal, items))
 
     @get("/models/{name:str}", sync_to_thread=True)
-    def model(self, request: Request, name: str) -> Response:
+    def model(self, request: Request, name: FromPath[str]) -> Response:
         return self._model_page(request, name)
 
     def _model_page(self, request: Request, name: str, *, refused: dict[str, Any] | None = None,
@@ -114,7 +115,7 @@ class RegistryPages(Pages):
                     approvers=policy.describe_approvers(model.owner))
 
     @get("/models/{name:str}/versions/{version:int}", sync_to_thread=True)
-    def version(self, request: Request, name: str, version: int) -> Response:
+    def version(self, request: Request, name: FromPath[str], version: FromPath[int]) -> Response:
         from matih_lite.registry.cards import ModelCards, render_html
 
         registry = registry_of(request)
@@ -127,7 +128,7 @@ class RegistryPages(Pages):
 
     # ---- writes -----------------------------------------------------------------------------------
     @post("/models/{name:str}/versions/{version:int}/promote", status_code=303)
-    async def promote(self, request: Request, name: str, version: int) -> Response:
+    async def promote(self, request: Request, name: FromPath[str], version: FromPath[int]) -> Response:
         form = await checked_form(request)
         registry = registry_of(request)
         principal = who(request)
@@ -142,7 +143,7 @@ class RegistryPages(Pages):
             + (f"; archived {', '.join(map(str, r.archived))}" if r.archived else "")))
 
     @post("/models/{name:str}/rollback", status_code=303)
-    async def rollback(self, request: Request, name: str) -> Response:
+    async def rollback(self, request: Request, name: FromPath[str]) -> Response:
         form = await checked_form(request)
         registry = registry_of(request)
         principal = who(request)
@@ -152,7 +153,7 @@ class RegistryPages(Pages):
                                  + (f"; archived {', '.join(map(str, t.archived))}" if t.archived else ""))
 
     @post("/approvals/{approval_id:str}/approve", status_code=303)
-    async def approve(self, request: Request, approval_id: str) -> Response:
+    async def approve(self, request: Request, approval_id: FromPath[str]) -> Response:
         form = await checked_form(request)
         registry = registry_of(request)
         principal = who(request)
@@ -163,7 +164,7 @@ class RegistryPages(Pages):
                                  back=form.get("back"))
 
     @post("/approvals/{approval_id:str}/reject", status_code=303)
-    async def reject(self, request: Request, approval_id: str) -> Response:
+    async def reject(self, request: Request, approval_id: FromPath[str]) -> Response:
         form = await checked_form(request)
         registry = registry_of(request)
         principal = who(request)

@@ -15,7 +15,7 @@ import re
 from typing import Annotated, Any
 
 from litestar import Request, Response, get
-from litestar.params import QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
 from matih_lite.contracts import Run
@@ -253,7 +253,7 @@ class TrackingPages(Pages):
     path = "/ui"
 
     @get("/", sync_to_thread=True)
-    def experiments(self, request: Request, name: str = "") -> Response:
+    def experiments(self, request: Request, name: FromQuery[str] = "") -> Response:
         tracking = tracking_of(request)
         tenant = who(request).tenant
         found = tracking.search_experiments(tenant, name_like=f"%{name}%" if name else None, max_results=1000)
@@ -261,9 +261,10 @@ class TrackingPages(Pages):
                     experiments=found.items, name=name, more=found.next_token is not None)
 
     @get("/experiments/{experiment_id:str}", sync_to_thread=True)
-    def runs(self, request: Request, experiment_id: str, filter: str = "", order: str = "",
-             cols: Annotated[list[str] | None, QueryParameter(name="cols")] = None, page_token: str = "",
-             size: Annotated[int, QueryParameter(ge=1, le=1000)] = 50, lifecycle: str = "active") -> Response:
+    def runs(self, request: Request, experiment_id: FromPath[str], filter: FromQuery[str] = "",
+             order: FromQuery[str] = "", cols: Annotated[list[str] | None, QueryParameter(name="cols")] = None,
+             page_token: FromQuery[str] = "", size: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
+             lifecycle: FromQuery[str] = "active") -> Response:
         tracking = tracking_of(request)
         tenant = who(request).tenant
         exp = experiment_of(tracking, tenant, experiment_id)
@@ -310,7 +311,7 @@ class TrackingPages(Pages):
                     name_sort=sort_state("attributes.run_name", order))
 
     @get("/runs/{run_id:str}", sync_to_thread=True)
-    def run(self, request: Request, run_id: str) -> Response:
+    def run(self, request: Request, run_id: FromPath[str]) -> Response:
         tracking = tracking_of(request)
         tenant = who(request).tenant
         run = tracking.get_run(tenant, run_id)
@@ -337,7 +338,7 @@ class TrackingPages(Pages):
                     charted=[m.key for m in metrics[:6]])
 
     @get("/runs/{run_id:str}/environment", sync_to_thread=True)
-    def environment(self, request: Request, run_id: str) -> Response:
+    def environment(self, request: Request, run_id: FromPath[str]) -> Response:
         tracking = tracking_of(request)
         tenant = who(request).tenant
         run = tracking.get_run(tenant, run_id)
@@ -349,7 +350,7 @@ class TrackingPages(Pages):
                     text=text, sha=sha)
 
     @get("/runs/{run_id:str}/artifacts", sync_to_thread=True)
-    def artifacts(self, request: Request, run_id: str, path: str = "") -> Response:
+    def artifacts(self, request: Request, run_id: FromPath[str], path: FromQuery[str] = "") -> Response:
         tracking = tracking_of(request)
         tenant = who(request).tenant
         run = tracking.get_run(tenant, run_id)
@@ -369,7 +370,7 @@ class TrackingPages(Pages):
                     path=path, crumbs=crumbs, files=None, file=info, shown=shown)
 
     @get("/runs/{run_id:str}/artifact", sync_to_thread=True)
-    def download(self, request: Request, run_id: str, path: str) -> Response:
+    def download(self, request: Request, run_id: FromPath[str], path: FromQuery[str]) -> Response:
         tracking = tracking_of(request)
         tenant = who(request).tenant
         rel = path.strip("/")
@@ -399,7 +400,7 @@ class TrackingPages(Pages):
 
     @get("/compare", sync_to_thread=True)
     def compare(self, request: Request, runs: Annotated[list[str] | None, QueryParameter(name="runs")] = None,
-                diff: bool = False, metric: str = "") -> Response:
+                diff: FromQuery[bool] = False, metric: FromQuery[str] = "") -> Response:
         tracking = tracking_of(request)
         tenant = who(request).tenant
         ids = run_ids_of(runs)
@@ -442,9 +443,9 @@ class SeriesApi(Pages):
     path = "/ui/api"
 
     @get("/series", sync_to_thread=True)
-    def series(self, request: Request, key: str, runs: Annotated[list[str], QueryParameter(name="runs")],
-               axis: str = "step", points: Annotated[int, QueryParameter(ge=1, le=4000)] = 1000,
-               lo: int | None = None, hi: int | None = None) -> Response:
+    def series(self, request: Request, key: FromQuery[str], runs: Annotated[list[str], QueryParameter(name="runs")],
+               axis: FromQuery[str] = "step", points: Annotated[int, QueryParameter(ge=1, le=4000)] = 1000,
+               lo: FromQuery[int | None] = None, hi: FromQuery[int | None] = None) -> Response:
         tracking = tracking_of(request)
         tenant = who(request).tenant
         ids = run_ids_of(runs)

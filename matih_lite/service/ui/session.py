@@ -25,6 +25,7 @@ from urllib.parse import quote, unquote, urlsplit
 import anyio
 from litestar import Request, Response, get, post
 from litestar.exceptions import PermissionDeniedException
+from litestar.params import FromQuery
 from litestar.response import Redirect
 
 from matih_lite.errors import Unauthorized
@@ -138,7 +139,7 @@ class SessionController(Pages):
     path = "/ui"
 
     @get("/login", sync_to_thread=False)
-    def login_page(self, request: Request, next: str = "/ui") -> Response:
+    def login_page(self, request: Request, next: FromQuery[str] = "/ui") -> Response:
         from matih_lite.service.ui.render import page
 
         return page(request, "login.html", title="Sign in", next=safe_next(next), error=None)
