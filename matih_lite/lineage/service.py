@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from matih_lite import __version__
-from matih_lite.contracts.clock import now_ms
+from matih_lite.contracts.clock import MAX_MS, now_ms
 from matih_lite.contracts.lineage import Direction, LineageEdge, LineageNode
 from matih_lite.errors import InvalidInput, NotFound
 
@@ -391,8 +391,16 @@ def _custom(facet: str, **fields: Any) -> dict[str, Any]:
     return _facet(f"{PRODUCER}/facets/{facet}.json", **fields)
 
 
-def _iso(ms: int | None) -> str:
-    when = dt.datetime.fromtimestamp((ms or now_ms()) / 1000, tz=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _iso(ms: Any) -> str:
+    """An event time (milliseconds) as ISO 8601, now when there is none. A stored time past what a calendar
+    shows (kept before times were checked on the way in, or a node property) is shown as the last time it
+    can be, and a property that is not a number as now, so one such row never breaks a listing."""
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms != ms or not ms:
+        ms = now_ms()
+    when = EPOCH + dt.timedelta(milliseconds=int(min(max(ms, 0), MAX_MS)))
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -782,19 +782,30 @@ def table_json(X: Any) -> Any:
 
 
 def table_from_json(X: Any) -> Any:
-    """The inverse of :func:`table_json` (also a dict of columns, or a list of row objects)."""
+    """The inverse of :func:`table_json` (also a dict of columns, or a list of row objects). InvalidInput for
+    a table that is not one: ragged rows, columns of different lengths, cells that are not values."""
+    if not isinstance(X, (Mapping, list)) or not X:
+        raise InvalidInput("X must be rows (a list of lists), {\"columns\": [...], \"data\": [[...]]} or columns")
+    try:
+        return _table_from_json(X)
+    except (ValueError, TypeError, AttributeError) as exc:  # pandas' and numpy's words for "not a table"
+        raise InvalidInput(f"X is not a table: {exc}", detail={"field": "X"}) from None
+
+
+def _table_from_json(X: Any) -> Any:
     import numpy as np
 
     if isinstance(X, Mapping) and "columns" in X and "data" in X:
         import pandas as pd
 
         return pd.DataFrame(X["data"], columns=X["columns"])
-    if isinstance(X, Mapping) or (isinstance(X, list) and X and isinstance(X[0], Mapping)):
+    if isinstance(X, Mapping) or (isinstance(X, list) and isinstance(X[0], Mapping)):
         import pandas as pd
 
+        if isinstance(X, list) and not all(isinstance(row, Mapping) for row in X):
+            raise InvalidInput("X mixes row objects with other rows; give every row as an object, or none",
+                               detail={"field": "X"})
         return pd.DataFrame(X)
-    if not isinstance(X, list) or not X:
-        raise InvalidInput("X must be rows (a list of lists), {\"columns\": [...], \"data\": [[...]]} or columns")
     return np.asarray(X)
 
 

@@ -185,7 +185,7 @@ def _input(item: Any, i: int, raw: bytes, offset: int) -> tuple[Tensor, int]:
         raise _bad(f"inputs[{i}] must be an object with a name, shape, datatype and data", f"inputs[{i}]")
     name = item["name"]
     datatype = item.get("datatype")
-    if datatype not in DATATYPES and datatype not in INPUT_ONLY:
+    if not isinstance(datatype, str) or (datatype not in DATATYPES and datatype not in INPUT_ONLY):
         raise _bad(f"input {name!r} has datatype {datatype!r}; expected one of "
                    f"{', '.join([*DATATYPES, *INPUT_ONLY])}", name)
     shape = item.get("shape")

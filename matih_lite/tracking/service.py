@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from matih_lite.contracts import ArtifactInfo, Experiment, Metric, Page, Run
 from matih_lite.contracts.artifacts import clean_path
-from matih_lite.contracts.clock import now_ms
+from matih_lite.contracts.clock import check_ms, now_ms
 from matih_lite.contracts.records import RUN_STATUSES, TERMINAL_STATUSES
 from matih_lite.contracts.search import OrderBy, RunFilter, parse_filter, parse_order_by
 from matih_lite.errors import InvalidInput, NotFound
@@ -147,6 +147,7 @@ class Tracking:
     def create_run(self, tenant: str, experiment_id: str, *, name: str | None = None, user_id: str = "",
                    start_time: int | None = None, parent_run_id: str | None = None,
                    tags: Mapping[str, str] | None = None) -> Run:
+        check_ms(start_time, "start_time")
         tags = {check_key(k, "tag"): check_value(v, MAX_TAG_VALUE, "tag", k) for k, v in (tags or {}).items()}
         name = name or tags.get(RUN_NAME_TAG) or random_run_name()
         name = self._name(name, "run")
@@ -170,6 +171,7 @@ class Tracking:
 
     def update_run(self, tenant: str, run_id: str, *, status: str | None = None, end_time: int | None = None,
                    name: str | None = None) -> Run:
+        check_ms(end_time, "end_time")
         if status is not None and status not in RUN_STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
         if name is not None:

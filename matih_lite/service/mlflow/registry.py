@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody
+from litestar.params import FromQuery, JSONBody
 
 from matih_lite.contracts.registry import Approval, ModelVersion, RegisteredModel
 from matih_lite.errors import GovernanceRefused, NotFound
@@ -94,6 +94,12 @@ class RenameModelIn(msgspec.Struct):
 class LatestVersionsIn(msgspec.Struct):
     name: str | None = None
     stages: list[str] = []
+
+
+def latest_versions(registry: Registry, principal: Principal, name: str | None, stages: list[str]) -> dict[str, Any]:
+    """``get-latest-versions`` (POST with a body, GET with a query): the newest version in each stage."""
+    found = registry.latest_versions(principal, required(name, "name"), stages or None)
+    return {"model_versions": [version_json(v) for v in found]}
 
 
 class ModelTagIn(msgspec.Struct):
@@ -233,13 +239,14 @@ class MlflowRegisteredModels(Controller):
         return {"registered_model": model_json(model, [])}
 
     @get(paths("registered-models/get"), sync_to_thread=True)
-    def read(self, registry: RegistryDep, principal: PrincipalDep, name: str | None = None) -> dict[str, Any]:
+    def read(self, registry: RegistryDep, principal: PrincipalDep,
+             name: FromQuery[str | None] = None) -> dict[str, Any]:
         return self._answer(registry, principal, required(name, "name"))
 
     @get(paths("registered-models/search"), sync_to_thread=True)
-    def search(self, registry: RegistryDep, principal: PrincipalDep, filter: str | None = None,
-               max_results: int | None = None, order_by: list[str] | None = None,
-               page_token: str | None = None) -> dict[str, Any]:
+    def search(self, registry: RegistryDep, principal: PrincipalDep, filter: FromQuery[str | None] = None,
+               max_results: FromQuery[int | None] = None, order_by: FromQuery[list[str] | None] = None,
+               page_token: FromQuery[str | None] = None) -> dict[str, Any]:
         limit = result_limit(max_results, 100)
         clauses = parse_simple_filter(filter, _MODEL_ATTRIBUTES)
         models = _all(lambda t: registry.list_models(principal, max_results=SEARCH_MAX_RESULTS, page_token=t))
@@ -277,14 +284,13 @@ class MlflowRegisteredModels(Controller):
     @post(paths("registered-models/get-latest-versions"), sync_to_thread=True, status_code=200)
     def latest(self, data: JSONBody[LatestVersionsIn], registry: RegistryDep,
                principal: PrincipalDep) -> dict[str, Any]:
-        found = registry.latest_versions(principal, required(data.name, "name"), data.stages or None)
-        return {"model_versions": [version_json(v) for v in found]}
+        return latest_versions(registry, principal, data.name, data.stages)
 
     @get(paths("registered-models/get-latest-versions"), sync_to_thread=True,
          name="mlflow-registry-latest-versions-get")
-    def latest_get(self, registry: RegistryDep, principal: PrincipalDep, name: str | None = None,
-                   stages: list[str] | None = None) -> dict[str, Any]:
-        return self.latest(LatestVersionsIn(name, stages or []), registry, principal)  # type: ignore[arg-type]
+    def latest_get(self, registry: RegistryDep, principal: PrincipalDep, name: FromQuery[str | None] = None,
+                   stages: FromQuery[list[str] | None] = None) -> dict[str, Any]:
+        return latest_versions(registry, principal, name, stages or [])
 
     @post(paths("registered-models/set-tag"), sync_to_thread=True, status_code=200)
     def set_tag(self, data: JSONBody[ModelTagIn], registry: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
@@ -304,8 +310,8 @@ class MlflowRegisteredModels(Controller):
         return {}
 
     @get(paths("registered-models/alias"), sync_to_thread=True, name="mlflow-registry-alias-get")
-    def get_alias(self, registry: RegistryDep, principal: PrincipalDep, name: str | None = None,
-                  alias: str | None = None) -> dict[str, Any]:
+    def get_alias(self, registry: RegistryDep, principal: PrincipalDep, name: FromQuery[str | None] = None,
+                  alias: FromQuery[str | None] = None) -> dict[str, Any]:
         found = registry.get_version_by_alias(principal, required(name, "name"), required(alias, "alias"))
         return {"model_version": version_json(found)}
 
@@ -335,8 +341,8 @@ class MlflowModelVersions(Controller):
         return {"model_version": version_json(mv)}
 
     @get(paths("model-versions/get"), sync_to_thread=True)
-    def read(self, registry: RegistryDep, principal: PrincipalDep, name: str | None = None,
-             version: str | None = None) -> dict[str, Any]:
+    def read(self, registry: RegistryDep, principal: PrincipalDep, name: FromQuery[str | None] = None,
+             version: FromQuery[str | None] = None) -> dict[str, Any]:
         mv = registry.get_version(principal, required(name, "name"), required(version, "version"))
         return {"model_version": version_json(mv)}
 
@@ -365,9 +371,9 @@ class MlflowModelVersions(Controller):
         return {"model_version": version_json(registry.get_version(principal, name, version))}
 
     @get(paths("model-versions/search"), sync_to_thread=True)
-    def search(self, registry: RegistryDep, principal: PrincipalDep, filter: str | None = None,
-               max_results: int | None = None, order_by: list[str] | None = None,
-               page_token: str | None = None) -> dict[str, Any]:
+    def search(self, registry: RegistryDep, principal: PrincipalDep, filter: FromQuery[str | None] = None,
+               max_results: FromQuery[int | None] = None, order_by: FromQuery[list[str] | None] = None,
+               page_token: FromQuery[str | None] = None) -> dict[str, Any]:
         limit = result_limit(max_results, 10_000)
         clauses = parse_simple_filter(filter, _VERSION_ATTRIBUTES)
         named = [v for kind, key, op, v in clauses if kind == "attribute" and key == "name" and op == "="]
@@ -393,8 +399,8 @@ class MlflowModelVersions(Controller):
         return page_of(rows, "model_versions", limit, page_token)
 
     @get(paths("model-versions/get-download-uri"), sync_to_thread=True)
-    def download_uri(self, registry: RegistryDep, principal: PrincipalDep, name: str | None = None,
-                     version: str | None = None) -> dict[str, Any]:
+    def download_uri(self, registry: RegistryDep, principal: PrincipalDep, name: FromQuery[str | None] = None,
+                     version: FromQuery[str | None] = None) -> dict[str, Any]:
         mv = registry.get_version(principal, required(name, "name"), required(version, "version"))
         return {"artifact_uri": mv.storage_location or mv.source}
 
