@@ -11,11 +11,15 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from matih_lite.remote import HostOrService
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 
 def _json(value: Any) -> Any:
@@ -27,7 +31,7 @@ class FeatureClient(HostOrService):
     ``monitor``."""
 
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
-                 profile: str | None = None, host: Any = None, principal: Any = None) -> None:
+                 profile: str | None = None, host: Host | None = None, principal: Any = None) -> None:
         super().__init__(url, token=token, config=config, profile=profile, host=host, principal=principal)
         self._config_path = config
         self._profile = profile

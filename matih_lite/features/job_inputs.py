@@ -20,10 +20,14 @@ import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.identity import Principal
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 FEATURE_SERVICE_TAG = "matih.feature_service"
 """Run and model-version tag: the feature service the model was trained on (and is served with)."""
@@ -37,7 +41,7 @@ def is_feature_input(value: Any) -> bool:
     return isinstance(value, Mapping) and "entities" in value
 
 
-def prepare_feature_inputs(host: Any, principal: Principal, run_id: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+def prepare_feature_inputs(host: Host, principal: Principal, run_id: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     """The spec with each feature-store input replaced by the URI of its joined frame in the run (see the module
     docstring); a spec without one comes back unchanged. Raises InvalidInput naming the input at fault."""
     inputs = dict(spec.get("inputs") or {})
@@ -65,7 +69,7 @@ def prepare_feature_inputs(host: Any, principal: Principal, run_id: str, spec: M
     return {**spec, "inputs": inputs}
 
 
-def _join_input(host: Any, principal: Principal, run_id: str, spec: Mapping[str, Any], name: str,
+def _join_input(host: Host, principal: Principal, run_id: str, spec: Mapping[str, Any], name: str,
                 value: Mapping[str, Any]) -> tuple[str, list[str]]:
     """Join one input into the run; returns its artifact URI and the feature references it holds."""
     from matih_lite.features.lineage import record_service
@@ -129,7 +133,7 @@ def _schema_of(path: Path) -> str:
     return json.dumps({"mlflow_colspec": cols})
 
 
-def _log_dataset(host: Any, tenant: str, run_id: str, name: str, digest: str, uri: str, entities: Path,
+def _log_dataset(host: Host, tenant: str, run_id: str, name: str, digest: str, uri: str, entities: Path,
                  service: str | None, refs: list[str], schema: str, rows: int, applied: Any) -> None:
     """The run's inputs as MLflow's ``log_input`` keeps them (``mlflow.data.context = training``): the joined
     frame, and the feature service itself (its digest: the applied definitions' digest)."""

@@ -8,10 +8,14 @@ to the run as a dataset), so ``lineage show model:NAME/V --upstream`` reaches th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.contracts.features import FeatureDefinitions
 from matih_lite.features import retrieval
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 FEEDS = "feeds"
 """source -> feature view, feature view -> on-demand view / feature service."""
@@ -76,7 +80,7 @@ def record_views(lineage: Any, tenant: str, defs: FeatureDefinitions, res: Any) 
     return [k for k in wanted if k.partition(":")[2] in direct]
 
 
-def record_definitions(host: Any, tenant: str, defs: FeatureDefinitions) -> None:
+def record_definitions(host: Host, tenant: str, defs: FeatureDefinitions) -> None:
     """Every service's chain (called after ``apply``)."""
     from matih_lite.lineage import Lineage
 

@@ -25,13 +25,17 @@ Settings, in matih.toml::
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from matih_lite.errors import ConfigError, InvalidInput
 from matih_lite.features.definitions import format_duration, parse_duration
 from matih_lite.identity import Principal
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 
 class MonitorSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,7 +47,7 @@ class MonitorSettings(msgspec.Struct, forbid_unknown_fields=True):
     alerts: bool = True
 
 
-def monitor_settings(host: Any) -> MonitorSettings:
+def monitor_settings(host: Host) -> MonitorSettings:
     """``[features.monitoring]`` of matih.toml. Raises ConfigError with the key path."""
     section = host.config.section("features") or {}
     raw = section.get("monitoring", {}) if isinstance(section, dict) else {}

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -39,6 +39,10 @@ from matih_lite.features.plan import Plan, diff
 from matih_lite.features.retrieval import OnlineFeatures, Resolution
 from matih_lite.features.sources import check_definitions
 from matih_lite.identity import Principal
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.features")
 
@@ -114,7 +118,7 @@ class ApplyResult(msgspec.Struct, frozen=True):
 class Features:
     """Feature definitions, retrieval and the online store of one platform (see the module docstring)."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self._lock = threading.Lock()
         self._defs: dict[str, tuple[float, DefinitionVersion, FeatureDefinitions]] = {}
@@ -122,7 +126,7 @@ class Features:
         self._resolved: dict[tuple, Resolution] = {}
 
     @classmethod
-    def of(cls, host: Any) -> Features:
+    def of(cls, host: Host) -> Features:
         """The one instance for ``host`` (its caches live as long as the host)."""
         with _BY_HOST_LOCK:
             found = _BY_HOST.get(host)

@@ -17,7 +17,7 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -26,6 +26,10 @@ from matih_lite import __version__
 from matih_lite.contracts.clock import MAX_MS, now_ms
 from matih_lite.contracts.lineage import Direction, LineageEdge, LineageNode
 from matih_lite.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 KIND_BY_PREFIX: dict[str, str] = {
     "dataset": "dataset", "table": "table", "feature_view": "feature_view", "feature_service": "feature_service",
@@ -135,7 +139,7 @@ class Lineage:
     model registered or deployed through this host is linked to its run even without a service.
     """
 
-    def __init__(self, host: Any, *, attach: bool = True) -> None:
+    def __init__(self, host: Host, *, attach: bool = True) -> None:
         self.host = host
         if attach:
             from matih_lite.lineage.recorder import attach_recorder

@@ -17,7 +17,11 @@ than numpy.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 _LAZY = {
     "BASELINE_TAG": "profile", "Profile": "profile", "build_profile": "profile",
@@ -35,7 +39,7 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"matih_lite.monitoring.{module}"), name)
 
 
-def build_baseline(principal: Any, name: str, version: int | str, data: Any = None, *, host: Any = None,
+def build_baseline(principal: Any, name: str, version: int | str, data: Any = None, *, host: Host | None = None,
                    **options: Any) -> Any:
     """Build and store a version's drift baseline (see :meth:`Monitoring.build_baseline`); returns the Profile.
 

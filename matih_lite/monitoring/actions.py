@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -21,6 +21,10 @@ from matih_lite.errors import ConfigError, Conflict, MatihError, NotFound
 from matih_lite.events import PlatformEvent
 from matih_lite.identity import Principal
 from matih_lite.monitoring.settings import MONITOR_USER, UNITS, DriftSettings, model_setting, parse_duration, segment
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 HEALTH_TAG = "matih.health"
 HEALTH_DETAIL_TAG = "matih.health.detail"
@@ -174,7 +178,7 @@ class DriftActions:
 
 
 # ---- deployment rollback ----------------------------------------------------------------------------------
-def rollback_deployment(host: Any, deployments: Any, principal: Principal, name: str, version: int,
+def rollback_deployment(host: Host, deployments: Any, principal: Principal, name: str, version: int,
                         reason: str) -> dict[str, Any]:
     """Take ``version`` out of a deployment's traffic, through the traffic manager's own operations.
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from matih_lite.identity import Principal
 from matih_lite.monitoring.service import Monitoring
 from matih_lite.remote import HostOrService
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 
 class DriftClient(HostOrService):
@@ -21,7 +25,7 @@ class DriftClient(HostOrService):
     """
 
     def __init__(self, url: str | None = None, *, token: str | None = None, config: str | None = None,
-                 profile: str | None = None, host: Any = None, principal: Principal | None = None) -> None:
+                 profile: str | None = None, host: Host | None = None, principal: Principal | None = None) -> None:
         super().__init__(url, token=token, config=config, profile=profile, host=host, principal=principal)
         if self.http is None:
             self.monitoring = Monitoring(self.host)
@@ -80,7 +84,7 @@ class DriftClient(HostOrService):
         return self.http.call("GET", "/api/v1/drift/tests")["tests"]
 
 
-def drift_jobs(host: Any) -> dict[str, Any]:
+def drift_jobs(host: Host) -> dict[str, Any]:
     """The drift slot's backend and the jobs it supervises (``jobs()`` of a runner that has them, else none)."""
     spec = host.active("drift")
     runner = host.backend("drift") if spec is not None else None

@@ -24,10 +24,14 @@ threshold=None)`` returns the same dict and has ``threshold``, ``kind`` and ``ap
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.hookspecs import hookimpl
 from matih_lite.monitoring.stats import BUILTIN_TESTS
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.monitoring")
 
@@ -52,7 +56,7 @@ DUTY_PLUGIN = "matih_lite.monitoring.duty"
 
 
 @hookimpl
-def startup(host: Any) -> None:
+def startup(host: Host) -> None:
     """Start the drift slot's runner with this host's schedule; drift monitoring never keeps the service down.
 
     Its checks run once across replicas: each tick checks the due windows only on the replica that holds
@@ -91,13 +95,13 @@ def once_across_replicas(schedule: Any, duty: Any) -> Any:
     return dataclasses.replace(plan, check_due=check_due)
 
 
-def drift_duty(host: Any) -> Any:
+def drift_duty(host: Host) -> Any:
     """The host's drift duty (None before startup, or without a drift runner)."""
     return host.pm.get_plugin(DUTY_PLUGIN)
 
 
 @hookimpl
-def shutdown(host: Any) -> None:
+def shutdown(host: Host) -> None:
     if host.active("drift") is None:
         return
     try:

@@ -15,13 +15,17 @@ Whatever runs the schedule (a thread in the service, a Flink job handing back re
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.contracts.clock import now_ms
 from matih_lite.contracts.slots import DriftPlan, DriftWindow
 from matih_lite.identity import Principal
 from matih_lite.monitoring.service import Monitoring
 from matih_lite.monitoring.settings import MONITOR_USER, format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.monitoring.schedule")
 
@@ -30,7 +34,7 @@ class DriftSchedule:
     """The drift windows due for one platform (a :class:`~matih_lite.host.Host`), checked through one
     :class:`Monitoring` that lives as long as the schedule (so windows merge from ones already read)."""
 
-    def __init__(self, host: Any, monitoring: Monitoring | None = None) -> None:
+    def __init__(self, host: Host, monitoring: Monitoring | None = None) -> None:
         self.host = host
         self.monitoring = monitoring or Monitoring(host)
         self._last: dict[tuple[str, str, str], int] = {}

@@ -33,7 +33,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,10 @@ from matih_lite.monitoring.settings import (
 )
 from matih_lite.monitoring.window import REPORT_SCHEMA, compare_window, window_report  # noqa: F401
 
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
+
 log = logging.getLogger("matih_lite.monitoring")
 
 MAX_CACHED_WINDOWS = 64
@@ -70,7 +74,7 @@ class Monitoring:
     events slot. Keep one instance to reuse loaded baselines and computed window aggregates.
     """
 
-    def __init__(self, host: Any, *, window_source: Any = None) -> None:
+    def __init__(self, host: Host, *, window_source: Any = None) -> None:
         from matih_lite.registry import Registry
 
         self.host = host

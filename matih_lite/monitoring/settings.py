@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from matih_lite.errors import ConfigError, InvalidInput
 from matih_lite.monitoring import stats
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 MONITOR_USER = "drift-monitor"
 """Who the drift checks act as (in the history of what they change)."""
@@ -156,7 +160,7 @@ def model_setting(config: Any, model: str, key: str) -> Any:
     return None
 
 
-def check_drift(host: Any, settings: DriftSettings) -> list[tuple[str, str]]:
+def check_drift(host: Host, settings: DriftSettings) -> list[tuple[str, str]]:
     """What the types of ``[drift]`` cannot say: durations, ranges, signals, and that every test named is
     installed (built in or a plugin's), for the defaults and for each ``[drift.models.NAME]``."""
     import difflib

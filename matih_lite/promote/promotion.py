@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -11,6 +11,10 @@ from matih_lite.errors import InvalidInput, MatihError
 from matih_lite.promote import files, journal, online, queries, streams, tables
 from matih_lite.promote.checks import Check, PromoteRefused, SlotCopy
 from matih_lite.promote.tables import Progress
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 COPIED_SLOTS: tuple[str, ...] = ("metadata", "artifacts", "events", "features")
 """The slots promote copies today, in the order it copies them."""
@@ -55,11 +59,11 @@ def choose_slots(only: Sequence[str] | None, source: Any = None, target: Any = N
     return [s for s in COPIED_SLOTS if s in chosen]
 
 
-def _settings(host: Any, slot: str) -> dict[str, Any]:
+def _settings(host: Host, slot: str) -> dict[str, Any]:
     return {k: v for k, v in (host.selection().get(slot) or {}).items() if k != "default"}
 
 
-def _open(host: Any, slot: str, role: str) -> Any:
+def _open(host: Host, slot: str, role: str) -> Any:
     """The slot's backend, or an error naming the slot, the profile and what to do."""
     try:
         store = host.backend(slot)

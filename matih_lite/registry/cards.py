@@ -28,7 +28,7 @@ import io
 import json
 import pickle
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -38,6 +38,10 @@ from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.events import PlatformEvent
 from matih_lite.identity import Principal
 from matih_lite.remote import HostOrService
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 CARD_SCHEMA = "matih-lite/model-card/v1"
 EVALUATION_SCHEMA = "matih-lite/evaluation/v1"
@@ -56,7 +60,7 @@ _PICKLE_FLAVORS = ("sklearn", "")
 class ModelCards:
     """Cards and evaluations of model versions for one platform (a :class:`~matih_lite.host.Host`)."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         from matih_lite.registry import Registry
 
         self.host = host

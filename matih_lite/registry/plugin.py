@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    from matih_lite.host import Host
 
-def check_models(host: Any, settings: Any) -> list[tuple[str, str]]:
+
+
+def check_models(host: Host, settings: Any) -> list[tuple[str, str]]:
     """Every malformed rule and approver of ``[models]``, each with its key path."""
     from matih_lite.registry.policy import check_policies
 
     return check_policies(host.config.section("models"))
 
 
-def check_governance(host: Any, settings: Any) -> list[tuple[str, str]]:
+def check_governance(host: Host, settings: Any) -> list[tuple[str, str]]:
     """Self-approval only where auth is off; ``serve_stages`` names stages."""
     from matih_lite.auth import auth_enabled
     from matih_lite.errors import ConfigError

@@ -30,7 +30,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -54,6 +54,10 @@ from matih_lite.registry.policy import Policy, policy_for
 from matih_lite.registry.signature import check_signature, from_mlmodel, infer_signature
 from matih_lite.tracking.logged_models import LoggedModels
 from matih_lite.tracking.service import MAX_TAG_VALUE, Tracking, check_key, check_value
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 MAX_NAME = 256
 MAX_DESCRIPTION = 65_536
@@ -105,7 +109,7 @@ class SourceInfo(msgspec.Struct):
 class Registry:
     """Registered models, versions, aliases and governed stages for one platform (a :class:`Host`)."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self.tracking = Tracking(host)
 

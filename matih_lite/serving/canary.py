@@ -16,7 +16,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import numpy as np
@@ -25,6 +25,10 @@ from matih_lite.contracts.deployments import CanaryState, Deployment, Route
 from matih_lite.errors import ConfigError, Conflict, Forbidden, GovernanceRefused, InvalidInput, MatihError, NotFound
 from matih_lite.identity import LOCAL_ADMIN, Principal
 from matih_lite.serving.routing import canary_routes, difference, variant_name
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.serving")
 
@@ -98,7 +102,7 @@ def canary_section(config: Any) -> CanarySection:
     return convert_settings(config.section("canary"), CanarySection, "canary")
 
 
-def check_canary(host: Any, section: CanarySection) -> list[tuple[str, str]]:
+def check_canary(host: Host, section: CanarySection) -> list[tuple[str, str]]:
     """The ranges of the default policy and of every ``[canary.deployments.NAME]`` table."""
     problems: list[tuple[str, str]] = []
     for name in ["", *section.deployments]:

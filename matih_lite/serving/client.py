@@ -8,7 +8,7 @@ loads the routed version in this process.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import msgspec
@@ -17,12 +17,16 @@ from matih_lite.contracts.deployments import Deployment, DeploymentChange
 from matih_lite.errors import InvalidInput
 from matih_lite.remote import HostOrService
 
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
+
 
 class DeploymentClient(HostOrService):
     """Deployments through the service this folder has (``MATIH_URL``, or its running ``up``), else embedded."""
 
     def __init__(self, config: str | None = None, profile: str | None = None, *, url: str | None = None,
-                 token: str | None = None, host: Any = None) -> None:
+                 token: str | None = None, host: Host | None = None) -> None:
         super().__init__(url, token=token, config=config, profile=profile, host=host, timeout=60.0)
         if self.http is None:
             from matih_lite.serving.deployments import Deployments
@@ -103,7 +107,7 @@ def _deployment(doc: dict[str, Any]) -> Deployment:
     return msgspec.convert({"tenant": "", **doc}, Deployment)
 
 
-def _predict_embedded(host: Any, principal: Any, name: str, body: dict[str, Any], key: str | None,
+def _predict_embedded(host: Host, principal: Any, name: str, body: dict[str, Any], key: str | None,
                       version: int | None) -> dict[str, Any]:
     import asyncio
 

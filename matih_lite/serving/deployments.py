@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -57,6 +57,10 @@ from matih_lite.serving.routing import (
     version_number,
 )
 
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
+
 log = logging.getLogger("matih_lite.serving")
 
 _RETRIES = 5
@@ -65,7 +69,7 @@ _RETRIES = 5
 class Deployments:
     """Deployments of one platform (a :class:`~matih_lite.host.Host`): records, rules and history."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         from matih_lite.registry.service import Registry
 
         self.host = host

@@ -18,10 +18,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.features.job_inputs import FEATURE_SERVICE_TAG, FEATURES_TAG
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 RECORD_FORMATS = ("dataframe_records", "dataframe_split", "instances", "inputs")
 
@@ -76,7 +80,7 @@ def _records(doc: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]] | None:
     return None
 
 
-async def enrich(host: Any, principal: Any, served: Any, doc: Any) -> tuple[Any, float | None]:
+async def enrich(host: Host, principal: Any, served: Any, doc: Any) -> tuple[Any, float | None]:
     """The request body with each row's online features added (see the module docstring), and the lookup's
     milliseconds (None when nothing was looked up). Raises InvalidInput naming the row, key or feature."""
     source: FeatureSource | None = getattr(served, "feature_source", None)

@@ -59,12 +59,16 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from matih_lite.errors import InvalidInput, StoreError
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.serving.inference_log")
 
@@ -471,7 +475,7 @@ class InferenceLogMetrics:
 
     Nothing is reported before the first model loads (the log is made then)."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
 
     def current(self) -> InferenceLog | None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -36,6 +36,10 @@ from matih_lite.contracts.deployments import Deployment
 from matih_lite.contracts.llm import ChatRequest, Chunk, CompletionRequest, ServedLLM, Usage
 from matih_lite.errors import InvalidInput, MatihError, NotFound, StoreError
 from matih_lite.serving.routing import variant_name
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 LLM_SLOT = "llm"
 
@@ -53,7 +57,7 @@ class Generation(msgspec.Struct):
     latency_ms: float
 
 
-def llm_backend(host: Any) -> Any:
+def llm_backend(host: Host) -> Any:
     """The ``llm`` slot's backend. Raises ModelUnavailable (503) saying how to fill the slot when it is empty."""
     from matih_lite.serving.traffic import ModelUnavailable
 
@@ -65,7 +69,7 @@ def llm_backend(host: Any) -> Any:
     return host.backend(LLM_SLOT)
 
 
-def load_llm_version(host: Any, tenant: str, version: Any, *, key: str) -> ServedLLM:
+def load_llm_version(host: Host, tenant: str, version: Any, *, key: str) -> ServedLLM:
     """Materialize an ``llm`` version (its MLmodel) and load it into the llm slot under ``key``."""
     from matih_lite.serving.flavors.llm import llm_model
     from matih_lite.serving.materialize import materialize

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matih_lite.hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    from matih_lite.host import Host
 
-def check_quotas(host: Any, settings: Any) -> list[tuple[str, str]]:
+
+
+def check_quotas(host: Host, settings: Any) -> list[tuple[str, str]]:
     from matih_lite.tracking.quotas import check_quotas as check
 
     return check(host, settings)

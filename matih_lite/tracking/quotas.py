@@ -18,11 +18,15 @@ the sum of its files' sizes in the artifacts slot, listed once per upload while 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from matih_lite.errors import ConfigError, QuotaExceeded
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 MB = 1 << 20
 GB = 1 << 30
@@ -73,7 +77,7 @@ def artifact_quota(section: Mapping[str, Any] | None, tenant: str) -> ArtifactQu
     return ArtifactQuota(found.get("max_artifact_mb"), found.get("artifact_quota_gb"))
 
 
-def check_quotas(host: Any, settings: Any) -> list[tuple[str, str]]:
+def check_quotas(host: Host, settings: Any) -> list[tuple[str, str]]:
     """Every artifact-quota value of ``[quotas]`` (top level and every tenant's table) that is not a positive number."""
     section = settings if isinstance(settings, Mapping) else {}
     problems: list[tuple[str, str]] = []

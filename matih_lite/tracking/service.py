@@ -11,7 +11,7 @@ import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from matih_lite.contracts import ArtifactInfo, Experiment, Metric, Page, Run
 from matih_lite.contracts.artifacts import clean_path
@@ -21,6 +21,10 @@ from matih_lite.contracts.search import OrderBy, RunFilter, parse_filter, parse_
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.events import PlatformEvent
 from matih_lite.tracking.names import random_run_name
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 MAX_KEY = 250
 MAX_PARAM_VALUE = 6000
@@ -80,7 +84,7 @@ def to_metric(key: str, value: Any, timestamp: Any = None, step: Any = 0) -> Met
 class Tracking:
     """Experiments, runs and their artifacts for one platform (a :class:`~matih_lite.host.Host`)."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
 
     @property

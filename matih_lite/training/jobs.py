@@ -45,7 +45,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -66,6 +66,10 @@ from matih_lite.errors import ConfigError, Conflict, InvalidInput, MatihError, N
 from matih_lite.events import PlatformEvent
 from matih_lite.identity import Principal
 from matih_lite.training.spec import JobSpec, parse_spec, trials_of
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.jobs")
 
@@ -188,7 +192,7 @@ def waiting_reason(job: Job, usage: Usage, limits: Limits) -> str:
 class Jobs:
     """Submit, list, show, read logs of and cancel jobs for one platform (a :class:`~matih_lite.host.Host`)."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
 
     @property
@@ -403,7 +407,7 @@ _supervisors_lock = threading.Lock()
 class JobSupervisor:
     """Starts, watches and finishes the jobs this process submitted (one per host, a daemon thread)."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.jobs = Jobs(host)
         self.host = host
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -418,7 +422,7 @@ class JobSupervisor:
         """Running jobs whose status the compute backend could not tell: since when (monotonic), and why."""
 
     @classmethod
-    def of(cls, host: Any, *, start: bool = True) -> JobSupervisor:
+    def of(cls, host: Host, *, start: bool = True) -> JobSupervisor:
         with _supervisors_lock:
             found = _supervisors.get(host)
             if found is None:
@@ -428,7 +432,7 @@ class JobSupervisor:
         return found
 
     @classmethod
-    def wake_all(cls, host: Any) -> None:
+    def wake_all(cls, host: Host) -> None:
         found = _supervisors.get(host)
         if found is not None:
             found.wake()
