@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -40,6 +40,10 @@ from matih_lite.serving.canary import (
 )
 from matih_lite.serving.deployments import Deployments
 from matih_lite.serving.routing import TrafficSplit, variant_name
+
+if TYPE_CHECKING:
+    from matih_lite.host import Host
+
 
 log = logging.getLogger("matih_lite.serving")
 
@@ -153,7 +157,7 @@ class TrafficManager:
     ``[canary] tick_seconds`` (1; 0: the canary scheduler is off and :meth:`step` is called by hand).
     """
 
-    def __init__(self, host: Any, *, follow: bool = True) -> None:
+    def __init__(self, host: Host, *, follow: bool = True) -> None:
         self.host = host
         self.deployments = Deployments(host)
         self.canaries = Canaries(self.deployments)
@@ -522,7 +526,9 @@ class TrafficManager:
             try:
                 self._load(d.tenant, d.model, version)
             except ModelUnavailable as exc:
-                if isinstance(exc.__cause__, StoreError) or self._closed:
+                # A backend down (StoreError) or a slot with no backend (the llm slot left empty) refuses
+                # nothing: the deployment answers 503 saying why until the backend is there.
+                if isinstance(exc.__cause__, (StoreError, ModelUnavailable)) or self._closed:
                     log.warning("deployment %s: version %s not loaded before the change: %s", d.name, version,
                                 exc.message)
                     continue
@@ -807,7 +813,7 @@ MANAGER = "matih_lite.serving.traffic"
 """The name a host's traffic manager is registered under in its plugin manager."""
 
 
-def attach_traffic(host: Any) -> TrafficManager:
+def attach_traffic(host: Host) -> TrafficManager:
     """The host's traffic manager, made and registered on first call (so the host's events reach it)."""
     pm = host.pm
     found = pm.get_plugin(MANAGER)
@@ -831,7 +837,7 @@ def next_request_id() -> str:
     return f"{_REQUEST_PREFIX}{next(_request_counter):016x}"
 
 
-def detach_traffic(host: Any) -> None:
+def detach_traffic(host: Host) -> None:
     """Close and unregister the host's traffic manager, if it has one."""
     manager = host.pm.get_plugin(MANAGER)
     if manager is not None:

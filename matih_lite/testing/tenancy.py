@@ -46,6 +46,9 @@ EVERY_TENANT_METHODS: dict[str, str] = {
     "touch_token": "called with the id find_token returned, of whichever tenant",
     "deployment_changes": "the feed a server follows for every tenant's deployments",
     "running_canaries": "the canary controller steps every tenant's canaries",
+    "acquire_lease": "a lease names a platform-wide duty (the canary judge, the drift runner), held by one replica",
+    "release_lease": "a lease names a platform-wide duty, held by one replica for every tenant",
+    "lease_holder": "a lease names a platform-wide duty, held by one replica for every tenant",
 }
 """Methods that are deliberately not scoped to one tenant, and why."""
 
