@@ -1,4 +1,5 @@
-"""The tracking domain's plugin: the artifact keys of ``[quotas]`` (the jobs' keys are the training domain's)."""
+"""The tracking domain's plugin: ``[quotas]`` registered once, its artifact keys checked here and its jobs' keys
+by the training domain."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ if TYPE_CHECKING:
     from matih_lite.host import Host
 
 
-
 def check_quotas(host: Host, settings: Any) -> list[tuple[str, str]]:
+    """Every problem of ``[quotas]``: the artifact keys (checked here) and the jobs' (by the training domain)."""
     from matih_lite.tracking.quotas import check_quotas as check
+    from matih_lite.training.jobs import quota_problems
 
-    return check(host, settings)
+    return check(host, settings) + quota_problems(settings)
 
 
 @hookimpl

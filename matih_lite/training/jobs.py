@@ -128,6 +128,24 @@ def quota_for(section: Mapping[str, Any], tenant: str) -> Limits:
     return Limits(**{k: merged.get(k) for k in fields})
 
 
+def quota_problems(section: Any) -> list[tuple[str, str]]:
+    """``(key path, reason)`` for every jobs' value of ``[quotas]`` that :func:`quota_for` would refuse (for
+    ``config validate`` and ``up``), and every top-level key that is neither a quota nor a tenant's table."""
+    if not isinstance(section, Mapping):
+        return [("quotas", f"expected a table, got {section!r}")]
+    known = set(_QuotaTable.__struct_fields__) | ARTIFACT_KEYS
+    problems = [(f"quotas.{k}", f"unknown key; quota keys are {', '.join(sorted(known))}, or a tenant's table")
+                for k, v in section.items() if not isinstance(v, Mapping) and k not in known]
+    for tenant in dict.fromkeys(["", *(k for k, v in section.items() if isinstance(v, Mapping))]):
+        try:
+            quota_for(section, tenant or "*")
+        except ConfigError as exc:
+            found = (exc.key or "quotas", exc.reason)
+            if found not in problems:
+                problems.append(found)
+    return problems
+
+
 def job_demand(spec: JobSpec, limits: Limits, capacity: Resources | None) -> tuple[Resources, int]:
     """What a job holds while it runs, and its tuning concurrency (1 for training).
 

@@ -134,3 +134,23 @@ def test_up_refuses_a_bad_value_in_one_line_without_a_traceback(tmp_path, key):
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and f"{key}:" in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+QUOTA_MISTAKES = {
+    'quotas."*".jobs': '[quotas."*"]\njobs = "four"\n',
+    "quotas.research.cpu": "[quotas.research]\ncpu = 3\n",
+    "quotas.max_artifacts_mb": "[quotas]\nmax_artifacts_mb = 512\n",
+    "quotas.artifact_quota_gb": "[quotas]\nartifact_quota_gb = -1\n",
+}
+
+
+@pytest.mark.parametrize("key", list(QUOTA_MISTAKES))
+def test_quotas_are_checked_key_by_key_though_their_section_is_shared(app, tmp_path, key):
+    """[quotas] holds the jobs' keys (training) and the artifacts' (tracking), and tenant tables of both."""
+    (tmp_path / "matih.toml").write_text(QUOTA_MISTAKES[key])
+    result = CliRunner().invoke(app, ["config", "validate", "--config", str(tmp_path / "matih.toml")])
+    assert result.exit_code == 2 and f"{key}:" in result.output and "Traceback" not in result.output, result.output
+    (tmp_path / "matih.toml").write_text('[quotas]\nmax_artifact_mb = 512\n[quotas."*"]\ncpus = 8\njobs = 2\n'
+                                         "[quotas.research]\ncpus = 16\nartifact_quota_gb = 200\n")
+    result = CliRunner().invoke(app, ["config", "validate", "--config", str(tmp_path / "matih.toml")])
+    assert result.exit_code == 0, result.output
