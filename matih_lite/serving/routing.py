@@ -10,7 +10,6 @@ to the candidate.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import math
 import random
 import re
@@ -20,9 +19,11 @@ from typing import Any
 import msgspec
 
 from matih_lite.contracts.deployments import Deployment, Route
+from matih_lite.contracts.stream_jobs import BUCKETS as _BUCKETS
+from matih_lite.contracts.stream_jobs import sticky_bucket
 from matih_lite.errors import InvalidInput, NotFound
 
-BUCKETS = 10_000
+BUCKETS = _BUCKETS
 """Sticky routing resolution: weights are honoured to 0.01 %."""
 MAX_NAME = 128
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -85,9 +86,9 @@ def check_routes(routes: Sequence[Route], what: str = "routes") -> None:
 
 
 def bucket_of(deployment: str, key: str) -> int:
-    """The sticky bucket (0..9999) of a request key in a deployment: the same key, the same bucket."""
-    digest = hashlib.blake2b(f"{deployment}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
+    """The sticky bucket (0..9999) of a request key in a deployment: the same key, the same bucket (the
+    contract's hash, which a job outside the service routes with too)."""
+    return sticky_bucket(deployment, key)
 
 
 class TrafficSplit:

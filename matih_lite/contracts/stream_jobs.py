@@ -1,0 +1,77 @@
+"""What a streaming-inference job running outside the service (a Flink job) is handed: plain data only.
+
+The serving domain builds a :class:`StreamJobPlan` for one deployment (``matih_lite.serving.stream_plan``):
+where the requests are read and the predictions written (the events backend's stored topic names), the
+deployment's routes as of the job's start, and, per routed version, the folder of its verified model files
+and its flavor. A backend runs it without importing the domain; :func:`sticky_bucket` is the very hash the
+service's router uses (``matih_lite.serving.routing.bucket_of`` calls it), so a request key meets the same
+variant in the job as over HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+BUCKETS = 10_000
+"""Sticky routing resolution: weights are honoured to 0.01 %."""
+
+
+def sticky_bucket(deployment: str, key: str) -> int:
+    """The sticky bucket (0..9999) of a request key in a deployment: the same key, the same bucket."""
+    digest = hashlib.blake2b(f"{deployment}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+@dataclass(frozen=True)
+class StreamRoute:
+    """One routed version of the deployment: its weight (percent), its model files and flavor."""
+
+    variant: str
+    version: int
+    weight: float
+    model_dir: str
+    """The materialized (checksum-verified) model folder, as the serving slot loads it."""
+    flavor: str
+    """The flavor name (``onnx`` runs in the job through onnxruntime)."""
+    feature_names: tuple[str, ...] = ()
+    """The input column names the inference log records the row's features under (``f0``... when empty)."""
+
+
+@dataclass(frozen=True)
+class StreamJobPlan:
+    """One deployment's streaming inference, as data (see the module docstring)."""
+
+    tenant: str
+    deployment: str
+    model: str
+    source: str
+    """The stored topic name of the requests (``tenant_stream``), as the events backend names it."""
+    sink: str
+    group: str
+    """The consumer group, as the in-process consumer names it (one per tenant, deployment and group)."""
+    inference_log: str
+    """The deployment's inference-log stream (``inference.<deployment>``, tenant-qualified)."""
+    log_name: str
+    """The ``deployment`` field of its inference-log records (``TENANT.NAME`` outside the default tenant)."""
+    routes: tuple[StreamRoute, ...]
+    events: dict[str, Any] = field(default_factory=dict)
+    """The events slot as the profile configures it (``{"backend": "kafka", "bootstrap_servers": ...}``)."""
+    source_label: str = ""
+    """The ``source`` field of each prediction record (the in-process consumer writes the stored topic name)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bucket_bounds(routes: tuple[StreamRoute, ...] | list[StreamRoute]) -> list[int]:
+    """The upper bucket bound of each live route (weight > 0), as the service's ``TrafficSplit`` makes them."""
+    bounds, total = [], 0.0
+    for r in routes:
+        if r.weight > 0:
+            total += r.weight
+            bounds.append(round(total * BUCKETS / 100))
+    if bounds:
+        bounds[-1] = BUCKETS
+    return bounds
