@@ -4,7 +4,9 @@ the PyFlink job :mod:`matih_flink.job.predict_job` over the Kafka events backend
 :class:`FlinkStreamJob` writes the job's spec from the plan (topics with the events backend's prefix, the
 routes' bucket bounds, the consumer group, the checkpoint settings) and supervises one
 :class:`~matih_flink.jobs.FlinkJob`: ``start`` (restoring from the job's newest checkpoint or savepoint, so a
-restarted job goes on where its last checkpoint left it), ``stop`` (with a savepoint), ``describe``.
+restarted job goes on where its last checkpoint left it, skipping the requests the sink already answers
+(``answered_through``: the last source offset answered; on a one-partition topic, which keeps the order)),
+``stop`` (with a savepoint), ``describe``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 from matih_lite.contracts.stream_jobs import StreamJobPlan, StreamRoute, bucket_bounds
 
+SKIP_TAIL = 20_000
+"""Answers read back from the sink's end at each (re)start: the requests a restarted job must not answer again."""
 GROUP_SUFFIX = ".flink"
 """The Flink job's own consumer group beside the in-process consumer's (its offsets go with its checkpoints)."""
 
@@ -57,12 +61,19 @@ class FlinkStreamJob:
         topics = {"source": kafka.topic(plan["source"]), "sink": kafka.topic(plan["sink"]),
                   "log": kafka.topic(plan["inference_log"])}
         kafka.ensure_topics(topics.values())
+        # Answers this job wrote after its last checkpoint are read again from there: skip what the sink holds.
+        answered = [r.get("source_offset") for r in kafka.tail(topics["sink"], SKIP_TAIL)
+                    if r.get("consumer") == plan["group"] and r.get("source") == (plan.get("source_label") or
+                                                                                  plan["source"])]
+        answered = [int(o) for o in answered if isinstance(o, (int, float)) and not isinstance(o, bool)]
+        partitions = max(len(kafka.partitions(topics["source"])), 1)
         routes = [StreamRoute(**{**r, "feature_names": tuple(r.get("feature_names") or ())}) for r in plan["routes"]]
         return {"kind": "predict", "plan": plan, "bounds": bucket_bounds(routes),
                 "bootstrap_servers": kafka.bootstrap_servers, "source_topic": topics["source"],
                 "sink_topic": topics["sink"], "log_topic": topics["log"],
-                "partitions": max(len(kafka.partitions(topics["source"])), 1),
+                "partitions": partitions,
                 "group": f"{kafka.prefix}{plan['group']}{GROUP_SUFFIX}", "checkpoint_ms": self.checkpoint_ms,
+                "answered_through": max(answered) if answered and partitions == 1 else -1,
                 "start_from": self.start_from, "parallelism": self.parallelism, "bundle_ms": 50,
                 "bundle_size": 1000}
 

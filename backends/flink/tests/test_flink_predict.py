@@ -158,3 +158,41 @@ def test_flink_job_answers_like_the_in_process_consumer(tmp_path, kafka, flink_e
         if job is not None:
             job.stop(drain=False)
         host.close()
+
+
+@pytest.mark.slow
+def test_a_killed_job_restarts_from_its_checkpoint_with_no_answer_missing_or_twice(tmp_path, kafka, flink_env):
+    from matih_flink.streaming import FlinkStreamJob
+
+    host = make_host(tmp_path, kafka)
+    job = None
+    try:
+        _register(host, "m", _onnx_model([1.0, 2.0, 3.0]))
+        Deployments(host).deploy(P, "scorer", "m", version=1)
+        events = host.backend("events")
+        half = N // 2
+        sent = _requests(N)
+        events.append("requests", sent[:half])
+        plan = stream_job_plan(host, P, "scorer", "requests", "flink-answers")
+        job = FlinkStreamJob(plan, tmp_path / "flink", env=flink_env, checkpoint_interval="1s")
+        job.start()
+        wait_until(lambda: len(_read_all(events, "flink-answers")) >= half, timeout=600, interval=1.0,
+                   what="the first half answered", describe=lambda: job.job.log_tail(30))
+        time.sleep(1.5)  # a checkpoint or so past the first answers, none past the last, perhaps
+        job.kill()  # as a crash: no savepoint
+        assert not job.alive()
+        events.append("requests", sent[half:])
+        job.start()  # from its latest checkpoint (or its group offsets), skipping what the sink holds
+        assert job.job.restored_from is not None
+        got = wait_until(lambda: (lambda a: a if len(a) >= N else None)(_read_all(events, "flink-answers")),
+                         timeout=600, interval=1.0, what="every request answered after the restart",
+                         describe=lambda: job.job.log_tail(30))
+        time.sleep(3.0)  # replays, were any let through, would land meanwhile
+        got = _read_all(events, "flink-answers")
+        ids = [a["request_id"] for a in got]
+        assert len(ids) == len(set(ids)) == N
+        assert sorted(a["source_offset"] for a in got) == list(range(N))
+    finally:
+        if job is not None:
+            job.stop(drain=False)
+        host.close()
