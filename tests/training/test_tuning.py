@@ -53,6 +53,7 @@ def children(tracking: Tracking, run) -> list:
 def test_cli_tunes_20_xgboost_trials_with_asha_and_registers_the_best(hermetic):
     """The acceptance run, from the CLI alone: a fresh process starts Ray lazily on the job."""
     (hermetic / "spec.toml").write_text(SPEC)
+    (hermetic / "matih.toml").write_text("")  # a project folder: commands refuse one with no matih-lite state
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "COLUMNS": "200"}
     r = subprocess.run([sys.executable, "-m", "matih_lite", "tune", "spec.toml", "--register", "churn"],
                        cwd=hermetic, env=env, capture_output=True, text=True, timeout=900, check=False)

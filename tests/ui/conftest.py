@@ -39,8 +39,10 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{report.when}", report)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium through Playwright's sync API, for one module: while it runs, the sync API holds an event loop in
+    this thread, where any later ``asyncio.run()`` (the Triton and vLLM tests') would fail."""
     if not Path(CHROMIUM).exists():
         engine_missing(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
     try:
