@@ -25,6 +25,7 @@ the caller has the answer; their agreement is the share of choices whose text eq
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -277,7 +278,8 @@ def _finish(choices: Any) -> str | None:
 def _log(manager: Any, d: Deployment, request_id: str, version: int, usage: Usage | None, latency: float,
          ttft: float, finish: str | None, shadow: bool) -> None:
     completion = usage.completion_tokens if usage is not None else None
-    outputs = {"completion_tokens": completion, "ttft_ms": round(ttft, 3),
+    # To the microsecond, rounded down: an unstreamed answer's first token is its whole latency, never past it.
+    outputs = {"completion_tokens": completion, "ttft_ms": math.floor(min(ttft, latency) * 1000) / 1000,
                "tokens_per_s": round(completion * 1000 / latency, 3) if completion and latency > 0 else 0.0,
                "finish_reason": finish}
     inputs = {"prompt_tokens": usage.prompt_tokens if usage is not None else None}
