@@ -902,6 +902,13 @@ def run_tune(job: Mapping[str, Any], client: Any, storage_path: str) -> dict[str
             raise RuntimeError(f"every trial failed ({len(logger.failed)} of {trials}); first: {errors[0]}")
         raise RuntimeError(f"no trial reported {t['metric']!r}; check that the entrypoint reports it")
     trial_id, value = best
+    if not _has_model(client, parent.run_id, f"trials/{trial_id}/model"):
+        # A trial a scheduler stopped early (ASHA) never reached the entrypoint's log_model: the best of those
+        # that did is the one to keep and register, when there is one.
+        kept = _best(logger, t["metric"], t["mode"],
+                     among=lambda trial: _has_model(client, parent.run_id, f"trials/{trial}/model"))
+        if kept is not None:
+            trial_id, value = kept
     best_run = logger.runs[trial_id]
     tags = {BEST_RUN_TAG: best_run, BEST_TRIAL_TAG: trial_id}
     client.set_tag(best_run, "matih.best", "true")
@@ -926,10 +933,13 @@ def _short_error(error: Any) -> str:
     return f"{type(cause).__name__}: {text[-1] if text else ''}"[:1000]
 
 
-def _best(logger: TrialLogger, metric: str, mode: str) -> tuple[str, float] | None:
-    """The finished trial whose last reported ``metric`` is best (as Tune's ``scope="last"``)."""
+def _best(logger: TrialLogger, metric: str, mode: str,
+          among: Callable[[str], bool] | None = None) -> tuple[str, float] | None:
+    """The finished trial whose last reported ``metric`` is best (as Tune's ``scope="last"``), of those
+    ``among`` accepts when given."""
     found = [(m[metric], trial) for trial, m in logger.last_metrics.items()
-             if metric in m and not math.isnan(m[metric]) and trial not in logger.failed]
+             if metric in m and not math.isnan(m[metric]) and trial not in logger.failed
+             and (among is None or among(trial))]
     if not found:
         return None
     value, trial = (min if mode == "min" else max)(found)
