@@ -11,11 +11,10 @@ import uuid
 
 import pytest
 
+from matih_lite.testing.processes import engine_missing
+
 DEFAULT_DSNS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test")
 
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 @pytest.fixture(scope="session")
@@ -23,9 +22,7 @@ def pg_dsn() -> str:
     try:
         import psycopg
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        if _in_ci():
-            raise
-        pytest.skip(f"psycopg is not installed ({exc}); pip install -e backends/postgres")
+        engine_missing(f"psycopg is not installed ({exc}); pip install -e backends/postgres")
     explicit = os.environ.get("MATIH_TEST_PG_DSN")
     errors = []
     for dsn in ((explicit,) if explicit else DEFAULT_DSNS):
@@ -34,9 +31,7 @@ def pg_dsn() -> str:
             return dsn
         except psycopg.Error as exc:
             errors.append(str(exc).strip())
-    if _in_ci():
-        pytest.fail("PostgreSQL is not reachable: " + "; ".join(errors), pytrace=False)
-    pytest.skip("PostgreSQL is not reachable: " + "; ".join(errors))
+    engine_missing("PostgreSQL is not reachable: " + "; ".join(errors))
 
 
 @pytest.fixture
