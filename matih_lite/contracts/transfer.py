@@ -107,6 +107,23 @@ class StreamCatalog(Protocol):
         """Every committed offset, by group then stream."""
 
 
+class StreamLayout(msgspec.Struct, frozen=True):
+    """Where an events backend keeps one stream, and over how many partitions its records are dealt."""
+
+    location: str
+    """The stream's place in the store as its operators name it (a Kafka topic: ``topic 'inference.churn'``)."""
+    partitions: int
+    """1 for one ordered log; counts the partitions a first append would create when the stream does not exist."""
+
+
+@runtime_checkable
+class PartitionedStreams(Protocol):
+    """An events backend that may spread a stream over partitions, for ``promote`` to check before it copies."""
+
+    def stream_layout(self, stream: str) -> StreamLayout:
+        """Where ``stream`` lives (or would, at its first append). Raises StoreError."""
+
+
 @runtime_checkable
 class OnlineCatalog(Protocol):
     """What a features backend's online store holds, for ``promote`` to copy it row by row."""

@@ -115,6 +115,7 @@ def promote(source: Any, target: Any, *, only: Sequence[str] | None = None, merg
                              tables.transfer_of(pairs["metadata"][1], "target"))
     held = {slot: _held(slot, theirs) for slot, (_, theirs) in pairs.items()}
     if "events" in pairs:
+        streams.check_layouts(streams.catalog_of(pairs["events"][0]), pairs["events"][1], target.profile)
         held["events"] = streams.held_streams(streams.catalog_of(pairs["events"][0]), pairs["events"][1])
     resumed = earlier is not None and set(slots) <= set(earlier.slots)
     if not merge and not resumed:

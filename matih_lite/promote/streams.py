@@ -5,13 +5,18 @@ appended to the target from the target's end offset on, so the offsets stay thos
 when the target stream starts empty, and a resumed copy carries on where the last append ended.
 Then every consumer group's committed offset is committed on the target. Verification compares
 each stream's length and its last record, and each group's offset.
+
+A target that deals a stream over several partitions (a Kafka topic with more than one) is refused
+before anything is copied (:func:`check_layouts`): an uninterrupted copy into one keeps the offsets,
+but a copy stopped in the middle of an append leaves some partitions ahead of others, a state no later
+run can continue exactly (Kafka cannot take a record back), so the copy would not be resumable.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from matih_lite.contracts.transfer import StreamCatalog
+from matih_lite.contracts.transfer import PartitionedStreams, StreamCatalog
 from matih_lite.errors import InvalidInput
 from matih_lite.promote.checks import Check, PromoteRefused, SlotCopy
 from matih_lite.promote.tables import Progress
@@ -29,6 +34,20 @@ def catalog_of(store: Any) -> StreamCatalog:
 def held_streams(source: StreamCatalog, target: Any) -> dict[str, int]:
     """Records the target holds in the streams the source has."""
     return {s: n for s in source.list_streams() if (n := target.end_offset(s))}
+
+
+def check_layouts(source: StreamCatalog, target: Any, profile: str) -> None:
+    """Raises PromoteRefused naming the first stream of the source that the target would spread over
+    several partitions (its topic and what to do); nothing has been copied then."""
+    if not isinstance(target, PartitionedStreams):
+        return
+    for stream in source.list_streams():
+        layout = target.stream_layout(stream)
+        if layout.partitions > 1:
+            raise PromoteRefused(
+                f"events: stream {stream} goes to {layout.location}, which has {layout.partitions} partitions on "
+                f"the target; promote keeps a stream's offsets only in a one-partition topic: delete that topic "
+                f"(or give profiles.{profile}.events partitions = 1 for topics it creates) and run promote again")
 
 
 def copy_streams(source: Any, target: Any, *, progress: Progress | None = None) -> SlotCopy:

@@ -66,6 +66,7 @@ import msgspec
 from matih_kafka.plugin import FIXED_PRODUCER
 from matih_lite.contracts import Health
 from matih_lite.contracts.streams import RESERVED_COLUMNS, STREAM_NAME, EventRecord, record_columns, unflatten
+from matih_lite.contracts.transfer import StreamLayout
 from matih_lite.errors import InvalidInput, StoreError
 
 log = logging.getLogger("matih_kafka")
@@ -390,6 +391,13 @@ class KafkaEventStore:
             raise InvalidInput(f"stream name {stream!r} with the topic prefix {self.prefix!r} is longer than "
                                f"Kafka's {MAX_TOPIC} characters")
         return topic
+
+    def stream_layout(self, stream: str) -> StreamLayout:
+        """``stream``'s topic and its partitions (the configured ``partitions`` while the topic does not exist);
+        ``promote`` keeps a stream's offsets exactly only in a one-partition topic. Raises StoreError."""
+        topic = self.topic(stream)
+        self._check_open()
+        return StreamLayout(location=f"topic {topic!r}", partitions=self._partitions(topic) or self.settings.partitions)
 
     def _partitions(self, topic: str) -> int | None:
         """The topic's partition count, None when it does not exist (asked without creating it)."""
