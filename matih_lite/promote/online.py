@@ -81,6 +81,8 @@ def _point_in_time(source: Any, target: Any, defs: FeatureDefinitions, tenant: s
     src = defs.sources[spec.source]
     entities = pa.table({**{k: rows.column(k) for k in spec.join_keys},
                          "event_timestamp": rows.column(src.timestamp_field)})
+    # Full names as the features domain asks every backend: a feature can never take an entity column's name
+    # (both backends name the columns as asked; the contract kit holds them to it).
     request = HistoricalRequest(views=(ViewSelection(view, tuple(f.name for f in spec.features)),),
                                 entities=entities, full_feature_names=True)
 

@@ -296,6 +296,29 @@ class FeatureStoreContract:
                                    full_feature_names=True)
         assert got["customer_stats__trips"] == [2]
 
+    def test_the_backend_names_the_columns_as_the_request_asks(self, customers):
+        """The slot itself (not only the domain above it): ``feature`` with full feature names off, and
+        ``view__feature`` with them on, after the entity rows' own columns, for rows and for a range alike."""
+        import pyarrow as pa
+
+        from matih_lite.contracts.features import HistoricalRequest, ViewSelection
+
+        backend = customers.host.backend("features")
+        defs = customers.features.definitions(customers.who.tenant)
+        views = (ViewSelection("customer_stats", ("conv_rate", "trips")),)
+        rows = pa.table({"customer_id": pa.array([1, 2], pa.int64()), "label": [0, 1],
+                         "event_timestamp": pa.array([T0, T0], pa.timestamp("us", "UTC"))})
+        for full, names in ((False, ["conv_rate", "trips"]), (True, ["customer_stats__conv_rate",
+                                                                     "customer_stats__trips"])):
+            got = backend.historical(defs, HistoricalRequest(views=views, entities=rows,
+                                                             full_feature_names=full)).read_all()
+            assert got.column_names == ["customer_id", "label", "event_timestamp", *names], full
+            assert got.column(names[0]).to_pylist() == [0.2, 0.4] and got.column(names[1]).to_pylist() == [2, 4]
+            ranged = backend.historical(defs, HistoricalRequest(views=views, start=micros(T0 - 3 * DAY),
+                                                                end=micros(T0), full_feature_names=full)).read_all()
+            assert ranged.column_names[-2:] == names, full
+            assert sorted(ranged.column(names[1]).to_pylist()) == [2, 4]
+
     def test_every_entity_over_a_range(self, customers):
         table = customers.features.historical(customers.who, None, service="churn_v1", start=T0 - 3 * DAY, end=T0)
         got = table.to_pydict()

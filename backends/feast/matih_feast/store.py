@@ -168,24 +168,25 @@ class FeastFeatureStore:
         for s in request.views:
             keys.extend(k for k in defs.feature_views[s.view].join_keys if k not in keys)
         ts = request.timestamp_column
+        full = request.full_feature_names
         if request.entities is not None:
-            table = self._join(defs, store, refs, keys, request.entities, ts)
+            table = self._join(defs, store, refs, keys, request.entities, ts, full)
             return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
         if request.entity_path is not None:
             chunks = self._entity_chunks(request.entity_path, ts, keys)
             first = next(chunks, None)
             if first is None:
                 raise InvalidInput(f"entity rows file {request.entity_path} has no rows")
-            head = self._join(defs, store, refs, keys, first, ts)
+            head = self._join(defs, store, refs, keys, first, ts, full)
 
             def rest() -> Iterator[Any]:
                 yield from head.to_batches()
                 for chunk in chunks:
-                    yield from self._join(defs, store, refs, keys, chunk, ts).to_batches()
+                    yield from self._join(defs, store, refs, keys, chunk, ts, full).to_batches()
 
             return pa.RecordBatchReader.from_batches(head.schema, rest())
         entities = self._range_entities(defs, store, request, keys)
-        table = self._join(defs, store, refs, keys, entities, ts)
+        table = self._join(defs, store, refs, keys, entities, ts, full)
         return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
     def _check_sources(self, defs: FeatureDefinitions, views: Sequence[str]) -> None:
@@ -222,8 +223,9 @@ class FeastFeatureStore:
             yield pa.Table.from_batches(batch)
 
     def _join(self, defs: FeatureDefinitions, store: Any, refs: list[str], keys: list[str], table: Any,
-              ts: str) -> Any:
-        """Feast's join of ``refs`` onto ``table``'s rows, with ``table``'s own columns kept as they are."""
+              ts: str, full: bool) -> Any:
+        """Feast's join of ``refs`` onto ``table``'s rows, with ``table``'s own columns kept as they are; each
+        feature's column named ``view__feature`` with ``full`` (full feature names), else ``feature``."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -271,11 +273,11 @@ class FeastFeatureStore:
                 position = pa.array([where.get(g) for g in groups], pa.int64())
             for ref in chunk:
                 view, _, feature = ref.partition(":")
-                name = f"{view}__{feature}"
+                name = f"{view}__{feature}"  # Feast is always asked for full names: two views may share one
                 dtype = defs.feature_views[view].feature(feature).dtype  # type: ignore[union-attr]
                 column = (pa.nulls(n, _arrow_type(dtype)) if result is None
                           else _conform(result.column(name).take(position), dtype))
-                out = out.append_column(name, column)
+                out = out.append_column(name if full else feature, column)
         return out
 
     def _range_entities(self, defs: FeatureDefinitions, store: Any, request: HistoricalRequest,
