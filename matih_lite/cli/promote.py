@@ -24,6 +24,9 @@ def promote(
                                                                       "the target profile into this folder.")] = None,
     namespace: Annotated[str, typer.Option("--namespace", help="Namespace of the rendered objects.")] = "ml",
     image: Annotated[str, typer.Option("--image", help="Container image of the ml-service.")] = "matih-lite:latest",
+    flink_image: Annotated[str, typer.Option("--flink-image", help="Container image of the Flink drift job (Flink "
+                                                                   "2.3 with PyFlink, matih-lite and matih-flink).")
+                           ] = "matih-flink:latest",
     apply: Annotated[bool, typer.Option("--apply", help="Create or replace the objects through the Kubernetes API "
                                                         "(kubeconfig, or in-cluster).")] = False,
     json_out: JsonOption = False,
@@ -49,7 +52,8 @@ def promote(
     applied: list[tuple[str, str]] = []
     try:
         if manifests is not None or apply:
-            written, applied = _manifests(source, target, manifests, namespace=namespace, image=image, apply=apply)
+            written, applied = _manifests(source, target, manifests, namespace=namespace, image=image,
+                                          flink_image=flink_image, apply=apply)
         with _Bars(enabled=not json_out) as bars:
             outcome = run_promote(source, target, only=slots, merge=merge, dry_run=dry_run, progress=bars.advance)
     finally:
@@ -84,18 +88,25 @@ def _refuse_a_running_service(config: str | None, dry_run: bool) -> None:
                              "that nothing changes the state while promote copies it")
 
 
-def _manifests(source: Any, target: Any, folder: str | None, *, namespace: str, image: str,
+def _manifests(source: Any, target: Any, folder: str | None, *, namespace: str, image: str, flink_image: str,
                apply: bool) -> tuple[list[str], list[tuple[str, str]]]:
-    """Render the target profile's objects (a ResourceQuota per tenant the source holds); write them into
-    ``folder`` and, with ``apply``, create or replace them through the Kubernetes API."""
+    """Render the target profile's objects (a ResourceQuota per tenant the source holds, a flink drift job
+    watching the deployments the source holds); write them into ``folder`` and, with ``apply``, create or
+    replace them through the Kubernetes API."""
     from matih_lite.errors import ConfigError
     from matih_lite.promote import manifests
     from matih_lite.promote.promotion import tenants_of
 
     if not target.config.data.get("profiles", {}).get(target.profile):
         raise ConfigError(f"no [profiles.{target.profile}] in matih.toml to render manifests for", key="--to")
+    drift = target.config.data["profiles"][target.profile].get("drift") or {}
+    targets: list[dict[str, Any]] = []
+    if isinstance(drift, dict) and drift.get("backend") == "flink":
+        from matih_lite.monitoring.schedule import DriftSchedule
+
+        targets = DriftSchedule(source).targets()
     objects = manifests.render(target.config.data, target.profile, namespace=namespace, image=image,
-                               tenants=tenants_of(source.metadata))
+                               tenants=tenants_of(source.metadata), flink_image=flink_image, drift_targets=targets)
     written = manifests.write(objects, folder) if folder is not None else []
     applied: list[tuple[str, str]] = []
     if apply:

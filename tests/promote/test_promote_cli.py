@@ -128,6 +128,36 @@ def test_dry_run_with_manifests_writes_the_objects_and_copies_nothing(folder):
         cluster.close()
 
 
+def test_manifests_of_a_flink_drift_slot_hold_the_drift_job_on_the_flink_image(folder):
+    import yaml
+
+    from matih_lite.contracts.deployments import Deployment, DeploymentChange, Route
+
+    _filled(folder)
+    lite = open_host(folder, "lite")
+    try:  # a deployment to watch: the drift job's spec names its streams
+        lite.metadata.create_deployment(
+            Deployment(tenant="default", name="churn-prod", model="churn", routes=[Route("v1", 1, 1.0)]),
+            DeploymentChange(tenant="default", deployment="churn-prod", action="create", actor="ada", timestamp=1))
+    finally:
+        lite.close()
+    with (folder / "matih.toml").open("a") as f:
+        f.write('events = { backend = "kafka", bootstrap_servers = "kafka.ml.svc:9092" }\n'
+                'drift = { backend = "flink", parallelism = 2 }\n')
+    r = cli("promote", "--to", "cluster", "--dry-run", "--only", "metadata", "--manifests", "k8s", "--flink-image",
+            "registry.example/matih-flink:2", "--json", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    names = json.loads(r.stdout)["manifests"]
+    [job] = [yaml.safe_load((folder / "k8s" / n).read_text()) for n in names if "flinkdeployment-matih-drift" in n]
+    assert job["spec"]["image"] == "registry.example/matih-flink:2" and job["spec"]["job"]["parallelism"] == 2
+    [config] = [yaml.safe_load((folder / "k8s" / n).read_text()) for n in names if "configmap-matih-drift-job" in n]
+    spec = json.loads(config["data"]["spec.json"])
+    assert spec["bootstrap_servers"] == "kafka.ml.svc:9092" and list(spec["targets"]) == ["default/churn-prod"]
+    assert spec["targets"]["default/churn-prod"]["windows"] == [{"label": "1h", "size_ms": 3_600_000},
+                                                                {"label": "1d", "size_ms": 86_400_000}]
+    assert sorted(info["kind"] for info in spec["topics"].values()) == ["inference", "labels"]
+
+
 def test_apply_sends_the_objects_to_the_kubernetes_api_of_the_kubeconfig(folder, tmp_path):
     from k8s_api import FakeKubernetesApi
 
