@@ -48,6 +48,9 @@ SinkOption = Annotated[str, typer.Option("--sink", "-o", help="Topic the predict
 GroupOption = Annotated[str | None, typer.Option("--group", "-g", help="Consumer group (default: the deployment's "
                                                  "name); its committed offset survives restarts.")]
 BatchOption = Annotated[int, typer.Option("--batch-size", help="Requests read per round.", min=1, max=5000)]
+EngineOption = Annotated[str, typer.Option("--engine", "-e", help="inprocess: the service consumes; flink: a Flink "
+                                           "job with the models embedded (needs drift = { backend = \"flink\" } "
+                                           "and events = { backend = \"kafka\" }).")]
 
 
 def _service(config: str | None = None) -> ServiceHttp | None:
@@ -72,12 +75,14 @@ class _Consumers:
 
         return RecordedStreams(self.host)
 
-    def start(self, deployment: str, source: str, sink: str, group: str | None, batch_size: int) -> dict[str, Any]:
+    def start(self, deployment: str, source: str, sink: str, group: str | None, batch_size: int,
+              engine: str = "inprocess") -> dict[str, Any]:
         if self.http is None:
             return _as_answered(self._recorded().start(LOCAL_ADMIN, deployment, source, sink, group=group,
-                                                       batch_size=batch_size))
+                                                       batch_size=batch_size, engine=engine))
         return self.http.call("POST", f"/api/v1/deployments/{quote(deployment, safe='')}/streams",
-                              json={"source": source, "sink": sink, "group": group, "batch_size": batch_size})
+                              json={"source": source, "sink": sink, "group": group, "batch_size": batch_size,
+                                    "engine": engine})
 
     def list(self, deployment: str) -> list[dict[str, Any]]:
         if self.http is None:
@@ -101,7 +106,7 @@ class _Consumers:
 
 
 ANSWER_FIELDS = ("deployment", "source", "sink", "group", "batch_size", "started_by", "started_at", "running", "lag",
-                 "consumed", "predicted", "failed", "duplicates", "last_error")
+                 "consumed", "predicted", "failed", "duplicates", "last_error", "engine")
 """What the service answers for a consumer (its ``StreamOut``), in that order."""
 
 
@@ -111,29 +116,39 @@ def _as_answered(consumer: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rows(consumers: list[dict[str, Any]]) -> list[list[Any]]:
-    return [[c["deployment"], c["group"], c["source"], c["sink"], "yes" if c["running"] else "no",
-             c["consumed"], c["predicted"], c["failed"], "?" if c["lag"] is None else c["lag"],
+    def n(value: Any) -> Any:
+        return "?" if value is None else value
+
+    return [[c["deployment"], c["group"], c.get("engine", "inprocess"), c["source"], c["sink"],
+             "yes" if c["running"] else "no", n(c["consumed"]), n(c["predicted"]), n(c["failed"]), n(c["lag"]),
              c.get("last_error") or ""] for c in consumers]
 
 
-COLUMNS = ["deployment", "group", "source", "sink", "running", "consumed", "predicted", "failed", "lag", "last error"]
+COLUMNS = ["deployment", "group", "engine", "source", "sink", "running", "consumed", "predicted", "failed", "lag",
+           "last error"]
 
 
 @stream_app.command("start")
 def start(
     deployment: Annotated[str, typer.Argument(help="Deployment whose routes answer the requests.")],
     source: SourceOption, sink: SinkOption, group: GroupOption = None, batch_size: BatchOption = 500,
+    engine: EngineOption = "inprocess",
     config: ConfigOption = None, profile: ProfileOption = None, json_out: JsonOption = False,
 ) -> None:
     """Start a consumer in the service; it starts again when the service does (with none running, it is
-    recorded on this folder and starts with 'matih-lite up')."""
+    recorded on this folder and starts with 'matih-lite up').
+
+    With --engine flink the consumer is a Flink job with the deployment's models embedded; it follows the
+    deployment's routes as they change (no shadows: those run through the service only).
+    """
     with _Consumers(config, profile) as consumers:
-        doc = consumers.start(deployment, source, sink, group, batch_size)
+        doc = consumers.start(deployment, source, sink, group, batch_size, engine)
     if json_out:
         print_json(doc)
         return
+    how = "" if engine == "inprocess" else f"; a {escape(engine)} job"
     console().print(f"deployment [bold]{escape(deployment)}[/bold] consumes [bold]{escape(source)}[/bold] into "
-                    f"[bold]{escape(sink)}[/bold] (group {escape(doc['group'])}; lag {doc['lag']})")
+                    f"[bold]{escape(sink)}[/bold] (group {escape(doc['group'])}; lag {doc['lag']}{how})")
 
 
 @stream_app.command("list")

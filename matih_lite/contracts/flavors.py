@@ -227,6 +227,31 @@ class ModelLoad(msgspec.Struct, frozen=True):
     """Loading can run code: load only from a verified copy (:func:`is_verified_copy`)."""
 
 
+def verify_copy(folder: str | Path) -> None:
+    """Every file the folder's manifest lists is there with its recorded size and sha256 (what a process outside
+    the service checks before it loads a model whose loading runs code: Triton's Python backend, a Flink job).
+    Raises ValueError naming the first file that is not (the copy was changed after the service verified it)."""
+    import hashlib
+
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise ValueError(f"{folder} has no {MANIFEST}: refusing to load a model whose loading runs code from "
+                         "files nobody verified")
+    for entry in json.loads(manifest.read_text()).get("files", []):
+        path = folder / entry["path"]
+        if folder.resolve() not in path.resolve().parents:
+            raise ValueError(f"manifest entry {entry['path']!r} points outside the model folder")
+        digest = hashlib.sha256()
+        size = 0
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        if size != entry.get("size", size) or (entry.get("sha256") and digest.hexdigest() != entry["sha256"]):
+            raise ValueError(f"{entry['path']} does not match the sha256 the registry recorded: refusing to load it")
+
+
 def is_verified_copy(path: str | Path, cache: str | Path) -> bool:
     """Whether ``path`` lies in a model folder of the serving cache ``cache`` that was copied whole and checked."""
     root = Path(cache).resolve()

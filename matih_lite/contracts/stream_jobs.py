@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 BUCKETS = 10_000
 """Sticky routing resolution: weights are honoured to 0.01 %."""
@@ -37,6 +37,9 @@ class StreamRoute:
     """The flavor name (``onnx`` runs in the job through onnxruntime)."""
     feature_names: tuple[str, ...] = ()
     """The input column names the inference log records the row's features under (``f0``... when empty)."""
+    loader: str = ""
+    """``module:Class`` of the flavor the service loads this version with; a job runs a non-ONNX version with
+    it (``load(folder, options)``, the predictor the in-process backend calls), from the verified folder."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class StreamJobPlan:
     """The events slot as the profile configures it (``{"backend": "kafka", "bootstrap_servers": ...}``)."""
     source_label: str = ""
     """The ``source`` field of each prediction record (the in-process consumer writes the stored topic name)."""
+    revision: int = 0
+    """When the routes were read (ms): a running job takes a plan with newer routes, never an older one."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,3 +80,37 @@ def bucket_bounds(routes: tuple[StreamRoute, ...] | list[StreamRoute]) -> list[i
     if bounds:
         bounds[-1] = BUCKETS
     return bounds
+
+
+def routes_signature(routes: tuple[StreamRoute, ...] | list[StreamRoute]) -> tuple[tuple[str, int, float], ...]:
+    """What a route change changes: each live route's variant, version and weight."""
+    return tuple((r.variant, int(r.version), float(r.weight)) for r in routes if r.weight > 0)
+
+
+@runtime_checkable
+class StreamJobEngine(Protocol):
+    """A backend that runs a deployment's streaming inference as a job of its own (``predict stream start
+    --engine NAME``): the Flink drift runner is one. The serving domain hands it plans and keeps the record of
+    which jobs run (the service starts them again when it restarts); the engine runs, supervises (a failed job
+    restarted with a backoff, and reported by its ``health``) and stops them.
+    """
+
+    stream_engine: str
+    """The ``--engine`` name (``flink``)."""
+
+    def start_stream_job(self, plan: StreamJobPlan) -> dict[str, Any]:
+        """Run ``plan`` (returns at once; idempotent for a running job of the same ``group``), going on from
+        the job's last checkpoint; returns :meth:`stream_jobs`' entry for it. Raises ValueError for a plan it
+        cannot run (the events slot is not one it reads, a flavor it cannot load)."""
+
+    def update_stream_job(self, plan: StreamJobPlan) -> None:
+        """New routes for the running job of ``plan.group``: it answers with them from now on, without a
+        restart. Raises KeyError when no such job runs."""
+
+    def stop_stream_job(self, group: str, *, drain: bool = True) -> bool:
+        """Stop the job of ``group`` (with a savepoint when ``drain``); False when none ran."""
+
+    def stream_jobs(self) -> list[dict[str, Any]]:
+        """Each job: ``group``, ``deployment``, ``source``, ``sink``, ``state``, ``running``, ``lag`` (requests
+        not yet committed), ``consumed``/``predicted``/``failed`` (None when the engine cannot say),
+        ``last_checkpoint``, ``restarts``, ``last_error``, ``routes``."""

@@ -151,6 +151,9 @@ class StartStream(msgspec.Struct, forbid_unknown_fields=True):
     group: str | None = None
     """Consumer group (default: the deployment's name); its committed offset survives restarts."""
     batch_size: int = 500
+    engine: str = "inprocess"
+    """``inprocess`` (the service consumes) or ``flink`` (a Flink job with the model embedded: the profile's drift
+    slot must be the flink backend)."""
 
 
 class StreamOut(msgspec.Struct):
@@ -164,17 +167,20 @@ class StreamOut(msgspec.Struct):
     running: bool
     lag: int | None
     """Requests in the source not yet committed by the group (None when the events slot cannot say)."""
-    consumed: int
-    predicted: int
-    failed: int
-    duplicates: int
+    consumed: int | None
+    """Requests read (since the service started it; a job's since the job started); None when its engine cannot say."""
+    predicted: int | None
+    failed: int | None
+    duplicates: int | None
+    """Replayed requests skipped (in-process consumers; None for a job)."""
     last_error: str | None
+    engine: str = "inprocess"
 
 
 def stream_out(d: dict[str, Any]) -> StreamOut:
     return StreamOut(d["deployment"], d["source"], d["sink"], d["group"], d["batch_size"], d["started_by"],
                      d["started_at"], d["running"], d["lag"], d["consumed"], d["predicted"], d["failed"],
-                     d["duplicates"], d["last_error"])
+                     d["duplicates"], d["last_error"], d.get("engine", "inprocess"))
 
 
 def streams_of(host: Host) -> Any:
@@ -350,7 +356,7 @@ class DeploymentController(Controller):
     def start_stream(self, name: FromPath[str], data: JSONBody[StartStream], principal: PrincipalDep,
                      host: HostDep) -> StreamOut:
         return stream_out(streams_of(host).start(principal, name, data.source, data.sink, group=data.group,
-                                                 batch_size=data.batch_size))
+                                                 batch_size=data.batch_size, engine=data.engine))
 
     @get("/{name:str}/streams", sync_to_thread=True, summary="The deployment's stream consumers, their counts and lag")
     def list_streams(self, name: FromPath[str], deployments: DeploymentsDep, principal: PrincipalDep,

@@ -8,6 +8,7 @@ the job as a folder with its flavor, so the job loads the very files the service
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from matih_lite.contracts.stream_jobs import StreamJobPlan, StreamRoute
@@ -40,11 +41,14 @@ def stream_job_plan(host: Any, principal: Principal, deployment: str, source: st
         load = model_load(host, folder, getattr(mv, "flavor", None), f"stream-plan/{d.model}/{r.version}")
         schema = load.input_schema
         names = tuple(schema.names) if schema is not None and schema.kind == "columns" else ()
-        routes.append(StreamRoute(r.variant, int(r.version), float(r.weight), str(folder), load.flavor, names))
+        loader = type(load.loader) if load.loader is not None else None
+        reference = f"{loader.__module__}:{loader.__qualname__}" if loader is not None else ""
+        routes.append(StreamRoute(r.variant, int(r.version), float(r.weight), str(folder), load.flavor, names,
+                                  reference))
     events = dict(host.selection().get("events") or {})
     src = tenant_stream(principal.tenant, source, "source")
     log_name = inference_log_name(principal.tenant, deployment)
     return StreamJobPlan(tenant=principal.tenant, deployment=deployment, model=d.model, source=src,
                          sink=tenant_stream(principal.tenant, sink, "sink"), group=_group_name(spec),
                          inference_log=inference_stream(log_name), log_name=log_name, routes=tuple(routes),
-                         events=events, source_label=src)
+                         events=events, source_label=src, revision=time.time_ns() // 1_000_000)

@@ -16,8 +16,19 @@ with the HTTP traffic, and the inference log. The records::
 
 Which consumers run is itself kept in the events slot (stream :data:`CONSUMERS`, the latest
 start or stop of each wins), so the service starts them again when it restarts, from each
-group's committed offset. Topic names belong to the tenant: in tenants other than the default
-one they are stored as ``TENANT.NAME`` (:func:`tenant_stream`), as the inference log is.
+group's committed offset.
+
+``engine = "flink"`` runs the consumer as a job outside the service instead: the deployment's
+:class:`~matih_lite.contracts.stream_jobs.StreamJobPlan` (its routes as of now, each routed version's
+verified files and flavor) goes to the backend that is a
+:class:`~matih_lite.contracts.stream_jobs.StreamJobEngine` of that name (the Flink drift runner), which
+runs and supervises it; the service watches the deployment's routes and hands the job each change
+(:data:`WATCH_SECONDS`). Such a job answers with the routes (sticky by ``request_key``, with the very
+hash of the service's router) but not through the traffic manager: no shadows, and the canary does not
+count its answers. Its predictions and inference-log records have the in-process consumer's shape.
+
+Topic names belong to the tenant: in tenants other than the default one they are stored as
+``TENANT.NAME`` (:func:`tenant_stream`), as the inference log is.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from matih_lite.contracts.stream_jobs import StreamJobEngine, routes_signature
 from matih_lite.contracts.streams import STREAM_NAME
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.identity import Principal
@@ -44,6 +56,10 @@ CONSUMERS = "matih.streaming.consumers"
 """The events stream recording which deployment consumers run (an append-only log of starts and stops)."""
 MAX_BATCH = 5000
 PREDICT_TIMEOUT_S = 300.0
+IN_PROCESS = "inprocess"
+"""The engine of a consumer the service runs itself (the default)."""
+WATCH_SECONDS = 2.0
+"""How often the service compares a stream job's deployment's routes with the job's, to hand it a change."""
 
 
 def tenant_stream(tenant: str, name: Any, what: str = "stream") -> str:
@@ -67,6 +83,7 @@ class StreamSpec(msgspec.Struct, frozen=True):
     batch_size: int = 500
     started_by: str = ""
     started_at: int = 0
+    engine: str = IN_PROCESS
 
 
 def plain_outputs(outputs: Any) -> Any:
@@ -86,7 +103,11 @@ class DeploymentStreams:
         self.manager = manager
         self.loop = loop
         self._consumers: dict[tuple[str, str, str], tuple[StreamSpec, Any]] = {}
+        self._jobs: dict[tuple[str, str, str], tuple[StreamSpec, Any, Any]] = {}
+        """The stream jobs an engine runs: (spec, engine, the plan it runs)."""
         self._lock = threading.Lock()
+        self._watching = threading.Event()
+        self._closed = threading.Event()
 
     @property
     def events(self) -> Any:
@@ -94,28 +115,33 @@ class DeploymentStreams:
 
     # ---- control ------------------------------------------------------------------------------
     def spec(self, principal: Principal, deployment: str, source: str, sink: str, *, group: str | None = None,
-             batch_size: int = 500) -> StreamSpec:
+             batch_size: int = 500, engine: str = IN_PROCESS) -> StreamSpec:
         """A checked consumer spec. Raises NotFound (no such deployment in the caller's tenant), InvalidInput."""
         return stream_spec(self.manager.deployments, principal, deployment, source, sink, group=group,
-                           batch_size=batch_size)
+                           batch_size=batch_size, engine=engine)
 
     def start(self, principal: Principal, deployment: str, source: str, sink: str, *, group: str | None = None,
-              batch_size: int = 500, remember: bool = True) -> dict[str, Any]:
-        """Start consuming ``source`` into ``sink`` for ``deployment`` in a thread (idempotent for the same spec).
+              batch_size: int = 500, remember: bool = True, engine: str = IN_PROCESS) -> dict[str, Any]:
+        """Start consuming ``source`` into ``sink`` for ``deployment`` in a thread, or as a job of ``engine``
+        (idempotent for the same spec).
 
-        Raises NotFound (no such deployment), InvalidInput (bad names, a group already consuming elsewhere)."""
-        spec = self.spec(principal, deployment, source, sink, group=group, batch_size=batch_size)
+        Raises NotFound (no such deployment), InvalidInput (bad names, a group already consuming elsewhere, an
+        engine no backend provides or that cannot run this deployment)."""
+        spec = self.spec(principal, deployment, source, sink, group=group, batch_size=batch_size, engine=engine)
         group = spec.group
         key = (principal.tenant, deployment, group)
         with self._lock:
-            found = self._consumers.get(key)
+            found = self._consumers.get(key) or self._jobs.get(key)
             if found is not None:
                 old = found[0]
-                if (old.source, old.sink, old.batch_size) == (source, sink, batch_size):
-                    return self._describe(old, found[1])
+                if (old.source, old.sink, old.batch_size, old.engine) == (source, sink, batch_size, engine):
+                    return self._describe(old, found[1]) if key in self._consumers else self._describe_job(old)
                 raise InvalidInput(f"group {group!r} of deployment {deployment!r} already consumes {old.source!r} "
-                                   f"into {old.sink!r}; stop it first or choose another group",
+                                   f"into {old.sink!r} ({old.engine}); stop it first or choose another group",
                                    detail={"field": "group"})
+        if engine != IN_PROCESS:
+            return self._start_job(principal, spec, remember=remember)
+        with self._lock:
             consumer = self.consumer(spec)
             self._consumers[key] = (spec, consumer)
         if remember:
@@ -130,9 +156,14 @@ class DeploymentStreams:
         key = (principal.tenant, deployment, group)
         with self._lock:
             found = self._consumers.pop(key, None)
-        if found is None:
+            job = self._jobs.pop(key, None)
+        if found is None and job is None:
             raise NotFound(f"deployment {deployment!r} has no stream consumer in group {group!r}")
-        found[1].stop()
+        if found is not None:
+            found[1].stop()
+        else:
+            spec, engine, plan = job
+            engine.stop_stream_job(plan.group, drain=True)
         self.events.append(CONSUMERS, [{"timestamp": int(time.time() * 1000), "action": "stop",
                                         "tenant": principal.tenant, "deployment": deployment, "group": group,
                                         "stopped_by": principal.user}])
@@ -143,7 +174,9 @@ class DeploymentStreams:
         with self._lock:
             found = [(s, c) for (t, d, _), (s, c) in sorted(self._consumers.items())
                      if t == principal.tenant and (deployment is None or d == deployment)]
-        return [self._describe(s, c) for s, c in found]
+            jobs = [s for (t, d, _), (s, _, _) in sorted(self._jobs.items())
+                    if t == principal.tenant and (deployment is None or d == deployment)]
+        return [self._describe(s, c) for s, c in found] + [self._describe_job(s) for s in jobs]
 
     def restore(self) -> int:
         """Start again the consumers the events slot says were running; returns how many."""
@@ -152,7 +185,8 @@ class DeploymentStreams:
             who = Principal(tenant, str(data.get("started_by") or "streams"), ("editor",))
             try:
                 self.start(who, deployment, str(data["source"]), str(data["sink"]), group=group,
-                           batch_size=int(data.get("batch_size") or 500), remember=False)
+                           batch_size=int(data.get("batch_size") or 500), remember=False,
+                           engine=str(data.get("engine") or IN_PROCESS))
                 started += 1
             except Exception as exc:  # a deployment deleted meanwhile: say so, start the others
                 log.warning("stream consumer %s of deployment %s not restarted: %s", group, deployment,
@@ -160,10 +194,89 @@ class DeploymentStreams:
         return started
 
     def close(self) -> None:
+        """Stop the consumers; stream jobs are stopped with a savepoint (they start again with the service)."""
+        self._closed.set()
         with self._lock:
             consumers, self._consumers = list(self._consumers.values()), {}
+            jobs, self._jobs = list(self._jobs.values()), {}
         for _, consumer in consumers:
             consumer.stop(timeout=5)
+        for _, engine, plan in jobs:
+            try:
+                engine.stop_stream_job(plan.group, drain=True)
+            except Exception:  # the engine closed first (it stops its jobs itself)
+                log.exception("stream job %s did not stop cleanly", plan.group)
+
+    # ---- stream jobs (engine != inprocess) -------------------------------------------------------
+    def engine(self, name: str) -> Any:
+        """The backend that runs stream jobs as ``name``. Raises InvalidInput naming what to configure."""
+        return stream_engine(self.host, name)
+
+    def _start_job(self, principal: Principal, spec: StreamSpec, *, remember: bool) -> dict[str, Any]:
+        from matih_lite.serving.stream_plan import stream_job_plan
+
+        engine = self.engine(spec.engine)
+        plan = stream_job_plan(self.host, principal, spec.deployment, spec.source, spec.sink, group=spec.group)
+        try:
+            engine.start_stream_job(plan)
+        except ValueError as exc:
+            raise InvalidInput(f"the {spec.engine} engine cannot run deployment {spec.deployment!r}: {exc}",
+                               detail={"field": "engine"}) from None
+        key = (principal.tenant, spec.deployment, spec.group)
+        with self._lock:
+            self._jobs[key] = (spec, engine, plan)
+        if remember:
+            self.events.append(CONSUMERS, [{"timestamp": spec.started_at, "action": "start",
+                                            **msgspec.structs.asdict(spec)}])
+        self._watch()
+        log.info("deployment %s: %s job consuming %s into %s (group %s)", spec.deployment, spec.engine, spec.source,
+                 spec.sink, spec.group)
+        return self._describe_job(spec)
+
+    def _describe_job(self, spec: StreamSpec) -> dict[str, Any]:
+        key = (spec.tenant, spec.deployment, spec.group)
+        with self._lock:
+            found = self._jobs.get(key)
+        group = found[2].group if found is not None else _group_name(spec)
+        entry = next((j for j in (found[1].stream_jobs() if found is not None else []) if j.get("group") == group),
+                     None) or {}
+        return {**msgspec.structs.asdict(spec), "running": bool(entry.get("running")), "lag": entry.get("lag"),
+                "consumed": entry.get("consumed"), "predicted": entry.get("predicted"),
+                "failed": entry.get("failed"), "duplicates": None, "last_error": entry.get("last_error"),
+                "state": entry.get("state"), "routes": entry.get("routes"),
+                "last_checkpoint": entry.get("last_checkpoint"), "restarts": entry.get("restarts")}
+
+    def _watch(self) -> None:
+        """Start the thread that hands each stream job its deployment's route changes (once)."""
+        with self._lock:
+            if self._watching.is_set():
+                return
+            self._watching.set()
+        threading.Thread(target=self._follow_routes, name="matih-stream-routes", daemon=True).start()
+
+    def _follow_routes(self) -> None:
+        from matih_lite.serving.stream_plan import stream_job_plan
+
+        while not self._closed.wait(WATCH_SECONDS):
+            with self._lock:
+                jobs = list(self._jobs.items())
+            for key, (spec, engine, plan) in jobs:
+                try:
+                    who = Principal(spec.tenant, spec.started_by or "streams", ("editor",))
+                    current = self.manager.deployments.get(who, spec.deployment)
+                    now = routes_signature(current.routes)
+                    if now == routes_signature(plan.routes) or not now:
+                        continue
+                    new = stream_job_plan(self.host, who, spec.deployment, spec.source, spec.sink, group=spec.group)
+                    engine.update_stream_job(new)
+                    with self._lock:
+                        if key in self._jobs:
+                            self._jobs[key] = (spec, engine, new)
+                    log.info("deployment %s: stream job %s follows its new routes %s", spec.deployment, spec.group,
+                             [(r.variant, r.weight) for r in new.routes])
+                except Exception as exc:  # a deployment deleted, the engine away: try again at the next round
+                    log.warning("deployment %s: stream job %s keeps its routes: %s", spec.deployment, spec.group,
+                                getattr(exc, "message", exc))
 
     # ---- internals ----------------------------------------------------------------------------
     def consumer(self, spec: StreamSpec) -> Any:
@@ -224,15 +337,19 @@ class RecordedStreams:
         return self.host.backend("events")
 
     def start(self, principal: Principal, deployment: str, source: str, sink: str, *, group: str | None = None,
-              batch_size: int = 500) -> dict[str, Any]:
+              batch_size: int = 500, engine: str = IN_PROCESS) -> dict[str, Any]:
         """Record a consumer for the service to run (idempotent for the same spec).
 
-        Raises NotFound (no such deployment), InvalidInput (bad names, a group already consuming elsewhere)."""
-        spec = stream_spec(self.deployments, principal, deployment, source, sink, group=group, batch_size=batch_size)
+        Raises NotFound (no such deployment), InvalidInput (bad names, a group already consuming elsewhere, an
+        engine no backend of this profile provides)."""
+        spec = stream_spec(self.deployments, principal, deployment, source, sink, group=group, batch_size=batch_size,
+                           engine=engine)
+        if engine != IN_PROCESS:
+            stream_engine(self.host, engine)
         found = recorded_consumers(self.events).get((principal.tenant, deployment, spec.group))
         if found is not None:
             old = _recorded_spec(found)
-            if (old.source, old.sink, old.batch_size) == (source, sink, batch_size):
+            if (old.source, old.sink, old.batch_size, old.engine) == (source, sink, batch_size, engine):
                 return self._describe(old)
             raise InvalidInput(f"group {spec.group!r} of deployment {deployment!r} already consumes {old.source!r} "
                                f"into {old.sink!r}; stop it first or choose another group", detail={"field": "group"})
@@ -257,6 +374,10 @@ class RecordedStreams:
     def _describe(self, spec: StreamSpec) -> dict[str, Any]:
         from matih_lite.serving.streaming import StreamingInference
 
+        if spec.engine != IN_PROCESS:  # its engine keeps its offsets and counts: only a running service can say
+            return {**msgspec.structs.asdict(spec), "running": False, "lag": None, "consumed": None,
+                    "predicted": None, "failed": None, "duplicates": None, "last_error": None}
+
         def never(records: list[dict[str, Any]]) -> list[Any]:  # this consumer only measures; it never runs here
             raise RuntimeError("a recorded consumer does not predict")
 
@@ -270,8 +391,21 @@ class RecordedStreams:
         return {**msgspec.structs.asdict(spec), "running": False, "lag": lag, **consumer.stats, "last_error": None}
 
 
+def stream_engine(host: Any, name: str) -> StreamJobEngine:
+    """The backend of ``host`` that runs stream jobs as engine ``name``. Raises InvalidInput saying how to get one."""
+    for slot in ("drift",):
+        if host.active(slot) is None:
+            continue
+        backend = host.backend(slot)
+        if isinstance(backend, StreamJobEngine) and backend.stream_engine == name:
+            return backend
+    raise InvalidInput(f"no backend of this profile runs stream jobs on {name!r}: the flink engine comes with "
+                       "drift = { backend = \"flink\", ... } (matih-flink) and events = { backend = \"kafka\", ... }",
+                       detail={"field": "engine"})
+
+
 def stream_spec(deployments: Any, principal: Principal, deployment: str, source: str, sink: str, *,
-                group: str | None = None, batch_size: int = 500) -> StreamSpec:
+                group: str | None = None, batch_size: int = 500, engine: str = IN_PROCESS) -> StreamSpec:
     """A checked consumer spec. Raises NotFound (no such deployment in the caller's tenant), InvalidInput."""
     check_deployment_name(deployment)
     deployments.get(principal, deployment)
@@ -284,8 +418,10 @@ def stream_spec(deployments: Any, principal: Principal, deployment: str, source:
     src, dst = tenant_stream(principal.tenant, source, "source"), tenant_stream(principal.tenant, sink, "sink")
     if src == dst:
         raise InvalidInput("the sink must be another topic than the source", detail={"field": "sink"})
+    if not isinstance(engine, str) or not STREAM_NAME.match(engine) or len(engine) > 40:
+        raise InvalidInput(f"engine {engine!r} is not an engine name (inprocess, flink)", detail={"field": "engine"})
     return StreamSpec(principal.tenant, deployment, source, sink, group, batch_size, principal.user,
-                      int(time.time() * 1000))
+                      int(time.time() * 1000), engine)
 
 
 def recorded_consumers(events: Any) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -310,7 +446,7 @@ def recorded_consumers(events: Any) -> dict[tuple[str, str, str], dict[str, Any]
 def _recorded_spec(data: Mapping[str, Any]) -> StreamSpec:
     return StreamSpec(str(data["tenant"]), str(data["deployment"]), str(data["source"]), str(data["sink"]),
                       str(data["group"]), int(data.get("batch_size") or 500), str(data.get("started_by") or ""),
-                      int(data.get("started_at") or data.get("timestamp") or 0))
+                      int(data.get("started_at") or data.get("timestamp") or 0), str(data.get("engine") or IN_PROCESS))
 
 
 def _group_name(spec: StreamSpec) -> str:

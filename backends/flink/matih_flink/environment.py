@@ -2,8 +2,9 @@
 
 PyFlink 2.3 cannot share a virtualenv with Ray (apache-beam pins pyarrow < 17, protobuf < 6, numpy < 2.2),
 so the jobs run in their own: ``apache-flink==2.3.0`` and the libraries the shipped code needs
-(numpy for the drift statistics; onnxruntime and msgspec for the streaming job's models and requests,
-pinned to the versions beside the ml-service when it has them, so a model that loads here loads there).
+(numpy for the drift statistics; for the streaming job's requests and models msgspec, onnxruntime and the
+libraries matih-lite's flavors load models with (scikit-learn, XGBoost, skops, cloudpickle, PyYAML), pinned to
+the versions beside the ml-service when it has them, so a model that loads here loads there).
 
 Where it lives: ``environment`` in the settings (an existing one: its folder or its ``bin/python``), else
 ``$MATIH_FLINK_ENV``, else ``<cache>/matih-lite/flink-env-<hash of the requirements>`` where ``<cache>``
@@ -37,8 +38,11 @@ from pathlib import Path
 FLINK = "apache-flink==2.3.0"
 CONNECTOR_WHEEL = "shigawire-apache-flink-libraries==2.0.0.post1"
 CONNECTOR_JARS = ("flink-connector-kafka.jar", "kafka-clients.jar")
-JOB_LIBRARIES = ("onnxruntime", "msgspec")
-"""What the shipped code needs beyond PyFlink's own numpy: the streaming job's models and requests."""
+JOB_LIBRARIES = ("onnxruntime", "msgspec", "scikit-learn", "xgboost-cpu", "skops")
+"""What the shipped code needs beyond PyFlink's own numpy and pandas: the streaming job's requests and its models,
+loaded by matih-lite's own flavors (pinned to the versions installed here, so a model saved here loads there)."""
+PYFLINK_PINNED = ("cloudpickle", "pyyaml")
+"""What the flavors need too but apache-flink pins itself (cloudpickle 2.2 for its own workers): its versions."""
 READY = ".matih-ready"
 ENV_VARIABLE = "MATIH_FLINK_ENV"
 MIN_JAVA = 11
@@ -52,7 +56,7 @@ def requirements() -> list[str]:
             out.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
             out.append(name)
-    return out
+    return [*out, *PYFLINK_PINNED]
 
 
 def cache_dir() -> Path:

@@ -15,6 +15,11 @@ monitoring domain's :class:`~matih_lite.contracts.slots.DriftPlan`, a supervisor
   a change of targets (a new deployment, a new tenant) restarts it from a savepoint;
 - on :meth:`stop`, stops the job with a savepoint (its state and offsets kept), records what it published
   until then, and returns.
+
+It is also the :class:`~matih_lite.contracts.stream_jobs.StreamJobEngine` named ``flink``: ``predict stream start
+--engine flink`` hands it a deployment's plan, run by :class:`~matih_flink.streaming.FlinkStreamJobs` (its own
+supervisor thread, whether or not drift jobs run); their state shows in :meth:`jobs` and their failures in
+:meth:`health`.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ def parse_ms(text: str, what: str) -> int:
 class FlinkDriftRunner:
     """The drift slot's runner over a PyFlink job (see the module docstring)."""
 
+    stream_engine = "flink"
+
     def __init__(self, settings: Any, context: BackendContext) -> None:
         self.settings = settings
         self.context = context
@@ -81,10 +88,54 @@ class FlinkDriftRunner:
         self.status: dict[str, Any] = {"phase": "not started", "restarts": 0, "failures": 0, "last_error": None,
                                        "recorded": 0, "replayed": 0, "results": 0, "last_window": None,
                                        "next_restart_at": None, "targets": 0}
+        self._streams: Any = None
+
+    # ---- streaming inference (the StreamJobEngine contract) -------------------------------------
+    @property
+    def streams(self) -> Any:
+        if self._streams is None:
+            from matih_flink.environment import flink_env
+            from matih_flink.streaming import FlinkStreamJobs
+
+            def env() -> Any:
+                if self.env is None:
+                    self.env = flink_env(self.settings.environment or None, build=self.settings.build)
+                if not self.env.ready:
+                    raise RuntimeError(f"the Flink environment is not ready: {self.env.missing()}")
+                return self.env
+
+            self._streams = FlinkStreamJobs(self.work_dir, self.settings, env)
+        return self._streams
+
+    def start_stream_job(self, plan: Any) -> dict[str, Any]:
+        events = dict(getattr(plan, "events", None) or {})
+        if events.get("backend") != "kafka":
+            raise ValueError(f"a Flink stream job reads its requests from Kafka, but the events slot is "
+                             f"{events.get('backend') or 'unset'!r}: set events = {{ backend = \"kafka\", ... }}")
+        major, line = self.java()
+        if major is None or major < 11:
+            raise ValueError(f"Java 11+ is needed for Flink: {line}")
+        return self.streams.start(plan)
+
+    def update_stream_job(self, plan: Any) -> None:
+        self.streams.update(plan)
+
+    def stop_stream_job(self, group: str, *, drain: bool = True) -> bool:
+        return self._streams.stop(group, drain=drain) if self._streams is not None else False
+
+    def stream_jobs(self) -> list[dict[str, Any]]:
+        return self._streams.list() if self._streams is not None else []
 
     # ---- the contract -------------------------------------------------------------------------
     def health(self) -> Health:
         """Java, the environment, and the job: running (with its last checkpoint), or failed and when it restarts."""
+        failing = self._streams.failing() if self._streams is not None else []
+        if failing:
+            name, status = failing[0]
+            when = status.get("next_restart_at")
+            again = f"; restarting in {max(when - time.time(), 0):.0f} s" if when else ""
+            return Health(False, f"stream job {name} {status['phase']}: {status['last_error']}{again} "
+                                 f"({status['failures']} failures)")
         if not self.settings.enabled:
             return Health(True, "disabled ([profiles.*.drift] enabled = false): no drift job runs")
         major, line = self.java()
@@ -139,15 +190,18 @@ class FlinkDriftRunner:
 
     def close(self) -> None:
         self.stop()
+        if self._streams is not None:
+            self._streams.close()
         if self.kafka is not None:
             self.kafka.close()
 
     # ---- what `drift jobs` shows --------------------------------------------------------------
     def jobs(self) -> list[dict[str, Any]]:
         """The Flink jobs this runner supervises: state, last checkpoint, lag per topic, last window."""
+        streams = [{**j, "kind": "predict", "lag": {j["source"]: j["lag"]}} for j in self.stream_jobs()]
         job = self.job
         if job is None:
-            return []
+            return streams
         overview = job.overview() if job.alive() else None
         state = (overview or {}).get("state") or ("STOPPED" if not job.alive() else "STARTING")
         lag: dict[str, Any] = {}
@@ -161,7 +215,7 @@ class FlinkDriftRunner:
                  "started_at": int(job.started_at * 1000) if job.started_at else None,
                  "restored_from": job.restored_from, "last_checkpoint": job.last_checkpoint(), "lag": lag,
                  "last_window": self.status["last_window"], "recorded": self.status["recorded"],
-                 "restarts": self.status["restarts"], "last_error": self.status["last_error"]}]
+                 "restarts": self.status["restarts"], "last_error": self.status["last_error"]}, *streams]
 
     def java(self) -> tuple[int | None, str]:
         if self._java is None:

@@ -6,16 +6,31 @@ routes' bucket bounds, the consumer group, the checkpoint settings) and supervis
 :class:`~matih_flink.jobs.FlinkJob`: ``start`` (restoring from the job's newest checkpoint or savepoint, so a
 restarted job goes on where its last checkpoint left it, skipping the requests the sink already answers
 (``answered_through``: the last source offset answered; on a one-partition topic, which keeps the order)),
-``stop`` (with a savepoint), ``describe``.
+``stop`` (with a savepoint), ``describe``, and ``update`` (new routes, written to the control topic the running
+job reads: applied without a restart).
+
+:class:`FlinkStreamJobs` is the drift runner's :class:`~matih_lite.contracts.stream_jobs.StreamJobEngine` side:
+the deployments' jobs by consumer group, started from a supervisor thread (the environment is built there the
+first time), a job that died restarted from its last checkpoint with a doubling backoff and reported
+meanwhile, each one's lag and counts (the job's own metrics over Flink's REST API).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from matih_lite.contracts.stream_jobs import StreamJobPlan, StreamRoute, bucket_bounds
+
+log = logging.getLogger("matih_flink.streaming")
+
+CONTROL_TOPIC = "matih.stream.control"
+"""Where route changes are published to the running jobs (one record per change, keyed by the job's group)."""
+METRICS = ("consumed", "predicted", "failed")
 
 SKIP_TAIL = 20_000
 """Answers read back from the sink's end at each (re)start: the requests a restarted job must not answer again."""
@@ -51,6 +66,9 @@ class FlinkStreamJob:
         self.job: Any = None
         self.kafka: Any = None
 
+    def _routes(self) -> list[StreamRoute]:
+        return [StreamRoute(**{**r, "feature_names": tuple(r.get("feature_names") or ())}) for r in self.plan["routes"]]
+
     def spec(self) -> dict[str, Any]:
         from matih_flink.kafka import KafkaSide
 
@@ -59,7 +77,7 @@ class FlinkStreamJob:
                                    self.events.get("client"))
         kafka, plan = self.kafka, self.plan
         topics = {"source": kafka.topic(plan["source"]), "sink": kafka.topic(plan["sink"]),
-                  "log": kafka.topic(plan["inference_log"])}
+                  "log": kafka.topic(plan["inference_log"]), "control": kafka.topic(CONTROL_TOPIC)}
         kafka.ensure_topics(topics.values())
         # Answers this job wrote after its last checkpoint are read again from there: skip what the sink holds.
         answered = [r.get("source_offset") for r in kafka.tail(topics["sink"], SKIP_TAIL)
@@ -67,10 +85,9 @@ class FlinkStreamJob:
                                                                                   plan["source"])]
         answered = [int(o) for o in answered if isinstance(o, (int, float)) and not isinstance(o, bool)]
         partitions = max(len(kafka.partitions(topics["source"])), 1)
-        routes = [StreamRoute(**{**r, "feature_names": tuple(r.get("feature_names") or ())}) for r in plan["routes"]]
-        return {"kind": "predict", "plan": plan, "bounds": bucket_bounds(routes),
+        return {"kind": "predict", "plan": plan, "bounds": bucket_bounds(self._routes()),
                 "bootstrap_servers": kafka.bootstrap_servers, "source_topic": topics["source"],
-                "sink_topic": topics["sink"], "log_topic": topics["log"],
+                "sink_topic": topics["sink"], "log_topic": topics["log"], "control_topic": topics["control"],
                 "partitions": partitions,
                 "group": f"{kafka.prefix}{plan['group']}{GROUP_SUFFIX}", "checkpoint_ms": self.checkpoint_ms,
                 "answered_through": max(answered) if answered and partitions == 1 else -1,
@@ -97,6 +114,42 @@ class FlinkStreamJob:
     def alive(self) -> bool:
         return self.job is not None and self.job.alive()
 
+    def update(self, plan: StreamJobPlan | dict[str, Any]) -> bool:
+        """Publish ``plan``'s routes to the running job (it takes them without a restart: see the job's
+        control topic); a later start begins with them. False when they are the routes it has already."""
+        new = _plan_dict(plan)
+        if int(new.get("revision") or 0) <= int(self.plan.get("revision") or 0):
+            return False
+        self.plan = {**self.plan, "routes": new["routes"], "revision": new["revision"]}
+        if self.kafka is None:
+            self.spec()
+        change = {"group": self.plan["group"], "revision": self.plan["revision"], "routes": self.plan["routes"],
+                  "bounds": bucket_bounds(self._routes()), "timestamp": int(time.time() * 1000)}
+        self.kafka.produce(self.kafka.topic(CONTROL_TOPIC), change)
+        self.kafka.flush(5.0)
+        return True
+
+    def counts(self) -> dict[str, int | None]:
+        """The job's own counters (requests consumed, predicted, failed since it started), None when it
+        cannot say (not running, or its REST API not up yet)."""
+        out: dict[str, int | None] = dict.fromkeys(METRICS)
+        job = self.job
+        if job is None or not job.alive() or (job.job_id is None and job.overview() is None):
+            return out
+        try:
+            for vertex in (job.rest(f"/jobs/{job.job_id}") or {}).get("vertices", []):
+                path = f"/jobs/{job.job_id}/vertices/{vertex['id']}/metrics"
+                names = [m["id"] for m in job.rest(path) or [] if m.get("id", "").endswith(
+                    tuple(f"matih_{n}" for n in METRICS))]
+                if not names:
+                    continue
+                for m in job.rest(f"{path}?get={','.join(names)}") or []:
+                    metric = m["id"].rsplit("matih_", 1)[-1]
+                    out[metric] = (out[metric] or 0) + int(float(m.get("value") or 0))
+        except (OSError, ValueError, KeyError):
+            return dict.fromkeys(METRICS)
+        return out
+
     def stop(self, *, drain: bool = True) -> str | None:
         """Stop the job (with a savepoint when ``drain``); returns the savepoint, if one was written."""
         if self.job is None:
@@ -117,9 +170,152 @@ class FlinkStreamJob:
                 "state": state, "pid": job.pid if job is not None else None,
                 "routes": [{k: r[k] for k in ("variant", "version", "weight")} for r in self.plan["routes"]],
                 "last_checkpoint": job.last_checkpoint() if job is not None else None,
-                "restored_from": job.restored_from if job is not None else None}
+                "restored_from": job.restored_from if job is not None else None,
+                "revision": self.plan.get("revision")}
 
     def close(self) -> None:
         self.stop()
         if self.kafka is not None:
             self.kafka.close()
+
+
+class FlinkStreamJobs:
+    """The deployments' streaming-inference jobs of one drift runner (see the module docstring)."""
+
+    def __init__(self, work_dir: Path, settings: Any, env_factory: Any) -> None:
+        self.work_dir = Path(work_dir)
+        self.settings = settings
+        self.env_factory = env_factory
+        self.jobs: dict[str, FlinkStreamJob] = {}
+        self.status: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, plan: StreamJobPlan | dict[str, Any]) -> dict[str, Any]:
+        data = _plan_dict(plan)
+        for route in data["routes"]:
+            if route["flavor"] != "onnx" and not route.get("loader"):
+                raise ValueError(f"version {route['version']} is a {route['flavor']!r} model with no flavor class "
+                                 "named to load it: the Flink job cannot run it")
+        group = data["group"]
+        with self._lock:
+            found = self.jobs.get(group)
+            if found is None:
+                found = self.jobs[group] = FlinkStreamJob(
+                    data, self.work_dir, checkpoint_interval=self.settings.checkpoint_interval,
+                    start_from=self.settings.start_from, parallelism=self.settings.parallelism)
+                self.status[group] = {"phase": "starting", "restarts": 0, "failures": 0, "last_error": None,
+                                      "next_restart_at": None, "backoff": self.settings.restart_backoff_seconds}
+            elif int(data.get("revision") or 0) > int(found.plan.get("revision") or 0):
+                found.plan = {**found.plan, "routes": data["routes"], "revision": data["revision"]}
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._run, name="matih-flink-streams", daemon=True)
+                self._thread.start()
+        self._wake.set()
+        return self.describe(group)
+
+    def update(self, plan: StreamJobPlan | dict[str, Any]) -> None:
+        data = _plan_dict(plan)
+        with self._lock:
+            job = self.jobs.get(data["group"])
+        if job is None:
+            raise KeyError(data["group"])
+        if job.update(data):
+            log.info("stream job %s: routes now %s", job.name,
+                     [(r["variant"], r["weight"]) for r in data["routes"] if r["weight"] > 0])
+
+    def stop(self, group: str, *, drain: bool = True) -> bool:
+        with self._lock:
+            job = self.jobs.pop(group, None)
+            self.status.pop(group, None)
+        if job is None:
+            return False
+        job.stop(drain=drain)
+        if job.kafka is not None:
+            job.kafka.close()
+        log.info("stream job %s stopped", job.name)
+        return True
+
+    def describe(self, group: str) -> dict[str, Any]:
+        with self._lock:
+            job, status = self.jobs[group], dict(self.status.get(group) or {})
+        out = job.describe()
+        lag: int | None = None
+        try:
+            if job.kafka is not None:
+                spec = job.job.spec if job.job is not None else job.spec()
+                lag = job.kafka.lag(spec["group"], [spec["source_topic"]]).get(spec["source_topic"])
+        except Exception:  # the brokers are away: the listing still answers
+            lag = None
+        running = out["state"] == "RUNNING"
+        return {**out, "group": job.plan["group"], "running": running, "lag": lag, **job.counts(),
+                "phase": status.get("phase"), "restarts": status.get("restarts", 0),
+                "failures": status.get("failures", 0), "last_error": status.get("last_error"),
+                "next_restart_at": status.get("next_restart_at")}
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            groups = sorted(self.jobs)
+        return [self.describe(g) for g in groups if g in self.jobs]
+
+    def failing(self) -> list[tuple[str, dict[str, Any]]]:
+        """The jobs that failed and wait for their restart (what health reports)."""
+        with self._lock:
+            return [(self.jobs[g].name, dict(s)) for g, s in self.status.items()
+                    if s["phase"] in ("failed", "error") and g in self.jobs]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+        for group in list(self.jobs):
+            self.stop(group, drain=True)
+
+    # ---- the supervisor -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                entries = list(self.jobs.items())
+            for group, job in entries:
+                try:
+                    self._supervise(group, job)
+                except Exception as exc:  # one job's trouble never stops the others'
+                    status = self.status.get(group)
+                    if status is not None:
+                        status.update(phase="error", last_error=f"{type(exc).__name__}: {exc}",
+                                      next_restart_at=time.time() + status["backoff"])
+                        status["backoff"] = min(status["backoff"] * 2, self.settings.max_backoff_seconds)
+                    log.warning("stream job %s: %s", job.name, exc)
+            self._wake.wait(0.5)
+            self._wake.clear()
+
+    def _supervise(self, group: str, job: FlinkStreamJob) -> None:
+        status = self.status.get(group)
+        if status is None:
+            return
+        phase = status["phase"]
+        if phase == "starting" or (phase in ("failed", "error") and time.time() >= (status["next_restart_at"] or 0)):
+            if job.env is None:
+                status["phase"] = "building the Flink environment" if phase == "starting" else phase
+                job.env = self.env_factory()
+            if phase != "starting":
+                status["restarts"] += 1
+            job.start(restore=True)
+            status.update(phase="running", next_restart_at=None)
+            return
+        if phase == "running" and not job.alive():
+            status["failures"] += 1
+            code = job.job.returncode() if job.job is not None else None
+            tail = job.job.log_tail(6)[-600:] if job.job is not None else ""
+            status.update(phase="failed", last_error=f"the job exited with {code}: {tail}",
+                          next_restart_at=time.time() + status["backoff"])
+            log.warning("stream job %s died (%s); restarting in %.1f s", job.name, code, status["backoff"])
+            status["backoff"] = min(status["backoff"] * 2, self.settings.max_backoff_seconds)
+        elif phase == "running" and job.job is not None and job.job.started_at and \
+                time.time() - job.job.started_at > 60:
+            status["backoff"] = self.settings.restart_backoff_seconds  # it has stayed up: start over from the first

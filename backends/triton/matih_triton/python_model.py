@@ -22,7 +22,6 @@ error (HTTP 400: the caller's fault); anything else the model raises is an inter
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -39,7 +38,6 @@ for _entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
         sys.path.append(_entry)
 
 MODEL_FOLDER = "model"
-MANIFEST = ".matih-manifest.json"
 WIRE_TO_CONFIG = {"str": "TYPE_STRING", "bytes": "TYPE_STRING", "object": "TYPE_STRING", "bool": "TYPE_BOOL"}
 
 
@@ -48,34 +46,13 @@ def parameters(config: dict[str, Any]) -> dict[str, str]:
     return {k: (v or {}).get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
 
 
-def verify(folder: Path) -> None:
-    """Every file of the manifest is there with its recorded size and sha256. Raises ValueError naming the first
-    that is not (the copy in the model repository was changed after the ml-service verified it)."""
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        raise ValueError(f"{folder} has no {MANIFEST}: refusing to load a model whose loading runs code from "
-                         "files nobody verified")
-    for entry in json.loads(manifest.read_text()).get("files", []):
-        path = folder / entry["path"]
-        if folder.resolve() not in path.resolve().parents:
-            raise ValueError(f"manifest entry {entry['path']!r} points outside the model folder")
-        digest = hashlib.sha256()
-        size = 0
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
-        if size != entry.get("size", size) or (entry.get("sha256") and digest.hexdigest() != entry["sha256"]):
-            raise ValueError(f"{entry['path']} does not match the sha256 the registry recorded: refusing to load it")
-
-
 def load_predictor(config: dict[str, Any], folder: Path) -> Any:
     """The predictor of the model in ``folder``, loaded by the flavor the config names."""
-    from matih_lite.contracts.flavors import LoadOptions
+    from matih_lite.contracts.flavors import LoadOptions, verify_copy
 
     params = parameters(config)
     if params.get("matih_verify") == "true":
-        verify(folder)
+        verify_copy(folder)
     module, _, qualname = params["matih_flavor_class"].partition(":")
     flavor: Any = importlib.import_module(module)
     for part in qualname.split("."):

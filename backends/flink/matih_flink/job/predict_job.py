@@ -6,10 +6,15 @@ the routes as of the job's start, and each routed version's verified model folde
 
 1. **Source** (Flink SQL, Java): the requests topic from the group's committed offsets (checkpointed), each
    message's partition and offset kept (the prediction's ``source_offset``, as the events backend numbers it).
-2. **Answer** (a process function, Python): each request is routed as the service routes it: by its
+2. **Answer** (a broadcast process function, Python): each request is routed as the service routes it: by its
    ``request_key``'s sticky bucket (:func:`~matih_lite.contracts.stream_jobs.sticky_bucket`, the service
-   router's own hash) over the routes' bucket bounds, at random without a key; the variant's ONNX model
-   (onnxruntime, loaded once per worker) predicts it.
+   router's own hash) over the routes' bucket bounds, at random without a key; the variant's model predicts
+   it: ONNX in onnxruntime, any other flavor through the flavor class the service loads it with
+   (:attr:`~matih_lite.contracts.stream_jobs.StreamRoute.loader`), from its verified folder (every file's
+   sha256 checked first for flavors whose loading runs code); each loaded once per worker.
+   **Route changes** arrive on the control topic (broadcast to every worker): a record for this job's group
+   with a newer ``revision`` replaces the routes at once, no restart; older ones (replayed from the topic's
+   start) are ignored, since a (re)started job begins with the routes of its spec.
 3. **Sinks**: the prediction record, in the shape the in-process consumer writes
    (:mod:`matih_lite.serving.streaming`), to the sink topic; one inference-log record per input row (the
    schema of :mod:`matih_lite.serving.inference_log`) to the deployment's inference log, as an HTTP
@@ -36,6 +41,62 @@ class Refused(ValueError):
     """A request the model cannot take: answered with an ``error`` record."""
 
 
+class FlavorModel:
+    """A non-ONNX version through its flavor's own ``load`` (the predictor the in-process backend calls)."""
+
+    def __init__(self, route: dict[str, Any]) -> None:
+        import importlib
+
+        import numpy as np
+
+        from matih_lite.contracts.flavors import LoadOptions, verify_copy
+
+        self.np = np
+        reference = route.get("loader") or ""
+        module, _, qualname = reference.partition(":")
+        if not module or not qualname:
+            raise Refused(f"version {route['version']} ({route['flavor']}) names no flavor class to load it with")
+        try:
+            flavor: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                flavor = getattr(flavor, part)
+        except (ImportError, AttributeError) as exc:
+            raise Refused(f"the {route['flavor']!r} flavor ({reference}) cannot be imported in the Flink "
+                          f"environment: {exc}") from None
+        folder = Path(route["model_dir"])
+        if getattr(flavor, "needs_trusted_source", True):
+            verify_copy(folder)  # its loading runs code: only the files the registry recorded
+        self.predictor = flavor().load(folder, LoadOptions())
+        schema = self.predictor.input_schema
+        self.columns = [s.name for s in schema.specs] if schema.kind == "columns" else []
+        kinds = {s.dtype for s in schema.specs}
+        self.dtype = next(iter(kinds)) if len(kinds) == 1 and next(iter(kinds)) not in ("str", "bytes",
+                                                                                           "object") else None
+        self.mixed = schema.kind == "columns" and len(kinds) > 1
+
+    def predict(self, rows: Any, columns: list[str] | None = None) -> Any:
+        np = self.np
+        rows = [r if isinstance(r, list) else [r] for r in rows]
+        if columns and self.columns and columns != self.columns:
+            missing = [c for c in self.columns if c not in columns]
+            if missing:
+                raise Refused(f"the request lacks the model's columns {missing}")
+            at = [columns.index(c) for c in self.columns]
+            rows = [[r[i] for i in at] for r in rows]
+        self.fed = np.asarray(rows, dtype=object)
+        try:
+            if self.mixed:
+                inputs: Any = {c: np.asarray([r[i] for r in rows]) for i, c in enumerate(self.columns)}
+            else:
+                inputs = np.asarray(rows, dtype=self.dtype or "float64")
+        except (TypeError, ValueError, IndexError) as exc:
+            raise Refused(f"the inputs do not fit the model's schema: {exc}") from None
+        try:
+            return self.predictor.predict(inputs)
+        except Exception as exc:  # the flavor's InvalidInput (the caller's fault), or the model failing on it
+            raise Refused(f"the model refused these inputs: {getattr(exc, 'message', exc)}") from None
+
+
 class OnnxModel:
     """One version's ``model.onnx`` in an onnxruntime session (one intra-op thread, as the service's)."""
 
@@ -60,7 +121,7 @@ class OnnxModel:
 
         self.refused = InvalidArgument
 
-    def predict(self, rows: Any) -> Any:
+    def predict(self, rows: Any, columns: list[str] | None = None) -> Any:
         np = self.np
         if len(self.inputs) != 1:
             raise Refused(f"the model takes {len(self.inputs)} inputs; the Flink job feeds one-tensor models only")
@@ -87,21 +148,28 @@ def _as_array(np: Any, value: Any) -> Any:
     return np.asarray(value)
 
 
-def rows_of(record: dict[str, Any]) -> list[Any]:
-    """The input rows of a request record (``inputs``, ``instances``, ``dataframe_split``, ``dataframe_records``)."""
+def rows_of(record: dict[str, Any]) -> tuple[list[Any], list[str] | None]:
+    """The input rows of a request record (``inputs``, ``instances``, ``dataframe_split``, ``dataframe_records``)
+    and the column names it gives them (None when it names none)."""
+    columns = None
     if "inputs" in record:
         rows = record["inputs"]
     elif "instances" in record:
         rows = record["instances"]
     elif "dataframe_split" in record and isinstance(record["dataframe_split"], dict):
         rows = record["dataframe_split"].get("data")
+        found = record["dataframe_split"].get("columns")
+        columns = [str(c) for c in found] if isinstance(found, list) else None
     elif "dataframe_records" in record and isinstance(record["dataframe_records"], list):
-        rows = [list(r.values()) if isinstance(r, dict) else r for r in record["dataframe_records"]]
+        first = record["dataframe_records"][0] if record["dataframe_records"] else None
+        columns = [str(c) for c in first] if isinstance(first, dict) else None
+        rows = [[r.get(c) for c in columns] if isinstance(r, dict) and columns else r
+                for r in record["dataframe_records"]]
     else:
         raise Refused("a request needs one of dataframe_split, dataframe_records, instances or inputs")
     if not isinstance(rows, list) or not rows:
         raise Refused("the request's inputs must be a non-empty list of rows")
-    return rows
+    return rows, columns
 
 
 def plain(value: Any) -> Any:
@@ -139,29 +207,40 @@ def log_records(plan: dict[str, Any], route: dict[str, Any], request_id: str, ro
 
 def make_function(spec: dict[str, Any]) -> Any:
     from pyflink.common import Types
-    from pyflink.datastream import OutputTag, ProcessFunction
+    from pyflink.datastream import OutputTag
+    from pyflink.datastream.functions import BroadcastProcessFunction
 
     log_tag = OutputTag("inference-log", Types.STRING())
 
-    class Answer(ProcessFunction):
+    class Answer(BroadcastProcessFunction):
         def open(self, runtime_context: Any) -> None:
             from matih_lite.contracts.stream_jobs import sticky_bucket
 
             self.bucket = sticky_bucket
             self.plan = spec["plan"]
-            self.routes = [r for r in self.plan["routes"] if r["weight"] > 0]
-            self.bounds = spec["bounds"]
+            self.revision = int(self.plan.get("revision") or 0)
+            self.use(self.plan["routes"], spec["bounds"])
             self.models: dict[int, Any] = {}
             self.partitions = int(spec.get("partitions", 1))
             self.answered_through = int(spec.get("answered_through", -1))
+            metrics = runtime_context.get_metrics_group()
+            self.counters = {name: metrics.counter(f"matih_{name}") for name in ("consumed", "predicted", "failed")}
+
+        def use(self, routes: list[dict[str, Any]], bounds: list[int]) -> None:
+            self.routes = [r for r in routes if r["weight"] > 0]
+            self.bounds = bounds
 
         def model(self, route: dict[str, Any]) -> Any:
             found = self.models.get(route["version"])
             if found is None:
-                if route["flavor"] != "onnx":
-                    raise Refused(f"version {route['version']} is a {route['flavor']!r} model; the Flink job "
-                                  "embeds onnx models only")
-                found = self.models[route["version"]] = OnnxModel(route["model_dir"])
+                try:
+                    found = OnnxModel(route["model_dir"]) if route["flavor"] == "onnx" else FlavorModel(route)
+                except Refused:
+                    raise
+                except Exception as exc:  # files changed since verified, a flavor failing to load: say which
+                    raise Refused(f"version {route['version']} cannot be loaded: {type(exc).__name__}: {exc}") \
+                        from None
+                self.models[route["version"]] = found
             return found
 
         def choose(self, key: str | None) -> dict[str, Any]:
@@ -170,11 +249,27 @@ def make_function(spec: dict[str, Any]) -> Any:
             b = self.bucket(self.plan["deployment"], key) if key is not None else random.randrange(10_000)
             return self.routes[bisect.bisect_right(self.bounds, b)]
 
+        def process_broadcast_element(self, row: Any, ctx: Any) -> Any:
+            try:
+                change = json.loads(row.value)
+            except ValueError:
+                return
+            if not isinstance(change, dict) or change.get("group") != self.plan["group"]:
+                return
+            revision = int(change.get("revision") or 0)
+            if revision <= self.revision or not change.get("routes"):
+                return  # replayed from before this job's spec (or a later one applied already)
+            self.revision = revision
+            self.use(change["routes"], change["bounds"])
+            print(f"matih: routes of {self.plan['deployment']} changed to "
+                  f"{[(r['variant'], r['weight']) for r in self.routes]} (revision {revision})")
+
         def process_element(self, row: Any, ctx: Any) -> Any:
             plan = self.plan
             offset = int(row.offset) * self.partitions + int(row.part)
             if offset <= self.answered_through:
                 return  # answered before a restart from an older checkpoint: in the sink already
+            self.counters["consumed"].inc()
             try:
                 record = json.loads(row.value)
             except ValueError:
@@ -194,10 +289,10 @@ def make_function(spec: dict[str, Any]) -> Any:
                 if key is not None and (not isinstance(key, str) or not key or len(key) > 1024):
                     raise Refused("request_key must be a string of 1 to 1024 characters")
                 route = self.choose(key)
-                rows = rows_of(record)
+                rows, columns = rows_of(record)
                 start = time.perf_counter()
                 model = self.model(route)
-                outputs = model.predict(rows)
+                outputs = model.predict(rows, columns)
                 latency = (time.perf_counter() - start) * 1000
                 at = int(time.time() * 1000)
                 answer = {"predictions": plain(outputs), "deployment": plan["deployment"],
@@ -205,8 +300,10 @@ def make_function(spec: dict[str, Any]) -> Any:
                 for entry in log_records(plan, route, request_id or f"flink-{plan['deployment']}-{offset}",
                                          model.fed.tolist(), outputs, latency, at):
                     yield log_tag, json.dumps(entry, separators=(",", ":"))
+                self.counters["predicted"].inc()
             except Refused as exc:
                 answer, at = {"error": str(exc)[:2000]}, int(time.time() * 1000)
+                self.counters["failed"].inc()
             yield json.dumps({"timestamp": at, **out, **answer}, separators=(",", ":"), allow_nan=False)
 
     return Answer(), log_tag
@@ -214,6 +311,7 @@ def make_function(spec: dict[str, Any]) -> Any:
 
 def build(spec: dict[str, Any]) -> Any:
     from pyflink.common import Types
+    from pyflink.datastream.state import MapStateDescriptor
     from pyflink.table import StreamTableEnvironment
 
     env = environment(spec)
@@ -231,9 +329,16 @@ def build(spec: dict[str, Any]) -> Any:
           `offset` BIGINT METADATA VIRTUAL,
           `value` STRING
         ) WITH ({with_})""")
+    control = {**options, "topic": spec["control_topic"], "scan.startup.mode": "earliest-offset",
+               "properties.group.id": spec["group"] + ".control"}
+    t_env.execute_sql(f"""
+        CREATE TABLE control (`value` STRING) WITH ({", ".join(f"'{k}' = '{v}'" for k, v in control.items())})""")
     table = t_env.sql_query("SELECT part, `offset`, `value` FROM requests")
+    changes = t_env.to_data_stream(t_env.sql_query("SELECT `value` FROM control"))
+    routes = MapStateDescriptor("routes", Types.STRING(), Types.STRING())
     function, log_tag = make_function(spec)
-    answers = t_env.to_data_stream(table).process(function, output_type=Types.STRING()).uid("answer").name("answer")
+    answers = (t_env.to_data_stream(table).connect(changes.broadcast(routes))
+               .process(function, output_type=Types.STRING()).uid("answer").name("answer"))
     answers.sink_to(kafka_sink(spec, spec["sink_topic"])).uid("predictions").name("predictions")
     answers.get_side_output(log_tag).sink_to(kafka_sink(spec, spec["log_topic"])).uid("inference-log") \
         .name("inference log")
