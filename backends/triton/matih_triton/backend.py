@@ -11,9 +11,11 @@ are sent to Triton only from the serving cache (verified copies), and ``model.py
 sha256 again before loading.
 
 ``predict`` sends binary tensors (the binary-data extension, :mod:`matih_triton.wire`: the bytes
-``tritonclient.http`` sends) on one keep-alive connection per calling thread. Triton's answers map to the contract: 400 (the inputs do not fit) is InvalidInput,
-an unreachable server is StoreError, an error of the model itself is :class:`TritonModelError`; a
-model Triton has forgotten (it restarted) is loaded again from the repository and the call retried once.
+``tritonclient.http`` sends) on one keep-alive connection per calling thread; a request of more rows
+than the model's ``max_batch_size`` goes as several requests, answered whole and in order. Triton's
+answers map to the contract: 400 (the inputs do not fit) is InvalidInput, an unreachable server is
+StoreError, an error of the model itself is :class:`TritonModelError`; a model Triton has forgotten
+(it restarted) is loaded again from the repository and the call retried once.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class _Served:
     io: ModelIO
     info: ServedModel
     lock: threading.Lock
+    max_batch_size: int = 0
+    """Rows Triton takes in one request of this model (its config's ``max_batch_size``); 0: no batch dimension."""
 
     @property
     def infer_path(self) -> str:
@@ -226,7 +230,7 @@ class TritonServing:
         info = ServedModel(key=model.key, flavor=model.flavor, model_dir=str(folder),
                            loaded_at=int(time.time() * 1000), input_schema=io.schema,
                            output_names=tuple(t.name for t in io.outputs), output_specs=output_specs(io.outputs))
-        return _Served(name, version, io, info, threading.Lock())
+        return _Served(name, version, io, info, threading.Lock(), int(loaded.get("max_batch_size") or 0))
 
     # ---- predicting ----------------------------------------------------------------------------------------
     def predict(self, key: str, inputs: Any) -> Any:
@@ -254,13 +258,25 @@ class TritonServing:
         return outputs[served.io.outputs[0].name] if len(outputs) == 1 and served.io.outputs else outputs
 
     def _infer(self, served: _Served, tensors: list[tuple[Tensor, np.ndarray]], retry: bool = True) -> dict[str, Any]:
+        """One request to Triton, or one per ``max_batch_size`` rows: Triton refuses a larger batch, which the
+        in-process backend answers whole (so one large request answers the same on both)."""
+        limit = served.max_batch_size
+        rows = tensors[0][1].shape[0] if tensors and tensors[0][1].ndim else 0
+        if not limit or rows <= limit:
+            return self._infer_once(served, tensors, retry)
+        parts = [self._infer_once(served, [(t, arr[start:start + limit]) for t, arr in tensors], retry)
+                 for start in range(0, rows, limit)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def _infer_once(self, served: _Served, tensors: list[tuple[Tensor, np.ndarray]],
+                    retry: bool = True) -> dict[str, Any]:
         body, header_length = encode_request(tensors, [t.name for t in served.io.outputs])
         status, headers, data = self._post(served.infer_path, body, header_length, f"predicting with {served.name}")
         if status != 200:
             reason = _error_text(data)
             if retry and (status == 404 or "unknown model" in reason or "no available versions" in reason):
                 self._reload(served)  # Triton restarted (explicit mode forgets its models): load it again
-                return self._infer(served, tensors, retry=False)
+                return self._infer_once(served, tensors, retry=False)
             if 400 <= status < 500:
                 raise InvalidInput(f"Triton refused the inputs: {reason}"[:2000])
             raise TritonModelError(reason)
