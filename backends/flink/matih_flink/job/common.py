@@ -46,6 +46,8 @@ def configuration(spec: dict[str, Any]) -> Any:
     conf.set_string("restart-strategy.type", "none")
     if spec.get("restore"):
         conf.set_string("execution.state-recovery.path", spec["restore"])
+    if spec.get("buffer_timeout_ms") is not None:  # how long records may wait in a network buffer between operators
+        conf.set_string("execution.buffer-timeout.interval", f"{int(spec['buffer_timeout_ms'])} ms")
     conf.set_string("python.fn-execution.bundle.time", str(int(spec.get("bundle_ms", 200))))
     conf.set_string("python.fn-execution.bundle.size", str(int(spec.get("bundle_size", 10_000))))
     conf.set_string("pipeline.name", spec["name"])
