@@ -190,6 +190,10 @@ class DriftPlan:
     events: Mapping[str, Any] = field(default_factory=dict)
     """The events slot as the profile configures it (``{"backend": "kafka", "bootstrap_servers": ...}``), so a
     runner that reads the inference log itself reads the same topics."""
+    held: Callable[[], bool] | None = None
+    """``held()``: whether this replica holds the drift duty now (takes or renews its lease; a call costs a
+    metadata round trip). A runner whose jobs run outside ``check_due`` (a Flink job) runs them only while
+    it is held, so several replicas over one platform run one job; None: this process is the only one."""
 
 
 @runtime_checkable

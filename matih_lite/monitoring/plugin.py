@@ -92,7 +92,7 @@ def once_across_replicas(schedule: Any, duty: Any) -> Any:
             schedule._last.clear()
         return plan.check_due(now)
 
-    return dataclasses.replace(plan, check_due=check_due)
+    return dataclasses.replace(plan, check_due=check_due, held=duty.held)
 
 
 def drift_duty(host: Host) -> Any:

@@ -106,6 +106,8 @@ class DeploymentStreams:
         self._jobs: dict[tuple[str, str, str], tuple[StreamSpec, Any, Any]] = {}
         """The stream jobs an engine runs: (spec, engine, the plan it runs)."""
         self._lock = threading.Lock()
+        self._control = threading.RLock()
+        """Held while a stream job is started or stopped here, or synced with the record (no half-seen change)."""
         self._watching = threading.Event()
         self._closed = threading.Event()
 
@@ -161,13 +163,18 @@ class DeploymentStreams:
             raise NotFound(f"deployment {deployment!r} has no stream consumer in group {group!r}")
         if found is not None:
             found[1].stop()
+            self._record_stop(principal, deployment, group)
         else:
-            spec, engine, plan = job
-            engine.stop_stream_job(plan.group, drain=True)
+            with self._control:
+                self._record_stop(principal, deployment, group)
+                _, engine, plan = job
+                engine.stop_stream_job(plan.group, drain=True)
+        log.info("deployment %s: stopped consuming (group %s)", deployment, group)
+
+    def _record_stop(self, principal: Principal, deployment: str, group: str) -> None:
         self.events.append(CONSUMERS, [{"timestamp": int(time.time() * 1000), "action": "stop",
                                         "tenant": principal.tenant, "deployment": deployment, "group": group,
                                         "stopped_by": principal.user}])
-        log.info("deployment %s: stopped consuming (group %s)", deployment, group)
 
     def list(self, principal: Principal, deployment: str | None = None) -> list[dict[str, Any]]:
         """The tenant's consumers (of one deployment), with what each has done and its lag."""
@@ -191,6 +198,8 @@ class DeploymentStreams:
             except Exception as exc:  # a deployment deleted meanwhile: say so, start the others
                 log.warning("stream consumer %s of deployment %s not restarted: %s", group, deployment,
                             getattr(exc, "message", exc))
+        if self._has_engine():
+            self._watch()  # jobs other replicas start or stop: known here too (their engine runs them once)
         return started
 
     def close(self) -> None:
@@ -212,22 +221,27 @@ class DeploymentStreams:
         """The backend that runs stream jobs as ``name``. Raises InvalidInput naming what to configure."""
         return stream_engine(self.host, name)
 
+    def _has_engine(self) -> bool:
+        slot = self.host.active("drift")
+        return slot is not None and isinstance(self.host.backend("drift"), StreamJobEngine)
+
     def _start_job(self, principal: Principal, spec: StreamSpec, *, remember: bool) -> dict[str, Any]:
         from matih_lite.serving.stream_plan import stream_job_plan
 
         engine = self.engine(spec.engine)
         plan = stream_job_plan(self.host, principal, spec.deployment, spec.source, spec.sink, group=spec.group)
-        try:
-            engine.start_stream_job(plan)
-        except ValueError as exc:
-            raise InvalidInput(f"the {spec.engine} engine cannot run deployment {spec.deployment!r}: {exc}",
-                               detail={"field": "engine"}) from None
         key = (principal.tenant, spec.deployment, spec.group)
-        with self._lock:
-            self._jobs[key] = (spec, engine, plan)
-        if remember:
-            self.events.append(CONSUMERS, [{"timestamp": spec.started_at, "action": "start",
-                                            **msgspec.structs.asdict(spec)}])
+        with self._control:
+            try:
+                engine.start_stream_job(plan)
+            except ValueError as exc:
+                raise InvalidInput(f"the {spec.engine} engine cannot run deployment {spec.deployment!r}: {exc}",
+                                   detail={"field": "engine"}) from None
+            if remember:
+                self.events.append(CONSUMERS, [{"timestamp": spec.started_at, "action": "start",
+                                                **msgspec.structs.asdict(spec)}])
+            with self._lock:
+                self._jobs[key] = (spec, engine, plan)
         self._watch()
         log.info("deployment %s: %s job consuming %s into %s (group %s)", spec.deployment, spec.engine, spec.source,
                  spec.sink, spec.group)
@@ -254,10 +268,40 @@ class DeploymentStreams:
             self._watching.set()
         threading.Thread(target=self._follow_routes, name="matih-stream-routes", daemon=True).start()
 
+    def _sync_recorded(self) -> None:
+        """Start here the jobs another replica started (and stop those it stopped), as the record has them: each
+        replica knows every job; the engine runs each once (only on the replica holding its duty)."""
+        with self._control:
+            recorded = {k: d for k, d in recorded_consumers(self.events).items()
+                        if str(d.get("engine") or IN_PROCESS) != IN_PROCESS}
+            with self._lock:
+                local = dict(self._jobs)
+            for key in recorded.keys() - local.keys():
+                tenant, deployment, group = key
+                data = recorded[key]
+                who = Principal(tenant, str(data.get("started_by") or "streams"), ("editor",))
+                try:
+                    self.start(who, deployment, str(data["source"]), str(data["sink"]), group=group,
+                               batch_size=int(data.get("batch_size") or 500), remember=False,
+                               engine=str(data["engine"]))
+                except Exception as exc:
+                    log.warning("stream job %s of deployment %s not started here: %s", group, deployment,
+                                getattr(exc, "message", exc))
+            for key in local.keys() - recorded.keys():
+                with self._lock:
+                    found = self._jobs.pop(key, None)
+                if found is not None:
+                    found[1].stop_stream_job(found[2].group, drain=True)
+                    log.info("deployment %s: stream job %s stopped (stopped elsewhere)", key[1], key[2])
+
     def _follow_routes(self) -> None:
         from matih_lite.serving.stream_plan import stream_job_plan
 
         while not self._closed.wait(WATCH_SECONDS):
+            try:
+                self._sync_recorded()
+            except Exception as exc:  # the events store away: the jobs known here go on as they are
+                log.warning("stream jobs: the record of consumers could not be read: %s", getattr(exc, "message", exc))
             with self._lock:
                 jobs = list(self._jobs.items())
             for key, (spec, engine, plan) in jobs:

@@ -104,7 +104,11 @@ class FlinkDriftRunner:
                     raise RuntimeError(f"the Flink environment is not ready: {self.env.missing()}")
                 return self.env
 
-            self._streams = FlinkStreamJobs(self.work_dir, self.settings, env)
+            def held() -> bool:
+                plan = self.plan
+                return bool(plan.held()) if plan is not None and plan.held is not None else True
+
+            self._streams = FlinkStreamJobs(self.work_dir, self.settings, env, held=held)
         return self._streams
 
     def start_stream_job(self, plan: Any) -> dict[str, Any]:
@@ -158,6 +162,8 @@ class FlinkDriftRunner:
             again = f"; restarting in {max(when - time.time(), 0):.0f} s" if when else ""
             return Health(False, f"drift job {phase}: {status['last_error']}{again} "
                                  f"({status['failures']} failures)")
+        if phase == "standby":
+            return Health(True, "standby: another replica holds the drift duty and runs the drift job")
         job = self.job
         detail = f"drift job {phase}"
         if job is not None and job.alive():
@@ -238,9 +244,16 @@ class FlinkDriftRunner:
         backoff = self.settings.restart_backoff_seconds
         next_targets = 0.0
         last_tick = 0.0
+        leader = True
         while not self._stop.is_set():
             now = time.monotonic()
             try:
+                if now >= next_targets and plan.held is not None:
+                    leader = self._lead(plan)
+                if not leader:
+                    next_targets = max(next_targets, now + self.settings.poll_seconds)
+                    self._stop.wait(0.2)
+                    continue
                 if now - last_tick >= 1.0:
                     self._tick()
                     last_tick = now
@@ -267,6 +280,21 @@ class FlinkDriftRunner:
                 log.warning("flink drift runner: %s", self.status["last_error"])
             self._stop.wait(0.2)
         self._shutdown(plan)
+
+    def _lead(self, plan: DriftPlan) -> bool:
+        """Whether this replica holds the drift duty; the job runs only on the one that does (stopped here, with
+        a savepoint, when another takes it: that one starts it from there)."""
+        held = bool(plan.held()) if plan.held is not None else True
+        if held and self.status["phase"] == "standby":
+            log.info("flink drift runner: this replica holds the drift duty now; starting the job")
+            self._targets_signature = None  # start the job afresh (from the newest savepoint or checkpoint)
+            self.status["phase"] = "waiting for deployments"
+        elif not held and self.status["phase"] != "standby":
+            if self.job is not None and self.job.alive():
+                log.info("flink drift runner: another replica holds the drift duty; stopping the job here")
+                self.job.stop(drain=True)
+            self.status["phase"] = "standby"
+        return held
 
     def _prepare(self, plan: DriftPlan) -> None:
         from matih_flink.environment import flink_env

@@ -184,10 +184,13 @@ class FlinkStreamJob:
 class FlinkStreamJobs:
     """The deployments' streaming-inference jobs of one drift runner (see the module docstring)."""
 
-    def __init__(self, work_dir: Path, settings: Any, env_factory: Any) -> None:
+    def __init__(self, work_dir: Path, settings: Any, env_factory: Any, *, held: Any = None) -> None:
         self.work_dir = Path(work_dir)
         self.settings = settings
         self.env_factory = env_factory
+        self.held = held
+        """``held()``: whether this replica holds the drift duty; jobs run only where it is held (None: here)."""
+        self.leader = True
         self.jobs: dict[str, FlinkStreamJob] = {}
         self.status: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -208,7 +211,8 @@ class FlinkStreamJobs:
                 found = self.jobs[group] = FlinkStreamJob(
                     data, self.work_dir, checkpoint_interval=self.settings.checkpoint_interval,
                     start_from=self.settings.start_from, parallelism=self.settings.parallelism)
-                self.status[group] = {"phase": "starting", "restarts": 0, "failures": 0, "last_error": None,
+                phase = "starting" if self.leader else "standby"
+                self.status[group] = {"phase": phase, "restarts": 0, "failures": 0, "last_error": None,
                                       "next_restart_at": None, "backoff": self.settings.restart_backoff_seconds}
             elif int(data.get("revision") or 0) > int(found.plan.get("revision") or 0):
                 found.plan = {**found.plan, "routes": data["routes"], "revision": data["revision"]}
@@ -280,9 +284,17 @@ class FlinkStreamJobs:
 
     # ---- the supervisor -------------------------------------------------------------------------
     def _run(self) -> None:
+        next_lead = 0.0
         while not self._stop.is_set():
             with self._lock:
                 entries = list(self.jobs.items())
+            if self.held is not None and time.monotonic() >= next_lead:
+                next_lead = time.monotonic() + self.settings.poll_seconds
+                self._lead(entries)
+            if not self.leader:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
             for group, job in entries:
                 try:
                     self._supervise(group, job)
@@ -295,6 +307,29 @@ class FlinkStreamJobs:
                     log.warning("stream job %s: %s", job.name, exc)
             self._wake.wait(0.5)
             self._wake.clear()
+
+    def _lead(self, entries: list[tuple[str, FlinkStreamJob]]) -> None:
+        """Run the jobs only on the replica holding the drift duty: stopped here (with a savepoint) when
+        another holds it, started again (from there) when this one takes it."""
+        try:
+            leader = bool(self.held())
+        except Exception:  # the store is away: keep what runs as it is
+            return
+        if leader == self.leader:
+            return
+        self.leader = leader
+        for group, job in entries:
+            status = self.status.get(group)
+            if status is None:
+                continue
+            if not leader:
+                if job.alive():
+                    job.stop(drain=True)
+                status.update(phase="standby", next_restart_at=None)
+            else:
+                status["phase"] = "starting"
+        log.info("stream jobs: %s", "this replica runs them now" if leader else
+                 "another replica holds the drift duty and runs them")
 
     def _supervise(self, group: str, job: FlinkStreamJob) -> None:
         status = self.status.get(group)

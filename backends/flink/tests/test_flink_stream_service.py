@@ -71,6 +71,14 @@ def _read_all(events, stream):
         offset = page[-1].offset + 1
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _cli(url, *args, cwd=None):
     """The real ``matih-lite`` command (its exit codes and error lines), against the service at ``url``."""
     env = {**os.environ, "MATIH_URL": url} if url else {k: v for k, v in os.environ.items() if k != "MATIH_URL"}
@@ -192,6 +200,26 @@ def test_a_flink_stream_job_through_the_service(tmp_path, kafka, flink_env, monk
             ids = [a["request_id"] for a in got]
             assert len(ids) == len(set(ids)), "a request answered twice after the restart"
             assert host.backend("drift").stream_jobs()[0]["restarts"] == 1
+
+            # Replicas: the job runs only where the drift duty is held. Another replica takes the duty: the job
+            # stops here with a savepoint (standby); given back, it starts again from there, nothing answered twice.
+            from matih_lite.monitoring.plugin import drift_duty
+
+            duty = drift_duty(host)
+            duty.release()
+            assert host.metadata.acquire_lease("drift-runner", "another-replica", 600_000)
+            wait_until(lambda: (lambda j: j["phase"] == "standby" and not j["running"])(
+                host.backend("drift").stream_jobs()[0]), timeout=120, what="the job standing by")
+            standing = host.backend("drift").stream_jobs()[0]["pid"]
+            assert standing is None or not _alive(standing)  # stopped by its PID, not left running
+            assert httpx.get(f"{url}/ready").status_code == 200  # standing by is no failure
+            x4, batch = _requests(300, 4500, seed=8)
+            events.append("requests", batch)
+            host.metadata.release_lease("drift-runner", "another-replica")
+            got = wait_until(lambda: answered(4800 + probe), timeout=300, interval=1.0,
+                             what="the job running again where the duty came back")
+            ids = [a["request_id"] for a in got]
+            assert len(ids) == len(set(ids)), "a request answered twice after the duty moved"
 
             stopped = _cli(url, "predict", "stream", "stop", "scorer")
             assert stopped.returncode == 0, stopped.stderr
