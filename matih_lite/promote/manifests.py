@@ -136,9 +136,15 @@ def render(raw: Mapping[str, Any], profile: str, *, namespace: str, image: str, 
     ``/usr/bin/python3`` holding ``apache-flink==2.3.0``, matih-lite and matih-flink, and the Kafka connector
     jars in ``/opt/flink/usrlib``), watching ``drift_targets`` (the drift schedule's targets, as of rendering:
     render again when the deployments change). Its tokens come from the Secret's ``MATIH_DRIFT_TOKENS`` key.
+    The ConfigMap's profile then sets the drift slot's ``mode = "operator"``: the ml-service starts no job of
+    its own, it ticks the job's clock topic and records the results.
     Raises ConfigError when a slot's settings cannot run on a cluster as written."""
     slots = dict((raw.get("profiles") or {}).get(profile) or {})
     cluster, variables = externalize_secrets(slots)
+    drift_slot = cluster.get("drift")
+    if isinstance(drift_slot, Mapping) and drift_slot.get("backend") == "flink":
+        # The FlinkDeployment below runs the drift job: the service's runner only ticks its clock and records.
+        cluster = {**cluster, "drift": {**drift_slot, "mode": "operator"}}
     document = {k: v for k, v in raw.items() if k not in ("profiles", "default_profile")}
     document = {"default_profile": profile, **document, "profiles": {profile: cluster}}
     objects: list[dict] = [

@@ -195,6 +195,11 @@ def test_the_drift_job_follows_the_flink_backends_settings_and_needs_kafka():
     assert pytest.importorskip("matih_flink.runner").JOB_GROUP == DRIFT_GROUP
     off = _objects(_with("drift", backend="flink", enabled=False))
     assert next(o for o in off if o["kind"] == "FlinkDeployment")["spec"]["job"]["state"] == "suspended"
+    # The operator runs the job: the service's profile says so, and the flink backend accepts what it says.
+    text = next(o for o in off if o["kind"] == "ConfigMap" and "matih.toml" in o["data"])["data"]["matih.toml"]
+    drift = tomllib.loads(text)["profiles"]["cluster"]["drift"]
+    assert drift["mode"] == "operator"
+    msgspec.convert({k: v for k, v in drift.items() if k != "backend"}, plugin.FlinkDriftSettings)
     with pytest.raises(ConfigError, match="profiles.cluster.events: the flink drift job reads the Kafka"):
         _objects(_with("events", backend="duckdb"))
     with pytest.raises(ConfigError, match="profiles.cluster.drift.allowed_lateness"):

@@ -24,6 +24,10 @@ _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 class FlinkDriftSettings(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
     """False: no job runs (checks still run on demand)."""
+    mode: str = "local"
+    """``local``: the runner starts the drift job itself, a PyFlink mini-cluster beside the ml-service.
+    ``operator``: the Flink Kubernetes operator runs it (the ``FlinkDeployment`` that ``promote --manifests``
+    renders); the runner starts no job, only ticks the clock topic and records the results the job publishes."""
     environment: str = ""
     """An existing PyFlink virtualenv (its folder or its ``bin/python``); empty: built once and cached
     (``$MATIH_FLINK_ENV``, else ``~/.cache/matih-lite/flink-env-<hash>``)."""
@@ -62,6 +66,8 @@ class FlinkDriftSettings(msgspec.Struct, forbid_unknown_fields=True):
         for name in ("results_topic", "alerts_topic", "clock_topic"):
             if not _TOPIC.match(getattr(self, name)):
                 raise ValueError(f"{name} {getattr(self, name)!r} is not a topic name")
+        if self.mode not in ("local", "operator"):
+            raise ValueError(f"mode must be 'local' or 'operator', not {self.mode!r}")
         if self.start_from not in ("earliest", "latest"):
             raise ValueError(f"start_from must be 'earliest' or 'latest', not {self.start_from!r}")
         if not self.service_url.startswith(("http://", "https://")):

@@ -89,6 +89,8 @@ class FlinkDriftRunner:
                                        "recorded": 0, "replayed": 0, "results": 0, "last_window": None,
                                        "next_restart_at": None, "targets": 0}
         self._streams: Any = None
+        self._operated_spec: dict[str, Any] | None = None
+        """The job's spec as the runner would start it, in operator mode (what the clock follows)."""
 
     # ---- streaming inference (the StreamJobEngine contract) -------------------------------------
     @property
@@ -142,6 +144,14 @@ class FlinkDriftRunner:
                                  f"({status['failures']} failures)")
         if not self.settings.enabled:
             return Health(True, "disabled ([profiles.*.drift] enabled = false): no drift job runs")
+        if self.operated:
+            status = self.status
+            if status["phase"] == "error":
+                return Health(False, f"drift results not read: {status['last_error']}")
+            last = status["last_window"]
+            return Health(True, f"drift job run by the Flink operator; {status['targets']} deployments watched, "
+                                f"{status['recorded']} windows recorded"
+                                + (f", last {last['deployment']} to {last['end']}" if last else ""))
         major, line = self.java()
         if major is None or major < 11:
             return Health(False, f"Java 11+ is needed for Flink: {line}")
@@ -201,10 +211,25 @@ class FlinkDriftRunner:
         if self.kafka is not None:
             self.kafka.close()
 
+    @property
+    def operated(self) -> bool:
+        """Whether the Flink operator runs the drift job (``mode = "operator"``), not this runner."""
+        return self.settings.mode == "operator"
+
     # ---- what `drift jobs` shows --------------------------------------------------------------
     def jobs(self) -> list[dict[str, Any]]:
         """The Flink jobs this runner supervises: state, last checkpoint, lag per topic, last window."""
         streams = [{**j, "kind": "predict", "lag": {j["source"]: j["lag"]}} for j in self.stream_jobs()]
+        if self.operated and self._operated_spec is not None:
+            spec = self._operated_spec
+            try:
+                lag: dict[str, Any] = self.kafka.lag(spec["group"], list(spec["topics"]))
+            except Exception as exc:  # the brokers are away: the listing still answers
+                lag = {"error": f"{type(exc).__name__}: {exc}"}
+            return [{"name": "matih-drift", "kind": "drift", "state": "OPERATOR", "phase": self.status["phase"],
+                     "pid": None, "job_id": None, "started_at": None, "restored_from": None, "last_checkpoint": None,
+                     "lag": lag, "last_window": self.status["last_window"], "recorded": self.status["recorded"],
+                     "restarts": 0, "last_error": self.status["last_error"]}, *streams]
         job = self.job
         if job is None:
             return streams
@@ -306,6 +331,13 @@ class FlinkDriftRunner:
                                f"{events.get('backend') or 'unset'!r}: set events = {{ backend = \"kafka\", "
                                "bootstrap_servers = \"...\" }} in the same profile")
         self.kafka = KafkaSide(events["bootstrap_servers"], events.get("topic_prefix", ""), events.get("client"))
+        if self.operated:  # the job runs elsewhere: only its topics are needed here
+            s = self.settings
+            self.topics = {"results": self.kafka.topic(s.results_topic), "alerts": self.kafka.topic(s.alerts_topic),
+                           "clock": self.kafka.topic(s.clock_topic)}
+            self.kafka.ensure_topics(self.topics.values())
+            self.status["phase"] = "waiting for deployments"
+            return
         self.status["phase"] = "building the Flink environment"
         self.env = flink_env(self.settings.environment or None, build=self.settings.build)
         if not self.env.ready:
@@ -320,11 +352,17 @@ class FlinkDriftRunner:
         """One clock record: the wall clock once the job has read every watched topic to its end, before
         that the time of the oldest record it has not checkpointed past (so the clock never carries the
         watermark past a backlog the job is still reading, which would drop that backlog as late)."""
-        job = self.job
-        if job is None or not job.alive() or not job.spec:
-            return
+        if self.operated:
+            spec = self._operated_spec
+            if spec is None:
+                return
+        else:
+            job = self.job
+            if job is None or not job.alive() or not job.spec:
+                return
+            spec = job.spec
         now = int(time.time() * 1000)
-        stamp = now if self._caught_up else self._backlog_time(job.spec, now)
+        stamp = now if self._caught_up else self._backlog_time(spec, now)
         self.kafka.produce(self.topics["clock"], {"timestamp": stamp, "tick": True})
         self.kafka.flush(2.0)
 
@@ -392,6 +430,11 @@ class FlinkDriftRunner:
     def _start_job(self, plan: DriftPlan, *, restart: bool) -> None:
         from matih_flink.jobs import FlinkJob
 
+        if self.operated:  # the operator runs it (re-render the manifests when the deployments change)
+            self._operated_spec = self._spec(plan)
+            self._caught_up = False
+            self.status.update(phase="running", next_restart_at=None)
+            return
         if self.job is not None and self.job.alive():
             self.job.stop(drain=True)
         spec = self._spec(plan)

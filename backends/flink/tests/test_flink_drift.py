@@ -135,3 +135,57 @@ def test_a_killed_job_is_reported_on_ready_and_restarted_from_its_checkpoint_wit
         assert all(isinstance(n, int) for n in job["lag"].values()), job["lag"]
     finally:
         host.close()
+
+
+def test_under_the_flink_operator_the_service_records_what_the_rendered_job_publishes(tmp_path, kafka, flink_env):
+    """``mode = "operator"`` (what ``promote --manifests`` sets beside its FlinkDeployment): the service starts no
+    job; the job that the rendered spec describes, run as the operator would run it (here with this machine's
+    folders and jars in place of the pod's), publishes the windows, and the service ticks its clock and records
+    them."""
+    import json
+
+    import httpx
+    from matih_flink.jobs import FlinkJob
+    from matih_flink.runner import source_roots
+
+    from matih_lite.monitoring.schedule import DriftSchedule
+    from matih_lite.promote.manifests import drift_job_spec
+
+    host = make_host(tmp_path, kafka, drift={"mode": "operator"})
+    job = None
+    try:
+        monitored(host)
+        t0 = past_day()
+        log_requests(host, traffic(30_000, age_shift=8.0), start=t0, end=t0 + 2 * HOUR, labelled=5_000)
+        with FlinkService(host) as url:
+            runner = host.backend("drift")
+            wait_until(lambda: runner.status["phase"] == "running", timeout=60, what="the runner following targets",
+                       describe=lambda: str(runner.status))
+            selection = host.selection()
+            spec = drift_job_spec("ml", "lite", selection["drift"], selection["events"], DriftSchedule(host).targets())
+            spec["service_url"] = url  # the Service's in-cluster name, on a cluster
+            tokens = {"default": runner.plan.token("default")}
+            job = FlinkJob("matih-drift-operated", "matih_flink.job.drift_job", flink_env, tmp_path / "operated",
+                           python_path=source_roots(), environ={"MATIH_DRIFT_TOKENS": json.dumps(tokens)})
+            job.start(spec)
+            monitoring = Monitoring(host)
+
+            def recorded():
+                hours = monitoring.history(P, "churn", window="1h")
+                days = monitoring.history(P, "churn", window="1d")
+                return (hours, days) if len(hours) >= 2 and len(days) >= 1 else None
+
+            hours, days = wait_until(recorded, timeout=600, what="the operated job's reports recorded",
+                                     describe=lambda: f"{runner.status} {job.log_tail(20)}")
+            assert runner.job is None  # the service never started a job of its own
+            listing = httpx.get(f"{url}/api/v1/drift/jobs", timeout=30).json()
+            ready = httpx.get(f"{url}/ready", timeout=30)
+        assert sorted(r["end"] for r in hours) == [t0 + HOUR, t0 + 2 * HOUR] and len(days) == 1
+        assert all(r["runner"] == "flink" for r in hours + days) and hours[0]["status"] == "drifting"
+        (entry,) = listing["jobs"]
+        assert entry["state"] == "OPERATOR" and entry["recorded"] == 3 and entry["last_window"]["end"] == t0 + DAY
+        assert ready.status_code == 200, ready.text
+    finally:
+        if job is not None:
+            job.stop(drain=False)
+        host.close()
