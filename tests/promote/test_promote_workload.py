@@ -11,19 +11,25 @@ cluster profile of another:
   lead's approval;
 * a 90/10 split of the two, 3,000 keyed predictions over REST and more through ``tritonclient`` on ``/v2``;
 * a drift check of the logged inferences, whose ``age`` has moved away from the baseline's;
-* a three-trial grid tune on the compute slot, its best trial registered.
+* a three-trial grid tune on the compute slot, its best trial registered;
+* feature definitions applied, materialized (DuckDB and SQLite on lite, Feast with Redis on the
+  cluster), looked up online and joined point in time.
 
 What each profile answers is compared after the ids and times that must differ are replaced by
 what they name. Then the lite folder is promoted (``matih-lite promote --to cluster``) to an empty
-cluster profile (a fresh PostgreSQL schema, a fresh bucket, a fresh topic prefix), served there,
-and the ``mlflow`` client and ``tritonclient`` (over the ml-service's ``/v2``, and straight to
-Triton once the deployment is loaded) see what the lite folder answered.
+cluster profile (a fresh PostgreSQL schema, bucket, topic prefix and Redis database), served there,
+and the ``mlflow`` client, ``matih-lite drift check``, the feature store and ``tritonclient`` (over
+the ml-service's ``/v2``, and straight to Triton once the deployment is loaded) see what the lite
+folder answered. The lite folder is fresh: it holds the lite run of the workload and nothing else,
+so the cluster run happens in a second folder whose cluster profile has its own schema, bucket,
+topic prefix and Redis database; one Ray cluster, one Triton, one SeaweedFS and one tansu serve both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -36,6 +42,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from workload_kit import NamespaceRelay, Service, clean_env
 
@@ -50,6 +57,7 @@ OIP_ROWS = 500
 """Rows of each of the three requests ``tritonclient`` sends over ``/v2``."""
 SPLIT = "1=90,2=10"
 TUNE_GRID = [0.001, 0.03, 1.0]
+REDIS = os.environ.get("MATIH_TEST_REDIS", "127.0.0.1:6379")
 
 POLICY = """
 [auth]
@@ -97,10 +105,42 @@ space = {{ C = {{ grid = {TUNE_GRID} }} }}
 """
 
 
-# ---- data ------------------------------------------------------------------------------------------------
-def training_frame():
-    import pandas as pd
+FEATURES = """
+[entities.customer]
+join_keys = ["customer_id"]
 
+[sources.customer_stats]
+path = "customer_stats.parquet"
+timestamp_field = "event_timestamp"
+
+[feature_views.customer_stats]
+entities = ["customer"]
+source = "customer_stats"
+ttl = "30d"
+schema = { conv_rate = "float64", trips = "int64" }
+
+[feature_services.churn_v1]
+features = ["customer_stats:conv_rate", "customer_stats:trips"]
+"""
+CUSTOMERS = 40
+DAYS = 10
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+def feature_frames(today: Any) -> tuple[Any, Any]:
+    """Daily statistics of the customers up to ``today`` (a day's start, UTC), and entity rows to join them to."""
+    rng = np.random.default_rng(2)
+    days = pd.date_range(today - pd.Timedelta(days=DAYS - 1), today, freq="D")
+    engaged = rng.random(CUSTOMERS)
+    stats = pd.DataFrame([{"customer_id": c, "event_timestamp": d, "conv_rate": engaged[c] + rng.normal(0, 0.05),
+                           "trips": int(rng.poisson(20 * engaged[c]))} for c in range(CUSTOMERS) for d in days])
+    customers = rng.integers(0, CUSTOMERS + 5, 200)  # a few customers the store has never seen
+    offsets = pd.to_timedelta(rng.integers(0, DAYS * 86400, 200), unit="s")
+    entities = pd.DataFrame({"customer_id": customers, "event_timestamp": today - offsets + pd.Timedelta(hours=12)})
+    return stats, entities
+
+
+def training_frame():
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"age": rng.integers(18, 80, 2000), "plan": rng.integers(0, 3, 2000)}).astype("float64")
     y = (X.age / 80 + X.plan / 3 + rng.normal(0, 0.3, len(X)) > 1).astype(int)
@@ -123,6 +163,8 @@ class Profile:
     url: str
     tokens: dict[str, str]
     env: dict[str, str]
+    today: str
+    """The day the feature data ends (ISO), the same for every profile."""
     ids: dict[str, str] = field(default_factory=dict)
     """Run ids to the names the comparison uses (filled as the workload logs)."""
 
@@ -150,9 +192,14 @@ def add_users(folder: Path, profile: str) -> dict[str, str]:
         host.close()
 
 
-def prepare_folder(folder: Path) -> None:
+def prepare_folder(folder: Path, today: Any) -> None:
     X, y = training_frame()
     X.assign(churned=y).to_parquet(folder / "train.parquet")
+    stats, entities = feature_frames(today)
+    (folder / "features").mkdir()
+    (folder / "features" / "customer.toml").write_text(FEATURES)
+    stats.to_parquet(folder / "features" / "customer_stats.parquet")
+    entities.to_parquet(folder / "entities.parquet")
     (folder / "tune_job.py").write_text(TUNE_CODE)
     (folder / "tune.toml").write_text(TUNE_SPEC)
 
@@ -166,6 +213,7 @@ def workload(p: Profile) -> dict[str, Any]:
     answers["serving"] = serve(p)
     answers["drift"] = check_drift(p)
     answers["tune"] = tune(p)
+    answers["features"] = features(p)
     answers["mlflow"] = mlflow_view(p)
     return answers
 
@@ -323,9 +371,7 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     out = {"status": report["status"], "versions": []}
     for v in report.get("versions", []):
         dd = v.get("data_drift") or {}
-        features = {name: {k: (round(x, 9) if isinstance(x, float) else x) for k, x in f.items()}
-                    for name, f in (v.get("features") or {}).items()} if isinstance(v.get("features"), dict) else \
-            [{k: (round(x, 9) if isinstance(x, float) else x) for k, x in f.items()} for f in v.get("features") or []]
+        features = [{k: (round(x, 9) if isinstance(x, float) else x) for k, x in f.items()} for f in v["features"]]
         out["versions"].append({"version": v["version"], "rows": v.get("rows"), "status": v.get("status"),
                                 "data_drift": {k: dd.get(k) for k in ("drifted", "tested", "share", "detected")},
                                 "features": features})
@@ -339,6 +385,32 @@ def tune(p: Profile) -> dict[str, Any]:
     registered = job["result"]["registered"]
     return {"status": job["status"], "kind": job["kind"], "registered": (registered["name"], registered["version"]),
             "run_id": job["run_id"]}
+
+
+def features(p: Profile) -> dict[str, Any]:
+    """The definitions applied, the last days materialized, then served online and joined point in time."""
+    from matih_lite.features.client import FeatureClient
+
+    with FeatureClient(p.url, token=p.tokens["ada"], config=str(p.folder / "matih.toml")) as store:
+        applied = store.apply()
+        today = pd.Timestamp(p.today)
+        materialized = store.materialize(today - pd.Timedelta(days=DAYS + 1), today + pd.Timedelta(hours=1))
+    # Not the digest: it covers the repo folder's absolute path, and the two profiles' folders differ.
+    return {"applied": {k: applied[k] for k in ("version", "applied", "changes")}, "materialized": materialized,
+            **feature_answers(p)}
+
+
+def feature_answers(p: Profile) -> dict[str, Any]:
+    """What the feature store answers: online values (one customer it never saw), and a point-in-time join."""
+    from matih_lite.features.client import FeatureClient
+
+    with FeatureClient(p.url, token=p.tokens["ada"], config=str(p.folder / "matih.toml")) as store:
+        online = store.online({"customer_id": [0, 7, 21, CUSTOMERS + 3]}, feature_service="churn_v1")
+        entities = pd.read_parquet(p.folder / "entities.parquet")
+        joined = store.historical(entities, feature_service="churn_v1")
+    joined = joined.sort_values(["customer_id", "event_timestamp"]).reset_index(drop=True)
+    return {"online": {"values": online.values, "statuses": online.statuses, "event_ts": online.event_ts},
+            "historical": json.loads(joined.to_json(orient="records", date_format="iso", double_precision=12))}
 
 
 def mlflow_view(p: Profile) -> dict[str, Any]:
@@ -371,7 +443,6 @@ def mlflow_view(p: Profile) -> dict[str, Any]:
                               f"name = '{m.name}'"))
         # Each deployed version as mlflow loads it from the registry (its files through the service's artifacts).
         import mlflow.pyfunc
-        import pandas as pd
 
         mlflow.set_tracking_uri(p.url)
         mlflow.set_registry_uri(p.url)
@@ -396,15 +467,11 @@ class _environ:
         self.saved: dict[str, str | None] = {}
 
     def __enter__(self) -> None:
-        import os
-
         for k, v in self.values.items():
             self.saved[k] = os.environ.get(k)
             os.environ[k] = v
 
     def __exit__(self, *exc: Any) -> None:
-        import os
-
         for k, v in self.saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -435,6 +502,8 @@ def assert_meaningful(answers: dict[str, Any]) -> None:
     assert answers["tune"]["status"] == "SUCCEEDED" and answers["tune"]["registered"] == ("churn-tuned", 1)
     trials = [r for r in answers["mlflow"]["runs"] if r[1].startswith("trial ")]
     assert len(trials) == len(TUNE_GRID) and all(r[2] == "FINISHED" for r in trials)
+    online = answers["features"]["online"]["statuses"]["conv_rate"]
+    assert online == ["PRESENT", "PRESENT", "PRESENT", "NOT_FOUND"] and len(answers["features"]["historical"]) == 200
 
 
 def comparable(answers: dict[str, Any]) -> dict[str, Any]:
@@ -455,7 +524,7 @@ class Cluster:
     stack: ExitStack
     pg_dsn: str
 
-    def profile_toml(self, *, schema: str, bucket: str, topic_prefix: str, service_port: int) -> str:
+    def profile_toml(self, *, schema: str, bucket: str, topic_prefix: str, service_port: int, redis_db: int) -> str:
         """The ``cluster`` profile on these servers, whose jobs report to an ml-service on ``service_port``."""
         self.s3.create_bucket(bucket)
         # The cluster's job drivers reach the service through a relay on the same port of their loopback.
@@ -470,7 +539,35 @@ class Cluster:
             events = {self.kafka.events_toml(topic_prefix=topic_prefix)}
             compute = {{ backend = "ray", address = "{self.dashboard.url}", service_url = "{service_url}" }}
             serving = {serving}
+            features = {{ backend = "feast", repo = "features", redis = "{REDIS}", db = {redis_db} }}
             """)
+
+
+def empty_redis_dbs(count: int, stack: ExitStack) -> list[int]:
+    """``count`` empty database numbers of the Redis at ``REDIS`` (PostgreSQL's neighbour), flushed afterwards."""
+    import random
+
+    try:
+        import redis
+    except ImportError:  # pragma: no cover - feast[redis] brings it
+        engine_missing("the redis client is not installed (pip install -e backends/feast)")
+    host, _, port = REDIS.partition(":")
+    found: list[int] = []
+    for db in random.sample(range(1, 16), 15):
+        client = redis.Redis(host=host, port=int(port), db=db, socket_timeout=5)
+        try:
+            empty = client.dbsize() == 0
+        except redis.RedisError as exc:
+            engine_missing(f"Redis at {REDIS} does not answer ({exc}); start it or set MATIH_TEST_REDIS")
+        if empty:
+            found.append(db)
+            stack.callback(client.close)
+            stack.callback(client.flushdb)
+            if len(found) == count:
+                return found
+        else:
+            client.close()
+    pytest.fail(f"no {count} empty Redis databases at {REDIS} for this test")
 
 
 def start_cluster(tmp_path: Path, stack: ExitStack, pg_dsn: str) -> Cluster:
@@ -496,13 +593,13 @@ def start_cluster(tmp_path: Path, stack: ExitStack, pg_dsn: str) -> Cluster:
     return Cluster(s3, kafka, triton, ray, dashboard, stack, pg_dsn)
 
 
-def write_config(folder: Path, cluster_profile: str) -> None:
+def write_config(folder: Path, cluster_profile: str, today: Any) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "matih.toml").write_text(POLICY + textwrap.dedent("""
         [profiles.lite]
         compute = { backend = "ray-local", num_cpus = 2 }
         """) + cluster_profile)
-    prepare_folder(folder)
+    prepare_folder(folder, today)
 
 
 # ---- the test --------------------------------------------------------------------------------------------
@@ -522,21 +619,23 @@ def test_one_workload_answers_the_same_on_lite_on_the_cluster_and_after_promote(
                 for name in schemas:
                     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
+        redis_dbs = empty_redis_dbs(2, stack)
         cluster = start_cluster(tmp_path, stack, pg_dsn)
-        env = clean_env()
+        env = clean_env(FEAST_USAGE="False")
+        today = pd.Timestamp.now(tz="UTC").floor("D")
         # The folder whose cluster profile runs the workload, and a fresh lite folder whose cluster profile is empty.
         on_cluster, on_lite = tmp_path / "on-cluster", tmp_path / "on-lite"
         cluster_port, promoted_port = free_port(), free_port()
-        write_config(on_cluster, cluster.profile_toml(schema=schemas[0], bucket=f"wl-{tag}-a",
-                                                      topic_prefix=f"wl-{tag}-a.", service_port=cluster_port))
-        write_config(on_lite, cluster.profile_toml(schema=schemas[1], bucket=f"wl-{tag}-b",
-                                                   topic_prefix=f"wl-{tag}-b.", service_port=promoted_port))
+        for folder, schema, port, db, part in ((on_cluster, schemas[0], cluster_port, redis_dbs[0], "a"),
+                                               (on_lite, schemas[1], promoted_port, redis_dbs[1], "b")):
+            write_config(folder, cluster.profile_toml(schema=schema, bucket=f"wl-{tag}-{part}", service_port=port,
+                                                      topic_prefix=f"wl-{tag}-{part}.", redis_db=db), today)
         print(f"engines up at {time.monotonic() - started:.1f} s")
 
         lite_tokens = add_users(on_lite, "lite")
         service = Service(on_lite, "lite", free_port(), env)
         try:
-            lite = Profile("lite", on_lite, service.url, lite_tokens, env)
+            lite = Profile("lite", on_lite, service.url, lite_tokens, env, today.isoformat())
             lite_answers = workload(lite)
         finally:
             service.stop()
@@ -545,7 +644,7 @@ def test_one_workload_answers_the_same_on_lite_on_the_cluster_and_after_promote(
         service = Service(on_cluster, "cluster", cluster_port, env)
         try:
             tokens = add_users(on_cluster, "cluster")
-            on = Profile("cluster", on_cluster, service.url, tokens, env)
+            on = Profile("cluster", on_cluster, service.url, tokens, env, today.isoformat())
             cluster_answers = workload(on)
         finally:
             service.stop()
@@ -562,10 +661,14 @@ def test_one_workload_answers_the_same_on_lite_on_the_cluster_and_after_promote(
         print(f"promoted at {time.monotonic() - started:.1f} s")
         service = Service(on_lite, "cluster", promoted_port, env)
         try:
-            promoted = Profile("promoted", on_lite, service.url, lite_tokens, env, ids=dict(lite.ids))
+            promoted = Profile("promoted", on_lite, service.url, lite_tokens, env, today.isoformat(),
+                               ids=dict(lite.ids))
             assert mlflow_view(promoted) == lite_answers["mlflow"]
             # The inference log and the baselines came along: the same window, the same verdict.
             assert drift_verdict(promoted) == lite_answers["drift"]
+            # The online store came along to Redis; the offline join reads the same files through Feast.
+            expected = {k: v for k, v in lite_answers["features"].items() if k in ("online", "historical")}
+            assert feature_answers(promoted) == expected
             rows = traffic_rows()[:OIP_ROWS]
             assert oip_answers(promoted, rows) == lite_answers["serving"]["oip"]
             answers = asyncio.run(_predict_all(promoted, traffic_rows()[:OIP_ROWS]))
