@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -167,6 +168,8 @@ class Profile:
     """The day the feature data ends (ISO), the same for every profile."""
     ids: dict[str, str] = field(default_factory=dict)
     """Run ids to the names the comparison uses (filled as the workload logs)."""
+    seen: set[str] = field(default_factory=set)
+    """Every run id the mlflow client saw (filled by :func:`mlflow_view`)."""
 
     def headers(self, user: str = "ada") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
@@ -317,7 +320,7 @@ async def _predict_all(p: Profile, rows: list[list[float]]) -> list[tuple[str, i
 
 
 def oip_predictions(client: Any, model: str, rows: list[list[float]], *, headers: dict[str, str] | None = None,
-                    version: str = "") -> list[Any]:
+                    version: str = "") -> dict[str, list[Any]]:
     """``rows`` through ``tritonclient.http`` as the model's metadata asks for them (a tensor per column, or one)."""
     import tritonclient.http as httpclient
 
@@ -435,9 +438,11 @@ def mlflow_view(p: Profile) -> dict[str, Any]:
             for r in runs)
         sdk = next(rid for rid, n in p.ids.items() if n == "sdk-baseline")
         history = [(m.step, m.value) for m in client.get_metric_history(sdk, "loss")]
-        artifacts = {}
-        for rid, name in sorted(p.ids.items(), key=lambda kv: kv[1]):
-            artifacts[name] = sorted(_artifact_paths(client, rid, ""))
+        # A tune keeps each trial's model under trials/<Ray Tune's trial id>/: the id names a trial of this tune only.
+        artifacts = {names[r.info.run_id]: sorted(re.sub(r"^trials/[^/]+_(\d+)/", r"trials/\1/", path)
+                                                  for path in _artifact_paths(client, r.info.run_id, ""))
+                     for r in runs}
+        p.seen = {r.info.run_id for r in runs}
         versions = sorted((v.name, int(v.version), v.current_stage, names.get(v.run_id))
                           for m in client.search_registered_models() for v in client.search_model_versions(
                               f"name = '{m.name}'"))
@@ -524,11 +529,22 @@ class Cluster:
     stack: ExitStack
     pg_dsn: str
 
+    def service_port(self) -> int:
+        """A port free on both loopbacks: the ml-service listens on it here, and the cluster's job drivers reach
+        it there through a relay on the same port (so one ``service_url`` holds on both sides)."""
+        for _ in range(50):
+            port = free_port()
+            try:
+                relay = NamespaceRelay(port, listen_ns=self.ray.namespace, port=port)
+            except OSError:  # a Ray process holds it in the namespace
+                continue
+            self.stack.callback(relay.close)
+            return port
+        raise RuntimeError("no port free both here and in the Ray cluster's namespace")
+
     def profile_toml(self, *, schema: str, bucket: str, topic_prefix: str, service_port: int, redis_db: int) -> str:
         """The ``cluster`` profile on these servers, whose jobs report to an ml-service on ``service_port``."""
         self.s3.create_bucket(bucket)
-        # The cluster's job drivers reach the service through a relay on the same port of their loopback.
-        self.stack.callback(NamespaceRelay(service_port, listen_ns=self.ray.namespace, port=service_port).close)
         service_url = f"http://127.0.0.1:{service_port}"
         triton = self.triton.serving_settings()
         serving = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in triton.items()) + " }"
@@ -625,7 +641,7 @@ def test_one_workload_answers_the_same_on_lite_on_the_cluster_and_after_promote(
         today = pd.Timestamp.now(tz="UTC").floor("D")
         # The folder whose cluster profile runs the workload, and a fresh lite folder whose cluster profile is empty.
         on_cluster, on_lite = tmp_path / "on-cluster", tmp_path / "on-lite"
-        cluster_port, promoted_port = free_port(), free_port()
+        cluster_port, promoted_port = cluster.service_port(), cluster.service_port()
         for folder, schema, port, db, part in ((on_cluster, schemas[0], cluster_port, redis_dbs[0], "a"),
                                                (on_lite, schemas[1], promoted_port, redis_dbs[1], "b")):
             write_config(folder, cluster.profile_toml(schema=schema, bucket=f"wl-{tag}-{part}", service_port=port,
@@ -658,12 +674,16 @@ def test_one_workload_answers_the_same_on_lite_on_the_cluster_and_after_promote(
         r = subprocess.run([sys.executable, "-m", "matih_lite", "promote", "--to", "cluster"], cwd=on_lite, env=env,
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+        assert "verified lite -> cluster" in r.stdout and "differs" not in r.stdout, r.stdout
         print(f"promoted at {time.monotonic() - started:.1f} s")
         service = Service(on_lite, "cluster", promoted_port, env)
         try:
+            anonymous = httpx.get(f"{service.url}/api/2.0/mlflow/experiments/search?max_results=10")
+            assert anonymous.status_code == 401  # the lite folder's tokens, copied, are what opens it
             promoted = Profile("promoted", on_lite, service.url, lite_tokens, env, today.isoformat(),
                                ids=dict(lite.ids))
             assert mlflow_view(promoted) == lite_answers["mlflow"]
+            assert promoted.seen == lite.seen and len(lite.seen) == 3 + 1 + len(TUNE_GRID)  # the very same runs
             # The inference log and the baselines came along: the same window, the same verdict.
             assert drift_verdict(promoted) == lite_answers["drift"]
             # The online store came along to Redis; the offline join reads the same files through Feast.
