@@ -521,13 +521,15 @@ def comparable(answers: dict[str, Any]) -> dict[str, Any]:
 # ---- the engines -----------------------------------------------------------------------------------------
 @dataclass
 class Cluster:
+    """The servers of the cluster profiles (PostgreSQL and Redis run already); ``stack`` stops them."""
+
     s3: Any
     kafka: Any
     triton: Any
     ray: Any
     dashboard: NamespaceRelay
+    """The Ray cluster's Jobs API, relayed from its namespace to this machine's loopback."""
     stack: ExitStack
-    pg_dsn: str
 
     def service_port(self) -> int:
         """A port free on both loopbacks: the ml-service listens on it here, and the cluster's job drivers reach
@@ -560,7 +562,7 @@ class Cluster:
 
 
 def empty_redis_dbs(count: int, stack: ExitStack) -> list[int]:
-    """``count`` empty database numbers of the Redis at ``REDIS`` (PostgreSQL's neighbour), flushed afterwards."""
+    """``count`` empty database numbers of the Redis at ``REDIS`` (the one already running), flushed afterwards."""
     import random
 
     try:
@@ -586,7 +588,8 @@ def empty_redis_dbs(count: int, stack: ExitStack) -> list[int]:
     pytest.fail(f"no {count} empty Redis databases at {REDIS} for this test")
 
 
-def start_cluster(tmp_path: Path, stack: ExitStack, pg_dsn: str) -> Cluster:
+def start_cluster(tmp_path: Path, stack: ExitStack) -> Cluster:
+    """SeaweedFS, tansu, a tritonserver and a two-node Ray cluster, each stopped by ``stack``."""
     from matih_lite.testing.raycluster import RayCluster
     from matih_lite.testing.seaweedfs import SeaweedFS, weed_binary
     from matih_lite.testing.tansu import Tansu, tansu_binary
@@ -606,7 +609,7 @@ def start_cluster(tmp_path: Path, stack: ExitStack, pg_dsn: str) -> Cluster:
     triton = stack.enter_context(TritonServer(tmp_path / "triton", install))
     dashboard = NamespaceRelay(int(ray.dashboard_url.rsplit(":", 1)[1]), target_ns=ray.namespace)
     stack.callback(dashboard.close)
-    return Cluster(s3, kafka, triton, ray, dashboard, stack, pg_dsn)
+    return Cluster(s3, kafka, triton, ray, dashboard, stack)
 
 
 def write_config(folder: Path, cluster_profile: str, today: Any) -> None:
@@ -636,7 +639,7 @@ def test_one_workload_answers_the_same_on_lite_on_the_cluster_and_after_promote(
                     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
         redis_dbs = empty_redis_dbs(2, stack)
-        cluster = start_cluster(tmp_path, stack, pg_dsn)
+        cluster = start_cluster(tmp_path, stack)
         env = clean_env(FEAST_USAGE="False")
         today = pd.Timestamp.now(tz="UTC").floor("D")
         # The folder whose cluster profile runs the workload, and a fresh lite folder whose cluster profile is empty.
