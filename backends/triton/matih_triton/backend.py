@@ -126,16 +126,22 @@ class TritonServing:
 
     # ---- health --------------------------------------------------------------------------------------------
     def health(self) -> Health:
+        """Triton live (its process answers and can load and run models). Not Triton's own server readiness:
+        under its default strict readiness a model unloaded in explicit mode (a deployment removed) stays
+        listed as unavailable and makes the whole server "not ready", though everything served still answers;
+        and a model Triton lost (a restart) is loaded again by this backend on its next request."""
+        with self._lock:
+            served = {s.name for s in self._models.values()}
         try:
-            ready = self.client().is_server_ready()
+            client = self.client()
+            if not client.is_server_live():
+                return Health(False, f"Triton at {self.settings.url} answers but is not live")
+            index = client.get_model_repository_index() if served else []
         except Exception as exc:  # health reports, never raises
             return Health(False, f"Triton at {self.settings.url} is not reachable: {type(exc).__name__}: {exc}"[:500])
-        with self._lock:
-            count = len(self._models)
-        if not ready:
-            return Health(False, f"Triton at {self.settings.url} answers but is not ready")
-        return Health(True, f"Triton at {self.settings.url} is ready; {count} model(s) loaded from "
-                            f"{self.repository.url}")
+        ready = sum(1 for m in index if m.get("name") in served and m.get("state") == "READY")
+        return Health(True, f"Triton at {self.settings.url} is live; {ready} of {len(served)} served model(s) "
+                            f"ready (others load on their next request), from {self.repository.url}")
 
     # ---- loading -------------------------------------------------------------------------------------------
     def load(self, model: ModelLoad) -> ServedModel:

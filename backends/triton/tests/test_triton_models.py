@@ -144,3 +144,28 @@ def test_a_model_triton_cannot_load_is_refused_with_its_reason(triton_host, data
     assert "weights file is for another architecture" in refused.value.message
     backend = host.backend("serving")
     assert "default/broken/1" not in backend.loaded() and backend.repository.listing("default--broken--1") == []
+
+
+def test_health_stays_green_after_a_deployment_is_unloaded(triton, hermetic, tmp_path):
+    """Triton's own readiness turns false once any model is unloaded in explicit mode (it stays listed as
+    unavailable); the backend's health asks whether Triton is live instead (and counts its served models that
+    are ready), so removing one deployment does not take the service's /ready down."""
+    import tritonclient.http as httpclient
+
+    from matih_lite.serving.flavors.onnx import OnnxFlavor
+
+    backend = TritonServing(TritonSettings(url=triton.url), repository=triton.repository, model_cache=hermetic)
+    try:
+        for key, weights in (("h/a/1", [1.0, 2.0, 3.0]), ("h/b/1", [3.0, 2.0, 1.0])):
+            folder = write_linear_onnx(hermetic / key.replace("/", "-"), weights, 0.0)
+            backend.load(ModelLoad(key=key, model_dir=str(folder), flavor="onnx", loader=OnnxFlavor(),
+                                   needs_trusted_source=False))
+        assert backend.health().ok
+        backend.unload("h/a/1")
+        client = httpclient.InferenceServerClient(triton.url.removeprefix("http://"))
+        assert not client.is_server_ready()  # Triton's own answer now: what asking it made /ready report
+        health = backend.health()
+        assert health.ok and "1 of 1 served model(s) ready" in health.detail, health.detail
+        assert np.asarray(backend.predict("h/b/1", np.ones((1, 3), dtype=np.float32))).size == 1
+    finally:
+        backend.close()
