@@ -15,6 +15,7 @@ ml-service in a thread with ``drift = { backend = "flink", enabled = false }``. 
 
 - ``throughput``: N one-row requests are put on the requests topic first; predictions/s is N over the time from
   the first answer on the sink to the last (the job's start-up is printed apart);
+- ``kafka``: the floor of this harness, the same requests read back from the requests topic itself;
 - ``latency``: then, requests produced at ``--rate`` per second for ``--seconds`` (10 per 10 ms), each
   stamped with its produce time; end to end is from that stamp to the moment this process reads its answer
   from the sink (reading the sink every 5 ms): p50, p99, max.
@@ -72,23 +73,33 @@ def _register(host, model, flavor):
     Registry(host).promote(P, "forest", version.version, "Staging", reason="benchmark")
 
 
-def _sink_reader(events, sink, start_offset, on_record, stop):
-    offset = start_offset
-    while not stop.is_set():
-        page = events.read_from(sink, offset, 5000)
-        if not page:
-            time.sleep(0.005)
-            continue
-        now = time.time()
-        for r in page:
-            on_record(r.data, now)
-        offset = page[-1].offset + 1
+def _sink_reader(bootstrap, topic, on_record, stop):
+    """Read ``topic`` from its start with a consumer of this process's own (no group, 5 ms fetch waits): the
+    moment each answer can be read, without the events backend's per-call overhead."""
+    import json
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}", "enable.auto.commit": False,
+                         "fetch.wait.max.ms": 5, "log_level": 0})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    try:
+        while not stop.is_set():
+            messages = consumer.consume(num_messages=5000, timeout=0.01)
+            now = time.time()
+            for m in messages:
+                if m.error() is None:
+                    on_record(json.loads(m.value()), now)
+    finally:
+        consumer.close()
 
 
-def run_engine(host, url, events, engine, args, rows):
+def run_engine(host, url, events, engine, args, rows, bootstrap):
     import httpx
 
     source, sink = f"req-{engine}", f"ans-{engine}"
+    if engine == "kafka":  # the floor: the requests topic read back as it is written, nothing answering
+        sink = source
     n = args.records
     now = int(time.time() * 1000)
     for start in range(0, n, 5000):
@@ -102,12 +113,13 @@ def run_engine(host, url, events, engine, args, rows):
             seen[str(data.get("request_id"))] = at
 
     stop = threading.Event()
-    reader = threading.Thread(target=_sink_reader, args=(events, sink, 0, on_record, stop), daemon=True)
+    reader = threading.Thread(target=_sink_reader, args=(bootstrap, sink, on_record, stop), daemon=True)
     reader.start()
     t0 = time.time()
-    answer = httpx.post(f"{url}/api/v1/deployments/scorer/streams", timeout=120,
-                        json={"source": source, "sink": sink, "engine": engine, "batch_size": 1000})
-    answer.raise_for_status()
+    if engine != "kafka":
+        answer = httpx.post(f"{url}/api/v1/deployments/scorer/streams", timeout=120,
+                            json={"source": source, "sink": sink, "engine": engine, "batch_size": 1000})
+        answer.raise_for_status()
     while True:
         with lock:
             done = sum(1 for k in seen if k.startswith("t"))
@@ -148,7 +160,8 @@ def run_engine(host, url, events, engine, args, rows):
         lat = np.asarray([(seen[k] - sent[k]) * 1000 for k in sent if k in seen])
     result.update(rate=len(sent) / max(ticks / 100, 1e-9), answered=len(lat), sent=len(sent),
                   p50=float(np.percentile(lat, 50)), p99=float(np.percentile(lat, 99)), max=float(lat.max()))
-    httpx.delete(f"{url}/api/v1/deployments/scorer/streams/scorer", timeout=120)
+    if engine != "kafka":
+        httpx.delete(f"{url}/api/v1/deployments/scorer/streams/scorer", timeout=120)
     return result
 
 
@@ -158,7 +171,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--flavor", choices=["onnx", "sklearn"], default="onnx")
-    parser.add_argument("--engines", default="inprocess,flink")
+    parser.add_argument("--engines", default="kafka,inprocess,flink",
+                        help="kafka: the floor of this harness (the requests topic read back, nothing answering)")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -184,7 +198,7 @@ def main() -> int:
             events = host.backend("events")
             with FlinkService(host) as url:
                 for engine in args.engines.split(","):
-                    results.append(run_engine(host, url, events, engine, args, rows))
+                    results.append(run_engine(host, url, events, engine, args, rows, broker.bootstrap_servers))
                     loads.append(os.getloadavg()[0])
         finally:
             host.close()

@@ -94,7 +94,7 @@ class FlinkStreamJob:
                 "start_from": self.start_from, "parallelism": self.parallelism,
                 # Latency over batching: each request is answered on its own, so small bundles and buffers
                 # cost little throughput and keep end-to-end times to tens of milliseconds.
-                "bundle_ms": 10, "bundle_size": 1000, "buffer_timeout_ms": 5, "linger_ms": 1, "fetch_wait_ms": 20}
+                "bundle_ms": 5, "bundle_size": 1000, "buffer_timeout_ms": 5, "linger_ms": 1, "fetch_wait_ms": 10}
 
     def start(self, *, restore: bool = True) -> None:
         """Start the job (returns at once), from its newest checkpoint or savepoint when ``restore``."""
