@@ -20,7 +20,9 @@ the first hours of yesterday (UTC), a fifth labelled. Then:
   results back through Kafka). Records/s is N over ``process``. The job's clock follows the checkpointed
   offsets until the job has read the backlog (see ``FlinkDriftRunner._tick``), so ``process`` includes up
   to about one checkpoint interval (2 s here) of waiting; ``last result out`` is the same span up to the
-  job's last result (its ``emitted_at``), without reading it back.
+  job's last result (its ``emitted_at``), without reading it back. ``job CPU`` is the CPU time the job's
+  processes (the JVM and its Python workers, one process group) spent over ``process``, on all cores:
+  records per CPU-second is the job's throughput per core.
 
 ``--live``: a second platform with ``[drift] windows = ["1m"]``; once the job runs and has read everything,
 100 requests every 0.1 s stamped with the wall clock, across two minute boundaries; for each of those two
@@ -42,6 +44,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "backends" / "flink" / "tests"))  # the tests' helpers: host, model, traffic
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User and system CPU seconds of every process in the job's process group (the JVM, its Python workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...; utime, stime at 11, 12
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def main() -> int:
@@ -95,15 +113,18 @@ def main() -> int:
                     wait_until(lambda: runner.job is not None and runner.job.alive() and runner.job.last_checkpoint(),
                                timeout=900, interval=0.2, what="the first checkpoint")
                     running, running_ms = time.perf_counter(), time.time() * 1000
+                    cpu_before = group_cpu_seconds(runner.job.pid)
                     monitoring = Monitoring(host)
                     wait_until(lambda: len(monitoring.history(P, "churn", window="1h")) >= args.hours
                                and monitoring.history(P, "churn", window="1d"), timeout=1800, interval=0.2,
                                what="every window recorded")
                     done = time.perf_counter()
+                    cpu = group_cpu_seconds(runner.job.pid) - cpu_before
                     emitted = max(r["emitted_at"] for r in runner.kafka.tail(runner.topics["results"], 100))
                 rows.append(("flink start", running - up, None))
                 rows.append(("flink process", done - running, args.records))
                 rows.append(("  last result out", (emitted - running_ms) / 1000, args.records))
+                rows.append(("  job CPU (all cores)", cpu, args.records))
             finally:
                 host.close()
     if args.live:
