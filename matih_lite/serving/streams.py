@@ -110,6 +110,8 @@ class DeploymentStreams:
         """Held while a stream job is started or stopped here, or synced with the record (no half-seen change)."""
         self._watching = threading.Event()
         self._closed = threading.Event()
+        self._said: dict[tuple[str, str, str], str] = {}
+        """The last trouble logged per job (the watcher says a lasting one once, not every round)."""
 
     @property
     def events(self) -> Any:
@@ -284,9 +286,10 @@ class DeploymentStreams:
                     self.start(who, deployment, str(data["source"]), str(data["sink"]), group=group,
                                batch_size=int(data.get("batch_size") or 500), remember=False,
                                engine=str(data["engine"]))
+                    self._said.pop(key, None)
                 except Exception as exc:
-                    log.warning("stream job %s of deployment %s not started here: %s", group, deployment,
-                                getattr(exc, "message", exc))
+                    self._say(key, f"stream job {group} of deployment {deployment} not started here: "
+                                   f"{getattr(exc, 'message', exc)}")
             for key in local.keys() - recorded.keys():
                 with self._lock:
                     found = self._jobs.pop(key, None)
@@ -316,11 +319,18 @@ class DeploymentStreams:
                     with self._lock:
                         if key in self._jobs:
                             self._jobs[key] = (spec, engine, new)
+                    self._said.pop(key, None)
                     log.info("deployment %s: stream job %s follows its new routes %s", spec.deployment, spec.group,
                              [(r.variant, r.weight) for r in new.routes])
                 except Exception as exc:  # a deployment deleted, the engine away: try again at the next round
-                    log.warning("deployment %s: stream job %s keeps its routes: %s", spec.deployment, spec.group,
-                                getattr(exc, "message", exc))
+                    self._say(key, f"deployment {spec.deployment}: stream job {spec.group} keeps its routes: "
+                                   f"{getattr(exc, 'message', exc)}")
+
+    def _say(self, key: tuple[str, str, str], message: str) -> None:
+        """Log a watcher's trouble once while it lasts (it is retried every round)."""
+        if self._said.get(key) != message:
+            self._said[key] = message
+            log.warning("%s", message)
 
     # ---- internals ----------------------------------------------------------------------------
     def consumer(self, spec: StreamSpec) -> Any:
