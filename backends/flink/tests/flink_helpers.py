@@ -54,6 +54,17 @@ def make_host(folder: Path, kafka, *, drift: dict | None = None, extra: str = ""
     return Host(load_config(path), plugins=plugins)
 
 
+def read_all(events, stream: str) -> list[dict]:
+    """Every record of ``stream`` (its data), from the start."""
+    out, offset = [], 0
+    while True:
+        page = events.read_from(stream, offset, 5000)
+        if not page:
+            return out
+        out += [r.data for r in page]
+        offset = page[-1].offset + 1
+
+
 def past_day() -> int:
     """The start of yesterday (UTC): its windows are all closed by the clock."""
     return int(time.time() * 1000) // DAY * DAY - DAY

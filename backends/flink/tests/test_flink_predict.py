@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flink_helpers import P, make_host
+from flink_helpers import P, make_host, read_all
 
 from matih_lite.registry import Registry
 from matih_lite.serving.deployments import Deployments
@@ -75,16 +75,6 @@ def _in_process(host, source, sink):
         detach_traffic(host)
 
 
-def _read_all(events, stream):
-    out, offset = [], 0
-    while True:
-        page = events.read_from(stream, offset, 5000)
-        if not page:
-            return out
-        out += [r.data for r in page]
-        offset = page[-1].offset + 1
-
-
 @pytest.mark.slow
 def test_flink_job_answers_like_the_in_process_consumer(tmp_path, kafka, flink_env):
     from matih_flink.streaming import FlinkStreamJob
@@ -103,7 +93,7 @@ def test_flink_job_answers_like_the_in_process_consumer(tmp_path, kafka, flink_e
         stats = _in_process(host, "requests", "answers")
         local_s = time.monotonic() - started
         assert stats["consumed"] == N and stats["predicted"] == N
-        local = {a["request_id"]: a for a in _read_all(events, "answers")}
+        local = {a["request_id"]: a for a in read_all(events, "answers")}
         assert len(local) == N
 
         plan = stream_job_plan(host, P, "scorer", "requests", "flink-answers")
@@ -111,7 +101,7 @@ def test_flink_job_answers_like_the_in_process_consumer(tmp_path, kafka, flink_e
         job = FlinkStreamJob(plan, tmp_path / "flink", env=flink_env, checkpoint_interval="2s")
         started = time.monotonic()
         job.start()
-        got = wait_until(lambda: (lambda a: a if len(a) >= N else None)(_read_all(events, "flink-answers")),
+        got = wait_until(lambda: (lambda a: a if len(a) >= N else None)(read_all(events, "flink-answers")),
                          timeout=600, interval=2.0, what=f"{N} predictions from the Flink job",
                          describe=lambda: job.job.log_tail(30))
         flink_s = time.monotonic() - started
@@ -139,7 +129,7 @@ def test_flink_job_answers_like_the_in_process_consumer(tmp_path, kafka, flink_e
 
         # Logged to the inference log like HTTP predictions: each request twice (in-process, then Flink).
         def logged():
-            rows = _read_all(events, "inference.scorer")
+            rows = read_all(events, "inference.scorer")
             return rows if len(rows) >= 2 * N else None
 
         rows = wait_until(logged, timeout=120, interval=1.0, what="the Flink job's inference-log records")
@@ -176,7 +166,7 @@ def test_a_killed_job_restarts_from_its_checkpoint_with_no_answer_missing_or_twi
         plan = stream_job_plan(host, P, "scorer", "requests", "flink-answers")
         job = FlinkStreamJob(plan, tmp_path / "flink", env=flink_env, checkpoint_interval="1s")
         job.start()
-        wait_until(lambda: len(_read_all(events, "flink-answers")) >= half, timeout=600, interval=1.0,
+        wait_until(lambda: len(read_all(events, "flink-answers")) >= half, timeout=600, interval=1.0,
                    what="the first half answered", describe=lambda: job.job.log_tail(30))
         time.sleep(1.5)  # a checkpoint or so past the first answers, none past the last, perhaps
         job.kill()  # as a crash: no savepoint
@@ -184,11 +174,11 @@ def test_a_killed_job_restarts_from_its_checkpoint_with_no_answer_missing_or_twi
         events.append("requests", sent[half:])
         job.start()  # from its latest checkpoint (or its group offsets), skipping what the sink holds
         assert job.job.restored_from is not None
-        got = wait_until(lambda: (lambda a: a if len(a) >= N else None)(_read_all(events, "flink-answers")),
+        got = wait_until(lambda: (lambda a: a if len(a) >= N else None)(read_all(events, "flink-answers")),
                          timeout=600, interval=1.0, what="every request answered after the restart",
                          describe=lambda: job.job.log_tail(30))
         time.sleep(3.0)  # replays, were any let through, would land meanwhile
-        got = _read_all(events, "flink-answers")
+        got = read_all(events, "flink-answers")
         ids = [a["request_id"] for a in got]
         assert len(ids) == len(set(ids)) == N
         assert sorted(a["source_offset"] for a in got) == list(range(N))

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from flink_helpers import P, make_host
+from flink_helpers import P, make_host, read_all
 
 from matih_lite.registry import Registry
 from matih_lite.serving.deployments import Deployments
@@ -59,16 +59,6 @@ def _requests(n, start, seed):
         }
         for i in range(n)
     ]
-
-
-def _read_all(events, stream):
-    out, offset = [], 0
-    while True:
-        page = events.read_from(stream, offset, 5000)
-        if not page:
-            return out
-        out += [r.data for r in page]
-        offset = page[-1].offset + 1
 
 
 def _alive(pid):
@@ -122,7 +112,7 @@ def test_a_flink_stream_job_through_the_service(tmp_path, kafka, flink_env, monk
             events.append("requests", batch)
 
             def answered(n):
-                got = _read_all(events, "answers")
+                got = read_all(events, "answers")
                 return got if len(got) >= n else None
 
             got = wait_until(lambda: answered(2000), timeout=600, interval=1.0, what="2,000 answers from the job")
@@ -149,7 +139,7 @@ def test_a_flink_stream_job_through_the_service(tmp_path, kafka, flink_env, monk
                     ],
                 )
                 probe += 1
-                found = [a for a in _read_all(events, "answers") if str(a["request_id"]).startswith("probe")]
+                found = [a for a in read_all(events, "answers") if str(a["request_id"]).startswith("probe")]
                 return bool(found) and found[-1]["version"] == 2
 
             wait_until(on_v2, timeout=120, interval=1.0, what="the job answering with version 2")
@@ -163,7 +153,7 @@ def test_a_flink_stream_job_through_the_service(tmp_path, kafka, flink_env, monk
 
             # Logged to the inference log as HTTP predictions are.
             logged = wait_until(
-                lambda: (lambda r: r if len(r) >= 4000 else None)(_read_all(events, "inference.scorer")),
+                lambda: (lambda r: r if len(r) >= 4000 else None)(read_all(events, "inference.scorer")),
                 timeout=60,
                 what="the inference log",
             )
