@@ -227,6 +227,21 @@ class ModelLoad(msgspec.Struct, frozen=True):
     """Loading can run code: load only from a verified copy (:func:`is_verified_copy`)."""
 
 
+def resolve_reference(reference: str) -> Any:
+    """The object a ``module:qualname`` reference names (a flavor class handed to another process by name, a
+    pyfunc model's class). Raises ValueError for a reference of another shape; ImportError or AttributeError
+    when it cannot be imported here."""
+    import importlib
+
+    module, _, qualname = str(reference).partition(":")
+    if not module or not qualname:
+        raise ValueError(f"{reference!r} must look like 'package.module:Name'")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def verify_copy(folder: str | Path) -> None:
     """Every file the folder's manifest lists is there with its recorded size and sha256 (what a process outside
     the service checks before it loads a model whose loading runs code: Triton's Python backend, a Flink job).

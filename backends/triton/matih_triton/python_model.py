@@ -22,7 +22,6 @@ error (HTTP 400: the caller's fault); anything else the model raises is an inter
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -48,15 +47,12 @@ def parameters(config: dict[str, Any]) -> dict[str, str]:
 
 def load_predictor(config: dict[str, Any], folder: Path) -> Any:
     """The predictor of the model in ``folder``, loaded by the flavor the config names."""
-    from matih_lite.contracts.flavors import LoadOptions, verify_copy
+    from matih_lite.contracts.flavors import LoadOptions, resolve_reference, verify_copy
 
     params = parameters(config)
     if params.get("matih_verify") == "true":
         verify_copy(folder)
-    module, _, qualname = params["matih_flavor_class"].partition(":")
-    flavor: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        flavor = getattr(flavor, part)
+    flavor = resolve_reference(params["matih_flavor_class"])
     options = LoadOptions(intra_op_threads=int(params.get("matih_threads") or 1), inter_op_threads=1,
                           trusted_types=tuple(json.loads(params.get("matih_trusted_types") or "[]")))
     return flavor().load(folder, options)

@@ -17,7 +17,6 @@ its inputs as a DataFrame when its signature names columns (what MLflow hands it
 
 from __future__ import annotations
 
-import importlib
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,13 +77,12 @@ def class_reference(model: Any) -> str:
 
 
 def import_class(reference: str) -> type:
-    module, _, qualname = reference.partition(":")
-    if not module or not qualname:
+    from matih_lite.contracts.flavors import resolve_reference
+
+    if not reference.partition(":")[0] or not reference.partition(":")[2]:
         raise InvalidInput(f"python_class {reference!r} must look like 'package.module:Class'")
     try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
+        obj: Any = resolve_reference(reference)
     except (ImportError, AttributeError) as exc:
         raise InvalidInput(f"cannot import the model class {reference!r}: {exc}; install the package that "
                            "defines it where the model is served") from exc

@@ -45,21 +45,18 @@ class FlavorModel:
     """A non-ONNX version through its flavor's own ``load`` (the predictor the in-process backend calls)."""
 
     def __init__(self, route: dict[str, Any]) -> None:
-        import importlib
 
         import numpy as np
 
-        from matih_lite.contracts.flavors import LoadOptions, verify_copy
+        from matih_lite.contracts.flavors import LoadOptions, resolve_reference, verify_copy
 
         self.np = np
         reference = route.get("loader") or ""
-        module, _, qualname = reference.partition(":")
-        if not module or not qualname:
-            raise Refused(f"version {route['version']} ({route['flavor']}) names no flavor class to load it with")
         try:
-            flavor: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                flavor = getattr(flavor, part)
+            flavor: Any = resolve_reference(reference)
+        except ValueError:
+            raise Refused(f"version {route['version']} ({route['flavor']}) names no flavor class to load it with") \
+                from None
         except (ImportError, AttributeError) as exc:
             raise Refused(f"the {route['flavor']!r} flavor ({reference}) cannot be imported in the Flink "
                           f"environment: {exc}") from None
