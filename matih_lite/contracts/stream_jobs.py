@@ -65,6 +65,9 @@ class StreamJobPlan:
     """The ``source`` field of each prediction record (the in-process consumer writes the stored topic name)."""
     revision: int = 0
     """When the routes were read (ms): a running job takes a plan with newer routes, never an older one."""
+    shadows: tuple[StreamRoute, ...] = ()
+    """The deployment's shadow versions (weight 0): each answered request's copy goes to every one, its answer
+    logged to the inference log as a shadow's (``shadow`` true, the request's id) and never to the sink."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +90,12 @@ def routes_signature(routes: tuple[StreamRoute, ...] | list[StreamRoute]) -> tup
     return tuple((r.variant, int(r.version), float(r.weight)) for r in routes if r.weight > 0)
 
 
+def traffic_signature(routes: Any, shadows: Any) -> tuple[tuple[tuple[str, int, float], ...], tuple[int, ...]]:
+    """What a job must follow: the live routes' :func:`routes_signature` and the shadow versions (``shadows``:
+    version numbers or :class:`StreamRoute` s)."""
+    return routes_signature(routes), tuple(int(getattr(v, "version", v)) for v in shadows)
+
+
 @runtime_checkable
 class StreamJobEngine(Protocol):
     """A backend that runs a deployment's streaming inference as a job of its own (``predict stream start
@@ -104,8 +113,8 @@ class StreamJobEngine(Protocol):
         cannot run (the events slot is not one it reads, a flavor it cannot load)."""
 
     def update_stream_job(self, plan: StreamJobPlan) -> None:
-        """New routes for the running job of ``plan.group``: it answers with them from now on, without a
-        restart. Raises KeyError when no such job runs."""
+        """New routes (and shadows) for the running job of ``plan.group``: it answers with them from now on,
+        without a restart. Raises KeyError when no such job runs."""
 
     def stop_stream_job(self, group: str, *, drain: bool = True) -> bool:
         """Stop the job of ``group`` (with a savepoint when ``drain``); False when none ran."""

@@ -43,7 +43,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from matih_lite.contracts.stream_jobs import StreamJobEngine, routes_signature
+from matih_lite.contracts.stream_jobs import StreamJobEngine, traffic_signature
 from matih_lite.contracts.streams import STREAM_NAME
 from matih_lite.errors import InvalidInput, NotFound
 from matih_lite.identity import Principal
@@ -311,8 +311,8 @@ class DeploymentStreams:
                 try:
                     who = Principal(spec.tenant, spec.started_by or "streams", ("editor",))
                     current = self.manager.deployments.get(who, spec.deployment)
-                    now = routes_signature(current.routes)
-                    if now == routes_signature(plan.routes) or not now:
+                    now = traffic_signature(current.routes, current.shadows)
+                    if now == traffic_signature(plan.routes, plan.shadows) or not now[0]:
                         continue
                     new = stream_job_plan(self.host, who, spec.deployment, spec.source, spec.sink, group=spec.group)
                     engine.update_stream_job(new)
@@ -320,8 +320,9 @@ class DeploymentStreams:
                         if key in self._jobs:
                             self._jobs[key] = (spec, engine, new)
                     self._said.pop(key, None)
-                    log.info("deployment %s: stream job %s follows its new routes %s", spec.deployment, spec.group,
-                             [(r.variant, r.weight) for r in new.routes])
+                    log.info("deployment %s: stream job %s follows its new routes %s%s", spec.deployment,
+                             spec.group, [(r.variant, r.weight) for r in new.routes],
+                             f" and shadows {[r.variant for r in new.shadows]}" if new.shadows else "")
                 except Exception as exc:  # a deployment deleted, the engine away: try again at the next round
                     self._say(key, f"deployment {spec.deployment}: stream job {spec.group} keeps its routes: "
                                    f"{getattr(exc, 'message', exc)}")

@@ -6,8 +6,9 @@ routes' bucket bounds, the consumer group, the checkpoint settings) and supervis
 :class:`~matih_flink.jobs.FlinkJob`: ``start`` (restoring from the job's newest checkpoint or savepoint, so a
 restarted job goes on where its last checkpoint left it, skipping the requests the sink already answers
 (``answered_through``: the last source offset answered; on a one-partition topic, which keeps the order)),
-``stop`` (with a savepoint), ``describe``, and ``update`` (new routes, written to the control topic the running
-job reads: applied without a restart).
+``stop`` (with a savepoint), ``describe``, and ``update`` (new routes or shadows, written to the control topic
+the running job reads: applied without a restart). Shadow versions answer a copy of each request into the
+inference log only (``shadow`` true), as the service's shadows do.
 
 :class:`FlinkStreamJobs` is the drift runner's :class:`~matih_lite.contracts.stream_jobs.StreamJobEngine` side:
 the deployments' jobs by consumer group, started from a supervisor thread (the environment is built there the
@@ -30,7 +31,8 @@ log = logging.getLogger("matih_flink.streaming")
 
 CONTROL_TOPIC = "matih.stream.control"
 """Where route changes are published to the running jobs (one record per change, keyed by the job's group)."""
-METRICS = ("consumed", "predicted", "failed")
+METRICS = ("consumed", "predicted", "failed", "shadowed", "shadow_failed")
+"""The job's counters: requests read, answered, answered with an error; shadow answers logged, shadow failures."""
 
 SKIP_TAIL = 20_000
 """Answers read back from the sink's end at each (re)start: the requests a restarted job must not answer again."""
@@ -122,11 +124,13 @@ class FlinkStreamJob:
         new = _plan_dict(plan)
         if int(new.get("revision") or 0) <= int(self.plan.get("revision") or 0):
             return False
-        self.plan = {**self.plan, "routes": new["routes"], "revision": new["revision"]}
+        self.plan = {**self.plan, "routes": new["routes"], "shadows": new.get("shadows") or [],
+                     "revision": new["revision"]}
         if self.kafka is None:
             self.spec()
         change = {"group": self.plan["group"], "revision": self.plan["revision"], "routes": self.plan["routes"],
-                  "bounds": bucket_bounds(self._routes()), "timestamp": int(time.time() * 1000)}
+                  "shadows": self.plan["shadows"], "bounds": bucket_bounds(self._routes()),
+                  "timestamp": int(time.time() * 1000)}
         self.kafka.produce(self.kafka.topic(CONTROL_TOPIC), change)
         self.kafka.flush(5.0)
         return True
@@ -150,6 +154,9 @@ class FlinkStreamJob:
                     out[metric] = (out[metric] or 0) + int(float(m.get("value") or 0))
         except (OSError, ValueError, KeyError):
             return dict.fromkeys(METRICS)
+        if any(v is not None for v in out.values()):
+            # PyFlink reports a counter once it has counted: one not listed yet by a job that reports is 0.
+            out = {k: v or 0 for k, v in out.items()}
         return out
 
     def stop(self, *, drain: bool = True) -> str | None:
@@ -171,6 +178,7 @@ class FlinkStreamJob:
                 "source": self.plan["source"], "sink": self.plan["sink"], "group": self.plan["group"],
                 "state": state, "pid": job.pid if job is not None else None,
                 "routes": [{k: r[k] for k in ("variant", "version", "weight")} for r in self.plan["routes"]],
+                "shadows": [{k: r[k] for k in ("variant", "version")} for r in self.plan.get("shadows") or ()],
                 "last_checkpoint": job.last_checkpoint() if job is not None else None,
                 "restored_from": job.restored_from if job is not None else None,
                 "revision": self.plan.get("revision")}
@@ -200,7 +208,7 @@ class FlinkStreamJobs:
 
     def start(self, plan: StreamJobPlan | dict[str, Any]) -> dict[str, Any]:
         data = _plan_dict(plan)
-        for route in data["routes"]:
+        for route in [*data["routes"], *(data.get("shadows") or ())]:
             if route["flavor"] != "onnx" and not route.get("loader"):
                 raise ValueError(f"version {route['version']} is a {route['flavor']!r} model with no flavor class "
                                  "named to load it: the Flink job cannot run it")
@@ -215,7 +223,8 @@ class FlinkStreamJobs:
                 self.status[group] = {"phase": phase, "restarts": 0, "failures": 0, "last_error": None,
                                       "next_restart_at": None, "backoff": self.settings.restart_backoff_seconds}
             elif int(data.get("revision") or 0) > int(found.plan.get("revision") or 0):
-                found.plan = {**found.plan, "routes": data["routes"], "revision": data["revision"]}
+                found.plan = {**found.plan, "routes": data["routes"], "shadows": data.get("shadows") or [],
+                              "revision": data["revision"]}
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
                 self._thread = threading.Thread(target=self._run, name="matih-flink-streams", daemon=True)
@@ -230,8 +239,9 @@ class FlinkStreamJobs:
         if job is None:
             raise KeyError(data["group"])
         if job.update(data):
-            log.info("stream job %s: routes now %s", job.name,
-                     [(r["variant"], r["weight"]) for r in data["routes"] if r["weight"] > 0])
+            log.info("stream job %s: routes now %s, shadows %s", job.name,
+                     [(r["variant"], r["weight"]) for r in data["routes"] if r["weight"] > 0],
+                     [r["variant"] for r in data.get("shadows") or ()])
 
     def stop(self, group: str, *, drain: bool = True) -> bool:
         with self._lock:

@@ -1,5 +1,6 @@
 """Streaming inference on Flink against the in-process consumer: the same requests topic, the same deployment
-(two ONNX versions split 30/70, sticky by request key), the same predictions, variants and counts."""
+(two ONNX versions split 30/70, sticky by request key, and a third as a shadow), the same predictions, variants
+and counts, and the same inference log (the shadow's answers in it, marked as a shadow's)."""
 
 from __future__ import annotations
 
@@ -79,12 +80,14 @@ def _in_process(host, source, sink):
 def test_flink_job_answers_like_the_in_process_consumer(tmp_path, kafka, flink_env):
     from matih_flink.streaming import FlinkStreamJob
 
-    host = make_host(tmp_path, kafka)
+    # Every shadow copy made, however many wait (the consumer hands the service 1,000 requests at once).
+    host = make_host(tmp_path, kafka, extra="[server]\nshadow_max_pending = 100000\n")
     job = None
     try:
         _register(host, "m", _onnx_model([1.0, 2.0, 3.0]))
         _register(host, "m", _onnx_model([-1.0, 0.5, 4.0]))
-        Deployments(host).deploy(P, "scorer", "m", split="1=30,2=70")
+        _register(host, "m", _onnx_model([0.5, 0.5, 0.5]))
+        Deployments(host).deploy(P, "scorer", "m", split="1=30,2=70", shadows=[3])
         events = host.backend("events")
         sent = _requests(N)
         events.append("requests", sent)
@@ -98,6 +101,7 @@ def test_flink_job_answers_like_the_in_process_consumer(tmp_path, kafka, flink_e
 
         plan = stream_job_plan(host, P, "scorer", "requests", "flink-answers")
         assert [(r.version, r.weight, r.flavor) for r in plan.routes] == [(1, 30.0, "onnx"), (2, 70.0, "onnx")]
+        assert [(r.variant, r.version, r.weight) for r in plan.shadows] == [("v3", 3, 0.0)]
         job = FlinkStreamJob(plan, tmp_path / "flink", env=flink_env, checkpoint_interval="2s")
         started = time.monotonic()
         job.start()
@@ -127,23 +131,39 @@ def test_flink_job_answers_like_the_in_process_consumer(tmp_path, kafka, flink_e
             by_key.setdefault(r["request_key"], set()).add(a["version"])
         assert all(len(v) == 1 for v in by_key.values())
 
-        # Logged to the inference log like HTTP predictions: each request twice (in-process, then Flink).
+        assert {a["version"] for a in got} == {1, 2}  # the shadow answers no one
+
+        # Logged to the inference log like HTTP predictions: each request four times (in-process, then Flink;
+        # the routed version's answer, then the shadow's).
         def logged():
             rows = read_all(events, "inference.scorer")
-            return rows if len(rows) >= 2 * N else None
+            return rows if len(rows) >= 4 * N else None
 
         rows = wait_until(logged, timeout=120, interval=1.0, what="the Flink job's inference-log records")
-        assert len(rows) == 2 * N
-        per_request: dict[str, list[dict]] = {}
+        assert len(rows) == 4 * N
+        per_request: dict[tuple[str, bool], list[dict]] = {}
         for row in rows:
-            per_request.setdefault(row["request_id"], []).append(row)
-        assert len(per_request) == N
-        for rid, pair in per_request.items():
+            per_request.setdefault((row["request_id"], row["shadow"]), []).append(row)
+        assert len(per_request) == 2 * N
+        for (rid, shadow), pair in per_request.items():
             assert len(pair) == 2
             a, b = pair
             assert (a["version"], a["variant"], a["deployment"]) == (b["version"], b["variant"], b["deployment"])
+            assert (a["version"] == "3") == shadow and (a["version"] == str(local[rid]["version"])) != shadow
             assert a["features"] == b["features"]
             assert a["prediction"] == pytest.approx(b["prediction"], rel=2e-6, abs=2e-6)  # float32, as above
+        # What a canary is judged on (the log's answers, shadows left out, as every replica and the job wrote
+        # them): each routed request twice, once per consumer.
+        from matih_lite.serving.inference_log import variant_outcomes
+
+        outcomes = variant_outcomes(events, "scorer", 0)
+        assert not outcomes.failed.any()
+        assert {v: int((outcomes.version == v).sum()) for v in (1, 2, 3)} == {1: 2 * counts[1], 2: 2 * counts[2], 3: 0}
+
+        # The job's own counters, over Flink's REST API (reported every few seconds).
+        job_counts = wait_until(lambda: (lambda c: c if c["shadowed"] == N else None)(job.counts()), timeout=60,
+                                interval=1.0, what="the job's shadow counter")
+        assert (job_counts["shadow_failed"], job_counts["predicted"], job_counts["failed"]) == (0, N, 0)
     finally:
         if job is not None:
             job.stop(drain=False)

@@ -121,9 +121,10 @@ def test_a_flink_stream_job_through_the_service(tmp_path, kafka, flink_env, monk
             # The sklearn flavor's own predictor, from the same files: exactly the model's answers.
             np.testing.assert_allclose([a["predictions"][0] for a in got], first.predict(x1), rtol=1e-12)
 
-            # A route change reaches the running job through the control topic: no restart.
+            # A route change reaches the running job through the control topic: no restart. Version 1 stays on
+            # as a shadow: a copy of each request, answered into the inference log only.
             pid = host.backend("drift").stream_jobs()[0]["pid"]
-            Deployments(host).deploy(P, "scorer", version=2)
+            Deployments(host).deploy(P, "scorer", version=2, shadows=[1])
             probe = 0
 
             def on_v2():
@@ -151,13 +152,22 @@ def test_a_flink_stream_job_through_the_service(tmp_path, kafka, flink_env, monk
             np.testing.assert_allclose([a["predictions"][0] for a in later], second.predict(x2), rtol=1e-12)
             assert host.backend("drift").stream_jobs()[0]["pid"] == pid  # the same job took the new routes
 
-            # Logged to the inference log as HTTP predictions are.
-            logged = wait_until(
-                lambda: (lambda r: r if len(r) >= 4000 else None)(read_all(events, "inference.scorer")),
-                timeout=60,
-                what="the inference log",
-            )
-            assert {row["version"] for row in logged} == {"1", "2"}
+            # Logged to the inference log as HTTP predictions are; the shadow's answers too, marked as a shadow's.
+            ids = {r["request_id"] for r in batch}
+
+            def shadowed():
+                rows = [r for r in read_all(events, "inference.scorer") if r["request_id"] in ids]
+                return rows if len(rows) >= 2 * len(ids) else None
+
+            logged = wait_until(shadowed, timeout=60, what="the second batch and its shadow in the inference log")
+            primary = [r for r in logged if not r["shadow"]]
+            shadow = sorted((r for r in logged if r["shadow"]), key=lambda r: int(r["request_id"][1:]))
+            assert len(primary) == len(shadow) == 2000 and {r["version"] for r in primary} == {"2"}
+            assert {(r["version"], r["variant"]) for r in shadow} == {("1", "v1")}
+            np.testing.assert_allclose([r["prediction"] for r in shadow], first.predict(x2), rtol=1e-12)
+            assert {r["request_id"] for r in shadow} == ids
+            assert len(read_all(events, "answers")) == 4000 + probe  # every request once: no shadow answer there
+            assert {row["version"] for row in read_all(events, "inference.scorer")} == {"1", "2"}
 
             listing = _cli(url, "predict", "stream", "list", "scorer", "--json")
             assert listing.returncode == 0, listing.stderr
@@ -172,6 +182,8 @@ def test_a_flink_stream_job_through_the_service(tmp_path, kafka, flink_env, monk
             assert jobs.returncode == 0, jobs.stderr
             [job] = [j for j in json.loads(jobs.stdout)["jobs"] if j["kind"] == "predict"]
             assert job["state"] == "RUNNING" and job["deployment"] == "scorer"
+            assert job["shadows"] == [{"variant": "v1", "version": 1}]
+            assert job["shadowed"] >= 2000 and job["shadow_failed"] == 0
 
             # A job that dies is reported on /ready and restarted from its checkpoint, answering the rest once.
             os.killpg(pid, signal.SIGKILL)

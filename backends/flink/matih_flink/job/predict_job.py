@@ -177,8 +177,8 @@ def plain(value: Any) -> Any:
 
 
 def log_records(plan: dict[str, Any], route: dict[str, Any], request_id: str, rows: list[Any], outputs: Any,
-                latency_ms: float, at: int) -> list[dict[str, Any]]:
-    """The inference-log records of one answered request: one per input row."""
+                latency_ms: float, at: int, shadow: bool = False) -> list[dict[str, Any]]:
+    """The inference-log records of one answered request (or of a shadow's answer to it): one per input row."""
     names = list(route.get("feature_names") or ())
     primary = outputs[next(iter(outputs))] if isinstance(outputs, dict) else outputs
     out = []
@@ -188,7 +188,7 @@ def log_records(plan: dict[str, Any], route: dict[str, Any], request_id: str, ro
                     if isinstance(v, (int, float, str, bool))}
         record = {"timestamp": at, "request_id": request_id, "row": i, "deployment": plan["log_name"],
                   "variant": route["variant"], "version": str(route["version"]), "latency_ms": latency_ms,
-                  "shadow": False, "features": features}
+                  "shadow": shadow, "features": features}
         try:
             value = primary[i]
             value = value.tolist() if hasattr(value, "tolist") else value
@@ -221,16 +221,18 @@ def make_function(spec: dict[str, Any]) -> Any:
             self.bucket = sticky_bucket
             self.plan = spec["plan"]
             self.revision = int(self.plan.get("revision") or 0)
-            self.use(self.plan["routes"], spec["bounds"])
+            self.use(self.plan["routes"], spec["bounds"], self.plan.get("shadows") or [])
             self.models: dict[int, Any] = {}
             self.partitions = int(spec.get("partitions", 1))
             self.answered_through = int(spec.get("answered_through", -1))
             metrics = runtime_context.get_metrics_group()
-            self.counters = {name: metrics.counter(f"matih_{name}") for name in ("consumed", "predicted", "failed")}
+            self.counters = {name: metrics.counter(f"matih_{name}") for name in ("consumed", "predicted", "failed",
+                                                                                  "shadowed", "shadow_failed")}
 
-        def use(self, routes: list[dict[str, Any]], bounds: list[int]) -> None:
+        def use(self, routes: list[dict[str, Any]], bounds: list[int], shadows: list[dict[str, Any]]) -> None:
             self.routes = [r for r in routes if r["weight"] > 0]
             self.bounds = bounds
+            self.shadows = list(shadows)
 
         def model(self, route: dict[str, Any]) -> Any:
             found = self.models.get(route["version"])
@@ -262,9 +264,10 @@ def make_function(spec: dict[str, Any]) -> Any:
             if revision <= self.revision or not change.get("routes"):
                 return  # replayed from before this job's spec (or a later one applied already)
             self.revision = revision
-            self.use(change["routes"], change["bounds"])
+            self.use(change["routes"], change["bounds"], change.get("shadows") or [])
             print(f"matih: routes of {self.plan['deployment']} changed to "
-                  f"{[(r['variant'], r['weight']) for r in self.routes]} (revision {revision})")
+                  f"{[(r['variant'], r['weight']) for r in self.routes]}, shadows "
+                  f"{[r['variant'] for r in self.shadows]} (revision {revision})")
 
         def process_element(self, row: Any, ctx: Any) -> Any:
             plan = self.plan
@@ -299,14 +302,32 @@ def make_function(spec: dict[str, Any]) -> Any:
                 at = int(time.time() * 1000)
                 answer = {"predictions": plain(outputs), "deployment": plan["deployment"],
                           "version": route["version"], "variant": route["variant"]}
-                for entry in log_records(plan, route, request_id or f"flink-{plan['deployment']}-{offset}",
-                                         model.fed.tolist(), outputs, latency, at):
+                logged_id = request_id or f"flink-{plan['deployment']}-{offset}"
+                for entry in log_records(plan, route, logged_id, model.fed.tolist(), outputs, latency, at):
                     yield log_tag, self.encode(entry).decode()
                 self.counters["predicted"].inc()
             except Refused as exc:
                 answer, at = {"error": str(exc)[:2000]}, int(time.time() * 1000)
                 self.counters["failed"].inc()
+                yield self.encode({"timestamp": at, **out, **answer}).decode()
+                return
             yield self.encode({"timestamp": at, **out, **answer}).decode()
+            # A copy of the answered request to each shadow, after its answer: logged as the shadow's, never
+            # written to the sink; a shadow fails nothing but itself.
+            for shadow in self.shadows:
+                try:
+                    start = time.perf_counter()
+                    shadow_model = self.model(shadow)
+                    shadow_outputs = shadow_model.predict(rows, columns)
+                    latency = (time.perf_counter() - start) * 1000
+                    for entry in log_records(plan, shadow, logged_id, shadow_model.fed.tolist(), shadow_outputs,
+                                             latency, int(time.time() * 1000), shadow=True):
+                        yield log_tag, self.encode(entry).decode()
+                    self.counters["shadowed"].inc()
+                except Exception as exc:  # whatever a shadow raises is its own failure
+                    self.counters["shadow_failed"].inc()
+                    print(f"matih: shadow v{shadow['version']} of {plan['deployment']} failed: "
+                          f"{type(exc).__name__}: {exc}"[:500])
 
     return Answer(), log_tag
 
