@@ -44,6 +44,11 @@ def _plan_dict(plan: StreamJobPlan | dict[str, Any]) -> dict[str, Any]:
     return asdict(plan) if is_dataclass(plan) else dict(plan)
 
 
+def _with_traffic(plan: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``plan`` with ``new``'s routes, shadows and revision (what a running job follows)."""
+    return {**plan, "routes": new["routes"], "shadows": new.get("shadows") or [], "revision": new["revision"]}
+
+
 class FlinkStreamJob:
     """One deployment's streaming-inference job (see the module docstring)."""
 
@@ -124,8 +129,7 @@ class FlinkStreamJob:
         new = _plan_dict(plan)
         if int(new.get("revision") or 0) <= int(self.plan.get("revision") or 0):
             return False
-        self.plan = {**self.plan, "routes": new["routes"], "shadows": new.get("shadows") or [],
-                     "revision": new["revision"]}
+        self.plan = _with_traffic(self.plan, new)
         if self.kafka is None:
             self.spec()
         change = {"group": self.plan["group"], "revision": self.plan["revision"], "routes": self.plan["routes"],
@@ -223,8 +227,7 @@ class FlinkStreamJobs:
                 self.status[group] = {"phase": phase, "restarts": 0, "failures": 0, "last_error": None,
                                       "next_restart_at": None, "backoff": self.settings.restart_backoff_seconds}
             elif int(data.get("revision") or 0) > int(found.plan.get("revision") or 0):
-                found.plan = {**found.plan, "routes": data["routes"], "shadows": data.get("shadows") or [],
-                              "revision": data["revision"]}
+                found.plan = _with_traffic(found.plan, data)
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
                 self._thread = threading.Thread(target=self._run, name="matih-flink-streams", daemon=True)

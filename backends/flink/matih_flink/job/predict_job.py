@@ -309,9 +309,9 @@ def make_function(spec: dict[str, Any]) -> Any:
             except Refused as exc:
                 answer, at = {"error": str(exc)[:2000]}, int(time.time() * 1000)
                 self.counters["failed"].inc()
-                yield self.encode({"timestamp": at, **out, **answer}).decode()
-                return
             yield self.encode({"timestamp": at, **out, **answer}).decode()
+            if "error" in answer:
+                return
             # A copy of the answered request to each shadow, after its answer: logged as the shadow's, never
             # written to the sink; a shadow fails nothing but itself.
             for shadow in self.shadows:
