@@ -99,10 +99,10 @@ class FlinkStreamJob:
                 "group": f"{kafka.prefix}{plan['group']}{GROUP_SUFFIX}", "checkpoint_ms": self.checkpoint_ms,
                 "answered_through": max(answered) if answered and partitions == 1 else -1,
                 "start_from": self.start_from, "parallelism": self.parallelism,
-                # Latency over batching: each request is answered on its own, so small bundles and buffers
-                # cost little throughput and keep end-to-end times to tens of milliseconds. 10 ms bundles
-                # (scripts/bench/flink_stream.py, 2 cores): 5,758-6,801 predictions/s, p99 84-88 ms at
-                # 1,000/s; 5 ms ones flushed so often that they did worse on both (4,820-5,461/s, p99 131-194).
+                # Each request is answered on its own; short bundles and buffers keep end-to-end times to tens
+                # of milliseconds, but too short ones cost both ways. 10 ms bundles (scripts/bench/flink_stream.py,
+                # 2 cores): 5,758-6,801 predictions/s, p99 84-88 ms at 1,000/s; 5 ms ones flushed so often that
+                # they did worse on both (4,820-5,461/s, p99 131-194 ms).
                 "bundle_ms": 10, "bundle_size": 1000, "buffer_timeout_ms": 5, "linger_ms": 1, "fetch_wait_ms": 10}
 
     def start(self, *, restore: bool = True) -> None:
