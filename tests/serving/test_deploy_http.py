@@ -189,7 +189,7 @@ def test_concurrent_requests_do_not_wait_for_a_slow_model(host):
     register_model(host, "slow", Slow(1.5), "pyfunc", np.array([[1.0, 2.0]]))
     register_model(host, "fast", Slow(0.0), "pyfunc", np.array([[1.0, 2.0]]))
     with serve(host) as url:
-        with httpx.Client(base_url=url) as c:
+        with httpx.Client(base_url=url, timeout=30) as c:
             for name in ("slow", "fast"):
                 assert c.post("/api/v1/deployments", json={"name": f"{name}-api", "model": name, "version": 1}
                               ).status_code == 201

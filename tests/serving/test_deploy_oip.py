@@ -40,7 +40,7 @@ def server(hermetic, models):
         import httpx
 
         url = base.removeprefix("http://")  # tritonclient takes host:port
-        with httpx.Client(base_url=base) as c:
+        with httpx.Client(base_url=base, timeout=30) as c:
             for body in ({"name": "churn-api", "model": "churn", "version": 1, "shadows": [2]},
                          {"name": "broken-api", "model": "broken", "version": 1}):
                 assert c.post("/api/v1/deployments", json=body).status_code == 201

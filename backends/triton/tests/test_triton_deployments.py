@@ -197,7 +197,7 @@ def test_tritonclient_talks_to_the_ml_services_v2_over_triton(triton_host):
     regressor = LinearRegression().fit(X, X @ np.arange(1.0, 7.0))
     register_model(host, "reg", regressor, "sklearn", X[:2])
     with serve(host) as base:
-        with httpx.Client(base_url=base) as c:
+        with httpx.Client(base_url=base, timeout=60) as c:
             assert c.post("/api/v1/deployments", json={"name": "reg-api", "model": "reg", "version": 1}).status_code \
                 == 201
         client = httpclient.InferenceServerClient(url=base.removeprefix("http://"))

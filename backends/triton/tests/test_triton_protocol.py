@@ -24,7 +24,7 @@ def exercise(host):
     register_model(host, "scorer", Linear(2.0, 0.0), example=EXAMPLE)
     register_model(host, "scorer", Linear(2.0, 1000.0), example=EXAMPLE)
     with serve(host) as base:
-        with httpx.Client(base_url=base) as c:
+        with httpx.Client(base_url=base, timeout=60) as c:
             assert c.post("/api/v1/deployments", json={"name": "ab", "model": "scorer", "split": "1=50,2=50"}
                           ).status_code == 201
             assert c.post("/api/v1/deployments", json={"name": "idle", "model": "scorer", "version": 2}
