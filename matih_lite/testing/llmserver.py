@@ -29,6 +29,8 @@ from typing import Any
 from matih_lite.testing.processes import LOOPBACK, EngineProcess, free_port, wait_for
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REBUILD_HINT = ("CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF\" pip install "
+                "--no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36 (scripts/test builds it so)")
 INSTALL_HINT = ("pip install -e 'backends/vllm[test]' (llama-cpp-python[server] compiles for ~5.5 min with "
                 "CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF\")")
 
@@ -104,12 +106,34 @@ class LlamaServer:
         return resp.status_code == 200 and any(m.get("id") == self.alias for m in resp.json().get("data", []))
 
     def _warm(self) -> None:
+        """A first completion of a few tokens (the one that fills the caches, and the one a broken build of
+        llama.cpp crashes on: a native build on a CPU with AMX died here with SIGSEGV)."""
         import httpx
 
-        resp = httpx.post(f"{self.url}/v1/completions", trust_env=False, timeout=self.start_timeout,
-                          json={"model": self.alias, "prompt": "Hello", "max_tokens": 1, "temperature": 0})
+        try:
+            resp = httpx.post(f"{self.url}/v1/completions", trust_env=False, timeout=self.start_timeout,
+                              json={"model": self.alias, "prompt": "Count: one, two, three,", "max_tokens": 3,
+                                    "temperature": 0})
+        except httpx.TransportError as exc:
+            code = self._exit_code(within=3.0)
+            if code is None:
+                raise RuntimeError(f"llama.cpp server {self.alias} dropped its first completion: {exc}") from None
+            raise RuntimeError(f"llama.cpp server {self.alias} died on its first completion (exit {code}); "
+                               f"a build for this CPU can crash, rebuild it portable: {REBUILD_HINT}") from None
         if resp.status_code != 200:
             raise RuntimeError(f"llama.cpp server {self.alias} refused its first completion: {resp.text[:500]}")
+
+    def _exit_code(self, within: float) -> int | None:
+        """The server's exit code once it has exited, waiting up to ``within`` seconds; None while it runs."""
+        import time
+
+        deadline = time.monotonic() + within
+        while self.process is not None:
+            code = self.process.poll()
+            if code is not None or time.monotonic() >= deadline:
+                return code
+            time.sleep(0.05)
+        return None
 
     def stop(self) -> None:
         """Stop the server by its PID (idempotent)."""
