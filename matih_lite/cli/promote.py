@@ -18,7 +18,9 @@ def promote(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check both sides and say what would be copied.")] = False,
     merge: Annotated[bool, typer.Option("--merge", help="Add to a target that holds data already; ids held there "
                                                         "must match.")] = False,
-    only: Annotated[str | None, typer.Option("--only", help="Slots to copy, comma-separated: metadata,artifacts.")
+    only: Annotated[str | None, typer.Option("--only", help="Slots to copy, comma-separated: metadata,artifacts,"
+                                                      "events,features (default: every slot the profiles fill "
+                                                      "differently).")
                     ] = None,
     manifests: Annotated[str | None, typer.Option("--manifests", help="Also write the Kubernetes objects that run "
                                                                       "the target profile into this folder.")] = None,
@@ -31,10 +33,12 @@ def promote(
                                                         "(kubeconfig, or in-cluster).")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Copy the metadata (every table, every tenant) and the artifacts of this profile into another, then verify.
+    """Copy this profile's state into another's backends, then verify: metadata, artifacts, events, features.
 
-    Verification always runs: per table row counts and an order-independent checksum on both sides, the
-    same queries answered by both, every artifact's sha256. Exits 1 naming any difference, 2 on bad input
+    Metadata table by table for every tenant, artifacts with their sha256, event streams with their offsets
+    and consumer-group commits, the online feature store. Verification always runs: per table row counts
+    and an order-independent checksum on both sides, the same queries answered by both, every artifact's
+    sha256, every stream's length and last offset. Exits 1 naming any difference, 2 on bad input
     (an unreachable backend, a target holding other data without --merge). Killed half-way, run it again:
     it continues, and the result is that of one run.
 
