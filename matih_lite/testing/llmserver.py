@@ -29,10 +29,10 @@ from typing import Any
 from matih_lite.testing.processes import LOOPBACK, EngineProcess, free_port, wait_for
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-REBUILD_HINT = ("CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF\" pip install "
-                "--no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36 (scripts/test builds it so)")
-INSTALL_HINT = ("pip install -e 'backends/vllm[test]' (llama-cpp-python[server] compiles for ~5.5 min with "
-                "CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF\")")
+PORTABLE_BUILD = 'CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"'
+"""How llama-cpp-python is built for the tests (scripts/test does): for any x86-64, not this CPU alone."""
+INSTALL_HINT = (f"pip install -e 'backends/vllm[test]' (llama-cpp-python[server] compiles for ~5.5 min with "
+                f"{PORTABLE_BUILD})")
 
 
 def smollm2_gguf() -> Path | None:
@@ -118,8 +118,12 @@ class LlamaServer:
             code = self._exit_code(within=3.0)
             if code is None:
                 raise RuntimeError(f"llama.cpp server {self.alias} dropped its first completion: {exc}") from None
-            raise RuntimeError(f"llama.cpp server {self.alias} died on its first completion (exit {code}); "
-                               f"a build for this CPU can crash, rebuild it portable: {REBUILD_HINT}") from None
+            from importlib.metadata import version
+
+            pin = f"llama-cpp-python=={version('llama_cpp_python')}"
+            raise RuntimeError(f"llama.cpp server {self.alias} died on its first completion (exit {code}); a build "
+                               f"for this CPU can crash, rebuild it portable: {PORTABLE_BUILD} pip install "
+                               f"--no-cache-dir --force-reinstall --no-deps {pin}") from None
         if resp.status_code != 200:
             raise RuntimeError(f"llama.cpp server {self.alias} refused its first completion: {resp.text[:500]}")
 
