@@ -21,6 +21,7 @@ import atexit
 import importlib.util
 import os
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -115,7 +116,11 @@ class LlamaServer:
                               json={"model": self.alias, "prompt": "Count: one, two, three,", "max_tokens": 3,
                                     "temperature": 0})
         except httpx.TransportError as exc:
-            code = self._exit_code(within=3.0)
+            popen = self.process.popen if self.process is not None else None
+            try:
+                code = popen.wait(timeout=3.0) if popen is not None else None  # a crash takes a moment to reap
+            except subprocess.TimeoutExpired:
+                code = None
             if code is None:
                 raise RuntimeError(f"llama.cpp server {self.alias} dropped its first completion: {exc}") from None
             from importlib.metadata import version
@@ -126,18 +131,6 @@ class LlamaServer:
                                f"--no-cache-dir --force-reinstall --no-deps {pin}") from None
         if resp.status_code != 200:
             raise RuntimeError(f"llama.cpp server {self.alias} refused its first completion: {resp.text[:500]}")
-
-    def _exit_code(self, within: float) -> int | None:
-        """The server's exit code once it has exited, waiting up to ``within`` seconds; None while it runs."""
-        import time
-
-        deadline = time.monotonic() + within
-        while self.process is not None:
-            code = self.process.poll()
-            if code is not None or time.monotonic() >= deadline:
-                return code
-            time.sleep(0.05)
-        return None
 
     def stop(self) -> None:
         """Stop the server by its PID (idempotent)."""
